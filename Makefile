@@ -1,0 +1,47 @@
+# The two quick-start commands are `make demo` and `make test`; both create the environment.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help demo test test-full lint typecheck check bench schemas clean
+
+help:
+	@echo "make demo       the whole pipeline on embedded parts, with a summary"
+	@echo "make test       lint, types and the test suite (what CI runs)"
+	@echo "make test-full  the suite plus the long fault scenarios"
+	@echo "make bench      the benchmark (JSON and a table)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m worker demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+schemas: $(STAMP)
+	$(BIN)/python -m schemas
+
+# pytest exits 5 when it collected no test: that must fail, never pass silently.
+test: lint typecheck
+	$(BIN)/python -m pytest -m "not slow"; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+test-full: $(STAMP)
+	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+bench: $(STAMP)
+	$(BIN)/python -m worker bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

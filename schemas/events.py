@@ -1,0 +1,103 @@
+"""The canonical runtime event: one observed change for one ECS task.
+
+An event reads as a fragment of a ``SubmitTaskStateChange`` request: the same member names and
+types, plus the observation time. This is the format enriching shippers produce; the decoders in
+``worker.decode`` map Docker, Podman, containerd and shipper formats onto it.
+
+Statuses accept the ECS API values and the runtime-level values the ECS agent knows (``CREATED``,
+``PULLED``...); ``worker.coalesce`` ranks them PENDING < RUNNING < STOPPED.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.ecs import ManagedAgentName, NetworkBinding
+
+__all__ = [
+    "AttachmentChange",
+    "ContainerChange",
+    "ContainerStatus",
+    "ManagedAgentChange",
+    "TaskEvent",
+    "TaskStatus",
+]
+
+ContainerStatus = Literal[
+    "NONE",
+    "PENDING",
+    "MANIFEST_PULLED",
+    "PULLED",
+    "CREATED",
+    "RESOURCES_PROVISIONED",
+    "RUNNING",
+    "STOPPED",
+    "ZOMBIE",
+]
+TaskStatus = Literal[
+    "NONE",
+    "PROVISIONING",
+    "PENDING",
+    "MANIFEST_PULLED",
+    "CREATED",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+]
+
+# Generous structural bounds so one hostile record cannot allocate without limit; the tighter,
+# configurable limits are applied by worker.validate.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+Text = Annotated[str, msgspec.Meta(max_length=65536)]
+NanoTime = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    pass
+
+
+class ContainerChange(_Event, frozen=True):
+    """One container's change. Absent members mean "not observed", never "cleared"."""
+
+    containerName: Name
+    runtimeId: Text | None = None
+    imageDigest: Text | None = None
+    status: ContainerStatus | None = None
+    exitCode: Int32 | None = None
+    reason: Text | None = None
+    networkBindings: Annotated[tuple[NetworkBinding, ...], msgspec.Meta(max_length=1024)] | None = None
+
+
+class AttachmentChange(_Event, frozen=True):
+    attachmentArn: Name
+    status: Name
+
+
+class ManagedAgentChange(_Event, frozen=True):
+    containerName: Name
+    managedAgentName: ManagedAgentName
+    status: Name
+    reason: Text | None = None
+
+
+class TaskEvent(_Event, frozen=True):
+    """One observed change of one task, at ``observedAt`` nanoseconds since the Unix epoch."""
+
+    cluster: Name
+    task: Name
+    observedAt: NanoTime
+    status: TaskStatus | None = None
+    reason: Text | None = None
+    containers: Annotated[tuple[ContainerChange, ...], msgspec.Meta(max_length=1024)] = ()
+    attachments: Annotated[tuple[AttachmentChange, ...], msgspec.Meta(max_length=1024)] = ()
+    managedAgents: Annotated[tuple[ManagedAgentChange, ...], msgspec.Meta(max_length=1024)] = ()
+    pullStartedAt: datetime | None = None
+    pullStoppedAt: datetime | None = None
+    executionStoppedAt: datetime | None = None

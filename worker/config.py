@@ -1,0 +1,210 @@
+"""Settings: defaults < TOML file < ``WORKER_*`` environment variables < command-line flags.
+
+Every setting is one member of ``Settings`` with its unit in its name (``linger_ms``) and its
+bounds in its type; ``SETTING_HELP`` documents each (the CLI help and the README table come from
+it). A bad setting fails at start with a message naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ["SETTING_HELP", "ConfigError", "Settings", "env_name", "flag_name", "load_settings"]
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Kafka
+    bootstrap_servers: NonEmpty = "127.0.0.1:9092"
+    input_topic: NonEmpty = "container-events"
+    outcome_topic: NonEmpty = "ecs-state-outcomes"
+    dlq_topic: NonEmpty = "ecs-state-dlq"
+    group_id: NonEmpty = "ecs-state-worker"
+    group_instance_id: str | None = None
+    client_id: NonEmpty = "ecs-state-worker"
+    input_format: Literal["auto", "canonical", "docker", "fluentbit", "metricbeat", "containerd", "ctr"] = (
+        "auto"
+    )
+    max_record_bytes: Positive = 1_048_576
+    max_poll_records: Positive = 500
+    session_timeout_ms: Positive = 45_000
+    rebalance_timeout_ms: Positive = 60_000
+    commit_interval_ms: Positive = 1_000
+    enable_idempotence: bool = False
+    acks: Literal["all", "1", "0"] = "all"
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # ECS
+    region: NonEmpty = "us-east-1"
+    ecs_endpoint_url: str | None = None
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    call_timeout_ms: Positive = 10_000
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    retry_deadline_ms: Positive = 120_000
+    retry_initial_ms: Positive = 200
+    retry_max_ms: Positive = 20_000
+    rate_limit_per_s: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    rate_limit_burst: Positive = 150
+    # Coalescing
+    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
+    max_active_tasks: Positive = 200_000
+    retired_cache: Positive = 100_000
+    # Operations
+    drain_timeout_ms: Positive = 25_000
+    metrics_port: Port = 9464
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    def __post_init__(self) -> None:
+        if self.retry_initial_ms > self.retry_max_ms:
+            raise ValueError("retry_initial_ms must not exceed retry_max_ms")
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError("security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        if self.drain_timeout_ms >= self.rebalance_timeout_ms:
+            raise ValueError("drain_timeout_ms must be shorter than rebalance_timeout_ms")
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict fit for a log line: secrets masked."""
+        data: dict[str, Any] = msgspec.structs.asdict(self)
+        if data.get("sasl_password"):
+            data["sasl_password"] = "***"
+        return data
+
+
+SETTING_HELP: dict[str, str] = {
+    "bootstrap_servers": "Kafka bootstrap servers, comma separated.",
+    "input_topic": "Topic of container-runtime events.",
+    "outcome_topic": "Topic receiving one outcome record per finished submission.",
+    "dlq_topic": "Dead-letter topic: undecodable input, invalid events, exhausted submissions.",
+    "group_id": "Consumer group id; every replica uses the same.",
+    "group_instance_id": "Static membership id (e.g. the pod name): restarts do not rebalance.",
+    "client_id": "Kafka client id, also written to outcome and dead-letter records.",
+    "input_format": "Input format, or auto to detect it per record.",
+    "max_record_bytes": "Larger input records are dead-lettered.",
+    "max_poll_records": "Records fetched per poll.",
+    "session_timeout_ms": "Consumer group session timeout.",
+    "rebalance_timeout_ms": "Time a rebalance waits for members; covers the drain of revoked partitions.",
+    "commit_interval_ms": "How often resolved offsets are committed.",
+    "enable_idempotence": "Idempotent producer (needs broker support; off for Tansu).",
+    "acks": "Producer acknowledgements for outcome and dead-letter records.",
+    "compression_type": "Compression of outcome and dead-letter records.",
+    "security_protocol": "Kafka security protocol.",
+    "sasl_mechanism": "SASL mechanism.",
+    "sasl_username": "SASL user name.",
+    "sasl_password": "SASL password (prefer the WORKER_SASL_PASSWORD variable from a secret).",
+    "ssl_cafile": "CA bundle to verify the brokers.",
+    "ssl_certfile": "Client certificate for mutual TLS.",
+    "ssl_keyfile": "Client private key for mutual TLS.",
+    "region": "AWS region of the ECS clusters.",
+    "ecs_endpoint_url": "ECS endpoint override (the local endpoint); unset for real ECS.",
+    "concurrency": "Most ECS calls in flight; also the HTTP connection pool size.",
+    "call_timeout_ms": "Connect and read timeout of one ECS call.",
+    "max_attempts": "Attempts per submission, the first included.",
+    "retry_deadline_ms": "Give up retrying a submission after this long.",
+    "retry_initial_ms": "First retry backoff (exponential, with jitter).",
+    "retry_max_ms": "Largest retry backoff.",
+    "rate_limit_per_s": (
+        "ECS calls per second for this process (ECS allows about 120/s per account: divide by replicas)."
+    ),
+    "rate_limit_burst": "Token-bucket burst of ECS calls.",
+    "linger_ms": "Delay from a task's first unsent change to its submission (STOPPED goes at once).",
+    "max_active_tasks": "Cap on tasks held in memory; at the cap consumption pauses.",
+    "retired_cache": "STOPPED tasks remembered so late events cause no call.",
+    "drain_timeout_ms": "On SIGTERM, wait this long for in-flight work (keep under the pod's grace period).",
+    "metrics_port": "Port of /metrics, /healthz and /readyz; 0 disables.",
+    "log_level": "Log level.",
+    "log_format": "json for structured logs, text for humans.",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it."""
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return "WORKER_" + field.upper()
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge the sources (later wins) and validate; raise ``ConfigError`` naming the bad setting."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    path = config_file or (Path(env["WORKER_CONFIG"]) if env.get("WORKER_CONFIG") else None)
+    if path is not None:
+        for key, value in _read_toml(path).items():
+            merged[key] = value
+            origin[key] = f"{path}: {key}"
+    fields = set(SETTING_HELP)
+    for field in fields:
+        if (value := env.get(env_name(field))) is not None:
+            merged[field] = _from_env(value)
+            origin[field] = env_name(field)
+    for field, value in (flags or {}).items():
+        if value is not None:
+            merged[field] = value
+            origin[field] = flag_name(field)
+    unknown = sorted(set(merged) - fields)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} (from {origin[unknown[0]]})")
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, origin)) from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    # Accept both a flat file and one with a [worker] table.
+    table = data.get("worker", data)
+    return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def _from_env(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value if value != "" else None
+
+
+def _explain(exc: msgspec.ValidationError, origin: Mapping[str, str]) -> str:
+    text = str(exc)
+    field = text.rpartition("$.")[2].strip("`").split("[")[0].split(".")[0] if "$." in text else None
+    if field and field in origin:
+        return f"invalid setting {field} (from {origin[field]}): {text.split(' - at ')[0]}"
+    if field:
+        return f"invalid setting {field}: {text}"
+    return f"invalid settings: {text}"

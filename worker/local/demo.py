@@ -1,0 +1,195 @@
+"""``make demo``: the whole pipeline on embedded parts — Tansu, the local ECS endpoint and one
+worker — fed a synthetic fleet's events (with duplicates, reordering and a few poison records),
+run until everything is processed, then summarised."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from dataclasses import field
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+from schemas.records import Outcome
+from worker.config import Settings
+from worker.local.broker import EmbeddedBroker
+from worker.local.ecs_endpoint import LocalEcsEndpoint
+from worker.local.fleet import ExpectedTask, Fleet, Format, final_state_mismatches, synthetic_fleet
+from worker.local.topics import create_topics, end_offsets, read_all
+from worker.pipeline import Worker
+
+__all__ = ["POISON_RECORDS", "DemoSummary", "run_demo"]
+
+POISON_RECORDS: tuple[bytes, ...] = (
+    b"\x00\xffnot json at all",
+    b'{"cluster":"c","task":"t","observedAt":1,"status":"HALF_RUNNING"}',
+    b'{"cluster":"c","task":"t","observedAt":1,"containers":[{"containerName":"web",'
+    b'"status":"RUNNING","networkBindings":[{"containerPortRange":"9000-8000"}]}]}',
+)
+
+
+class DemoSummary(msgspec.Struct, kw_only=True):
+    events: int
+    tasks: int
+    records_dead_lettered: int
+    submissions: int
+    acknowledged: int
+    calls_per_task: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    regressions: int
+    mismatches: list[str]
+    outcome_topic: str
+    outcome_records: int
+    dlq_topic: str
+    seconds: float
+    ok: bool = field(default=False)
+
+    def render(self) -> str:
+        rows = [
+            ("events produced", f"{self.events}"),
+            ("tasks", f"{self.tasks}"),
+            ("poison records dead-lettered", f"{self.records_dead_lettered}"),
+            ("ECS calls (submissions)", f"{self.submissions}"),
+            ("acknowledged", f"{self.acknowledged}"),
+            ("calls per task", f"{self.calls_per_task:.2f}"),
+            ("event-to-ack latency p50", f"{self.latency_p50_ms:.0f} ms"),
+            ("event-to-ack latency p99", f"{self.latency_p99_ms:.0f} ms"),
+            ("regressions seen by ECS", f"{self.regressions}"),
+            ("tasks not in their final state", f"{len(self.mismatches)}"),
+            ("outcome records", f"{self.outcome_records} in topic {self.outcome_topic}"),
+            ("dead-letter topic", self.dlq_topic),
+            ("wall time", f"{self.seconds:.1f} s"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"  {k:<{width}}  {v}" for k, v in rows]
+        verdict = "OK: every task's final state acknowledged, nothing lost" if self.ok else "FAILED"
+        return "\n".join(["ecs-state-worker demo", *lines, verdict, *self.mismatches[:10]])
+
+
+async def run_demo(
+    *,
+    tasks: int = 400,
+    partitions: int = 4,
+    seed: int = 7,
+    fmt: Format = "canonical",
+    timeout_s: float = 120.0,
+) -> DemoSummary:
+    began = time.monotonic()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+    fleet = synthetic_fleet(tasks, seed=seed, fmt=fmt)
+    broker = EmbeddedBroker()
+    await asyncio.to_thread(broker.start)
+    endpoint = LocalEcsEndpoint()
+    await endpoint.start()
+    try:
+        settings = Settings(
+            bootstrap_servers=broker.bootstrap,
+            ecs_endpoint_url=endpoint.url,
+            input_format="auto",
+            metrics_port=0,
+            group_id="demo",
+            session_timeout_ms=10_000,
+            rebalance_timeout_ms=20_000,
+            drain_timeout_ms=10_000,
+            rate_limit_per_s=1000.0,
+            rate_limit_burst=1000,
+        )
+        await create_topics(
+            broker.bootstrap,
+            {
+                settings.input_topic: partitions,
+                settings.outcome_topic: partitions,
+                settings.dlq_topic: 1,
+            },
+        )
+        worker = Worker(settings)
+        running = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        await _produce(broker.bootstrap, settings.input_topic, fleet, fmt)
+        mismatches = await _await_processed(
+            worker, endpoint, fleet.expected, broker.bootstrap, settings, timeout_s
+        )
+        worker.request_stop()
+        await running
+        outcomes = [
+            msgspec.json.decode(r.value, type=Outcome)
+            for r in await read_all(broker.bootstrap, settings.outcome_topic)
+        ]
+        dead = await end_offsets(broker.bootstrap, settings.dlq_topic)
+        state = endpoint.state()
+    finally:
+        await endpoint.stop()
+        broker.stop()
+    latencies = sorted(o.latencyMs for o in outcomes if o.result == "acknowledged")
+    summary = DemoSummary(
+        events=len(fleet.steps),
+        tasks=len(fleet.expected),
+        records_dead_lettered=sum(dead.values()),
+        submissions=int(state["calls"]),
+        acknowledged=int(state["accepted"]),
+        calls_per_task=state["calls"] / max(1, len(fleet.expected)),
+        latency_p50_ms=statistics.median(latencies) if latencies else 0.0,
+        latency_p99_ms=_percentile(latencies, 0.99),
+        regressions=len(state["regressions"]),
+        mismatches=mismatches,
+        outcome_topic=settings.outcome_topic,
+        outcome_records=len(outcomes),
+        dlq_topic=settings.dlq_topic,
+        seconds=time.monotonic() - began,
+    )
+    summary.ok = (
+        not mismatches and summary.regressions == 0 and summary.records_dead_lettered == len(POISON_RECORDS)
+    )
+    return summary
+
+
+def _percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(share * len(values)))]
+
+
+async def _produce(bootstrap: str, topic: str, fleet: Fleet, fmt: Format) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        pending = []
+        for index, step in enumerate(fleet.steps):
+            delay = start + step.at_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            value = fleet.render(step, time.time_ns(), fmt)
+            pending.append(await producer.send(topic, value=value, key=step.task.encode()))
+            if index % 97 == 0 and index // 97 < len(POISON_RECORDS):
+                bad = POISON_RECORDS[index // 97]
+                pending.append(await producer.send(topic, value=bad, key=b"poison"))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _await_processed(
+    worker: Worker,
+    endpoint: LocalEcsEndpoint,
+    expected: dict[str, ExpectedTask],
+    bootstrap: str,
+    settings: Settings,
+    timeout_s: float,
+) -> list[str]:
+    ends = await end_offsets(bootstrap, settings.input_topic)
+    deadline = time.monotonic() + timeout_s
+    mismatches: list[str] = []
+    while time.monotonic() < deadline:
+        mismatches = final_state_mismatches(expected, endpoint.state())
+        committed = worker.committed_offsets()
+        caught_up = all(committed.get((settings.input_topic, p), 0) >= end for p, end in ends.items())
+        if not mismatches and caught_up:
+            return []
+        await asyncio.sleep(0.2)
+    return mismatches or ["timed out before every offset was committed"]

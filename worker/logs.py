@@ -1,0 +1,30 @@
+"""Logging: JSON lines (python-json-logger) or text, on stderr. Context such as the task ARN and
+partition travels in ``extra``; secrets never reach a log line (``Settings.redacted``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Client libraries are chatty at INFO (every rebalance step): keep their warnings only.
+    for name in ("aiokafka", "botocore", "aiobotocore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one worker process (prometheus-client), on their own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 120)
+_CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        p = "ecs_state_worker_"
+        self.records_consumed = Counter(
+            p + "records_consumed", "Input records read.", ["partition"], registry=r
+        )
+        self.events_decoded = Counter(
+            p + "events_decoded", "Events decoded, by input format.", ["format"], registry=r
+        )
+        self.ignored = Counter(p + "ignored", "Input items ignored, by reason.", ["reason"], registry=r)
+        self.dead_lettered = Counter(
+            p + "dead_lettered",
+            "Dead-letter records written, by stage and error class.",
+            ["stage", "error_class"],
+            registry=r,
+        )
+        self.submissions = Counter(
+            p + "submissions", "Finished submissions, by result.", ["result"], registry=r
+        )
+        self.calls = Counter(p + "ecs_calls", "ECS calls made, by outcome code.", ["code"], registry=r)
+        self.retries = Counter(p + "retries", "Retried ECS calls, by error code.", ["code"], registry=r)
+        self.throttles = Counter(p + "throttles", "Throttling answers from ECS.", ["code"], registry=r)
+        self.skipped_unchanged = Counter(
+            p + "snapshots_unchanged",
+            "Due snapshots not sent: equal to the acknowledged one or still PENDING.",
+            registry=r,
+        )
+        self.active_tasks = Gauge(p + "active_tasks", "Tasks held in memory.", registry=r)
+        self.in_flight = Gauge(p + "ecs_calls_in_flight", "ECS calls in flight.", registry=r)
+        self.rate_limit = Gauge(p + "rate_limit_per_second", "Current ECS call rate limit.", registry=r)
+        self.paused = Gauge(p + "consumption_paused", "1 while consumption is paused (task cap).", registry=r)
+        self.event_to_ack = Histogram(
+            p + "event_to_ack_seconds",
+            "From an event's observation to ECS's acknowledgement.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.call_seconds = Histogram(
+            p + "ecs_call_seconds", "Duration of one ECS call.", buckets=_CALL_BUCKETS, registry=r
+        )
+        self.incomplete_offsets = Gauge(
+            p + "incomplete_offsets",
+            "Records read but not yet resolved.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.committed_offset = Gauge(
+            p + "committed_offset", "Last committed offset.", ["topic", "partition"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            p + "consumer_lag",
+            "Records behind the partition's end.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.last_progress = Gauge(
+            p + "last_progress_timestamp_seconds",
+            "Unix time of the last unit of progress.",
+            registry=r,
+        )

@@ -1,0 +1,108 @@
+"""Offset bookkeeping: which offsets of each partition may be committed. Pure.
+
+A record is tracked with a number of claims (one per part of it still being worked on: an event
+whose task has not yet reported it, a dead-letter record not yet acknowledged...). The committable
+offset of a partition is the lowest offset still holding claims, or one past the highest tracked
+offset when none does: everything below it is resolved. Records arrive in offset order per
+partition, so this is a queue, and each operation is O(1) amortised.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+__all__ = ["OffsetBook", "PartitionOffsets", "TopicPartitionKey"]
+
+TopicPartitionKey = tuple[str, int]
+
+
+class PartitionOffsets:
+    __slots__ = ("_claims", "_order", "committed", "highest")
+
+    def __init__(self, committed: int | None = None) -> None:
+        self._claims: dict[int, int] = {}
+        self._order: deque[int] = deque()
+        self.highest: int | None = None
+        self.committed = committed
+
+    def track(self, offset: int, claims: int) -> None:
+        if self.highest is not None and offset <= self.highest:
+            return  # re-delivered after a seek: already tracked
+        self.highest = offset
+        if claims > 0:
+            self._claims[offset] = claims
+            self._order.append(offset)
+
+    def release(self, offset: int, count: int = 1) -> None:
+        left = self._claims.get(offset)
+        if left is None:
+            return
+        if left <= count:
+            del self._claims[offset]
+        else:
+            self._claims[offset] = left - count
+
+    def committable(self) -> int | None:
+        """The next offset to commit (Kafka's convention: the first one not yet processed)."""
+        while self._order and self._order[0] not in self._claims:
+            self._order.popleft()
+        if self._order:
+            return self._order[0]
+        return None if self.highest is None else self.highest + 1
+
+    @property
+    def incomplete(self) -> int:
+        return len(self._claims)
+
+
+class OffsetBook:
+    """The ``PartitionOffsets`` of the partitions this process owns."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartitionKey, PartitionOffsets] = {}
+
+    def assign(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        for tp in partitions:
+            self._partitions.setdefault((tp[0], tp[1]), PartitionOffsets())
+
+    def revoke(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        for tp in partitions:
+            self._partitions.pop((tp[0], tp[1]), None)
+
+    def owns(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._partitions
+
+    def track(self, topic: str, partition: int, offset: int, claims: int) -> None:
+        book = self._partitions.get((topic, partition))
+        if book is not None:
+            book.track(offset, claims)
+
+    def release(self, topic: str, partition: int, offset: int, count: int = 1) -> None:
+        book = self._partitions.get((topic, partition))
+        if book is not None:
+            book.release(offset, count)
+
+    def to_commit(self) -> dict[TopicPartitionKey, int]:
+        """Committable offsets that moved since the last ``mark_committed``."""
+        moves: dict[TopicPartitionKey, int] = {}
+        for tp, book in self._partitions.items():
+            offset = book.committable()
+            if offset is not None and offset != book.committed:
+                moves[tp] = offset
+        return moves
+
+    def mark_committed(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        for tp, offset in offsets.items():
+            book = self._partitions.get(tp)
+            if book is not None:
+                book.committed = offset
+
+    def committed(self) -> dict[TopicPartitionKey, int]:
+        return {tp: b.committed for tp, b in self._partitions.items() if b.committed is not None}
+
+    def incomplete(self) -> dict[TopicPartitionKey, int]:
+        return {tp: book.incomplete for tp, book in self._partitions.items()}
+
+    def partitions(self) -> list[TopicPartitionKey]:
+        return list(self._partitions)
