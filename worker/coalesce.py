@@ -163,7 +163,9 @@ class Coalescer:
             resolved.extend(entry.sources)
             self._retire(submission.key)
         elif entry.dirty:
-            self._schedule(submission.key, entry, now)
+            # The heap entry of a change made while in flight was dropped by next_due_at: its due
+            # time (linger from that change) still stands, or now if it has passed.
+            self._push(submission.key, entry, max(now, entry.due_at or now))
         else:
             resolved.extend(entry.sources)
             entry.sources = []

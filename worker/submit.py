@@ -95,7 +95,7 @@ class Submitter:
         self._max_attempts = settings.max_attempts
         self._deadline_s = settings.retry_deadline_ms / 1000
         self._wait = wait_exponential_jitter(
-            initial=settings.retry_initial_ms / 1000,
+            multiplier=settings.retry_initial_ms / 1000,
             max=settings.retry_max_ms / 1000,
             jitter=settings.retry_initial_ms / 1000,
         )

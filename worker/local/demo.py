@@ -18,7 +18,7 @@ from worker.config import Settings
 from worker.local.broker import EmbeddedBroker
 from worker.local.ecs_endpoint import LocalEcsEndpoint
 from worker.local.fleet import ExpectedTask, Fleet, Format, final_state_mismatches, synthetic_fleet
-from worker.local.topics import create_topics, end_offsets, read_all
+from worker.local.topics import create_topics, read_all
 from worker.pipeline import Worker
 
 __all__ = ["POISON_RECORDS", "DemoSummary", "run_demo"]
@@ -120,7 +120,7 @@ async def run_demo(
             msgspec.json.decode(r.value, type=Outcome)
             for r in await read_all(broker.bootstrap, settings.outcome_topic)
         ]
-        dead = await end_offsets(broker.bootstrap, settings.dlq_topic)
+        dead = len(await read_all(broker.bootstrap, settings.dlq_topic))
         state = endpoint.state()
     finally:
         await endpoint.stop()
@@ -129,7 +129,7 @@ async def run_demo(
     summary = DemoSummary(
         events=len(fleet.steps),
         tasks=len(fleet.expected),
-        records_dead_lettered=sum(dead.values()),
+        records_dead_lettered=dead,
         submissions=int(state["calls"]),
         acknowledged=int(state["accepted"]),
         calls_per_task=state["calls"] / max(1, len(fleet.expected)),
@@ -154,7 +154,9 @@ def _percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(share * len(values)))]
 
 
-async def _produce(bootstrap: str, topic: str, fleet: Fleet, fmt: Format) -> None:
+async def _produce(bootstrap: str, topic: str, fleet: Fleet, fmt: Format) -> dict[int, int]:
+    """Send the schedule; return each partition's end offset from the broker's acknowledgements
+    (Tansu's ListOffsets can lag by a record)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -169,7 +171,10 @@ async def _produce(bootstrap: str, topic: str, fleet: Fleet, fmt: Format) -> Non
             if index % 97 == 0 and index // 97 < len(POISON_RECORDS):
                 bad = POISON_RECORDS[index // 97]
                 pending.append(await producer.send(topic, value=bad, key=b"poison"))
-        await asyncio.gather(*pending)
+        ends: dict[int, int] = {}
+        for meta in await asyncio.gather(*pending):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        return ends
     finally:
         await producer.stop()
 
@@ -178,11 +183,10 @@ async def _await_processed(
     worker: Worker,
     endpoint: LocalEcsEndpoint,
     expected: dict[str, ExpectedTask],
-    bootstrap: str,
+    ends: dict[int, int],
     settings: Settings,
     timeout_s: float,
 ) -> list[str]:
-    ends = await end_offsets(bootstrap, settings.input_topic)
     deadline = time.monotonic() + timeout_s
     mismatches: list[str] = []
     while time.monotonic() < deadline:

@@ -1,0 +1,80 @@
+"""Shared fixtures: one embedded broker (Tansu) per test session, a local ECS endpoint per test,
+and unique topic names per test so that tests sharing the broker never see each other's data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from worker.config import Settings
+from worker.local.broker import EmbeddedBroker
+from worker.local.ecs_endpoint import LocalEcsEndpoint
+from worker.local.topics import create_topics
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def endpoint() -> AsyncIterator[LocalEcsEndpoint]:
+    server = LocalEcsEndpoint(seed=11)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    outcome: str
+    dlq: str
+    group: str
+    partitions: int
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def topics(broker: EmbeddedBroker) -> Topics:
+    suffix = uuid.uuid4().hex[:10]
+    made = Topics(f"in-{suffix}", f"out-{suffix}", f"dlq-{suffix}", f"group-{suffix}", 3)
+    await create_topics(broker.bootstrap, {made.input: made.partitions, made.outcome: 2, made.dlq: 1})
+    return made
+
+
+def worker_settings(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, **overrides: object
+) -> Settings:
+    """Settings for a worker in a test: fast timers, no metrics port."""
+    base: dict[str, object] = {
+        "bootstrap_servers": broker.bootstrap,
+        "ecs_endpoint_url": endpoint.url,
+        "input_topic": topics.input,
+        "outcome_topic": topics.outcome,
+        "dlq_topic": topics.dlq,
+        "group_id": topics.group,
+        "metrics_port": 0,
+        "linger_ms": 200,
+        "commit_interval_ms": 200,
+        "session_timeout_ms": 6_000,
+        "rebalance_timeout_ms": 10_000,
+        "drain_timeout_ms": 5_000,
+        "retry_initial_ms": 20,
+        "retry_max_ms": 200,
+        "rate_limit_per_s": 2_000.0,
+        "rate_limit_burst": 2_000,
+    }
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]

@@ -1,0 +1,251 @@
+"""The pipeline end to end, on real parts: the embedded broker and the local ECS endpoint over
+sockets, the real aiokafka and aiobotocore clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.records import Outcome
+from tests.conftest import Topics, worker_settings
+from worker.local.broker import EmbeddedBroker
+from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
+from worker.local.fleet import Fleet, final_state_mismatches, synthetic_fleet
+from worker.local.topics import read_all
+from worker.pipeline import Worker
+
+pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def produce(bootstrap: str, topic: str, fleet: Fleet, *, pace: float = 1.0) -> dict[int, int]:
+    """Send the fleet's steps in schedule order (``pace`` < 1 runs the clock faster); return each
+    partition's end offset as the broker's acknowledgements give it (Tansu's ListOffsets can lag)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        sent = []
+        for step in fleet.steps:
+            delay = start + step.at_s * pace - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            value = fleet.render(step, time.time_ns())
+            sent.append(await producer.send(topic, value=value, key=step.task.encode()))
+        ends: dict[int, int] = {}
+        for meta in await asyncio.gather(*sent):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        return ends
+    finally:
+        await producer.stop()
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def group_committed(bootstrap: str, topics: Topics) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        result = {}
+        for partition in range(topics.partitions):
+            offset = await consumer.committed(TopicPartition(topics.input, partition))
+            result[partition] = offset or 0
+        return result
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        yield worker
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_fleet_reaches_final_states_with_coalescing_and_no_regression(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    fleet = synthetic_fleet(60, seed=3, spread_s=2.0)
+    worker = Worker(worker_settings(broker, endpoint, topics))
+    async with running(worker):
+        ends = await produce(broker.bootstrap, topics.input, fleet, pace=0.5)
+        events = sum(ends.values())
+        await wait_for(
+            lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states"
+        )
+        await wait_for(
+            lambda: all(worker.committed_offsets().get((topics.input, p)) == e for p, e in ends.items() if e),
+            30,
+            "offsets committed",
+        )
+    state = endpoint.state()
+    assert state["regressions"] == []
+    assert state["calls"] == state["accepted"]
+    # Coalescing: far fewer calls than events (one call per event would be about `events`).
+    assert state["calls"] <= 2.5 * len(fleet.expected) < events
+    outcomes = [
+        msgspec.json.decode(r.value, type=Outcome) for r in await read_all(broker.bootstrap, topics.outcome)
+    ]
+    assert len(outcomes) == state["calls"], "one outcome record per submission"
+    assert all(o.result == "acknowledged" and o.acknowledgment == "ACK" for o in outcomes)
+    covered = {(s.partition, off) for o in outcomes for s in o.sources for off in s.offsets}
+    assert covered, "outcome records name the source records they cover"
+    committed = await group_committed(broker.bootstrap, topics)
+    assert committed == {p: ends.get(p, 0) for p in range(topics.partitions)}
+
+
+async def test_offsets_are_committed_only_after_their_outcomes(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    endpoint.set_faults(Faults(latency_ms=1500))
+    fleet = synthetic_fleet(5, seed=5, spread_s=0.1, running_share=0.0)
+    worker = Worker(worker_settings(broker, endpoint, topics, linger_ms=0))
+    async with running(worker):
+        ends = await produce(broker.bootstrap, topics.input, fleet, pace=0.1)
+        await wait_for(lambda: endpoint.state()["calls"] > 0, 20, "a call in flight")
+        # The ECS calls are in flight: no outcome yet, so nothing may be committed yet.
+        await asyncio.sleep(0.6)  # several commit intervals
+        assert await read_all(broker.bootstrap, topics.outcome) == []
+        assert set((await group_committed(broker.bootstrap, topics)).values()) == {0}
+        await wait_for(
+            lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states"
+        )
+        await wait_for(lambda: worker.pending_work() == 0, 30, "all work resolved")
+        await asyncio.sleep(0.5)
+    assert await group_committed(broker.bootstrap, topics) == {
+        p: ends.get(p, 0) for p in range(topics.partitions)
+    }
+    assert len(await read_all(broker.bootstrap, topics.outcome)) == endpoint.state()["accepted"]
+
+
+async def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    fleet = synthetic_fleet(4, seed=9, spread_s=0.1, running_share=0.0)
+    poison = [
+        (b"k1", b"\xff\xfe garbage"),
+        (b"k2", b'{"cluster":"c","task":"t","observedAt":"yesterday"}'),
+        (
+            b"k3",
+            b'{"cluster":"c","task":"t","observedAt":1,"containers":[{"containerName":"a",'
+            b'"networkBindings":[{"containerPortRange":"10-20"},{"containerPortRange":"15-30"}]}]}',
+        ),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    for key, value in poison:
+        await producer.send_and_wait(topics.input, value=value, key=key, partition=0)
+    await producer.stop()
+    worker = Worker(worker_settings(broker, endpoint, topics))
+    async with running(worker):
+        await produce(broker.bootstrap, topics.input, fleet, pace=0.1)
+        await wait_for(
+            lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states"
+        )
+    letters = await read_all(broker.bootstrap, topics.dlq)
+    assert sorted((r.key, r.value) for r in letters) == sorted(poison), "original key and bytes kept"
+    by_key = {r.key: dict(r.headers) for r in letters}
+    assert by_key[b"k1"]["errors.stage"] == b"decode"
+    assert by_key[b"k2"]["errors.errorClass"] == b"ValidationError"
+    assert by_key[b"k3"]["errors.stage"] == b"validate"
+    assert b"overlap" in by_key[b"k3"]["errors.message"]
+    for headers in by_key.values():
+        assert headers["errors.topic"] == topics.input.encode()
+        assert headers["errors.partition"] == b"0"
+        assert int(headers["errors.offset"]) in (0, 1, 2)
+
+
+async def test_exhausted_and_rejected_submissions(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    endpoint.set_faults(Faults(error_rate=1.0))
+    fleet = synthetic_fleet(2, seed=13, spread_s=0.1, running_share=0.0)
+    worker = Worker(worker_settings(broker, endpoint, topics, max_attempts=3, linger_ms=0))
+    async with running(worker):
+        await produce(broker.bootstrap, topics.input, fleet, pace=0.1)
+        await wait_for(lambda: worker.stats.submissions["failed"] >= 2, 30, "failed submissions")
+        await wait_for(lambda: worker.pending_work() == 0, 30, "offsets released")
+    outcomes = [
+        msgspec.json.decode(r.value, type=Outcome) for r in await read_all(broker.bootstrap, topics.outcome)
+    ]
+    failed = [o for o in outcomes if o.result == "failed"]
+    assert failed and all(o.attempts == 3 and o.errorCode == "ServerException" for o in failed)
+    letters = await read_all(broker.bootstrap, topics.dlq)
+    assert len(letters) == len(failed)
+    replay = msgspec.json.decode(letters[0].value)
+    assert replay["task"] in fleet.expected and dict(letters[0].headers)["errors.stage"] == b"submit"
+    assert endpoint.state()["errors"]["ServerException"] == 3 * len(failed)
+
+
+def spawn_worker(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "WORKER_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "WORKER_ECS_ENDPOINT_URL": endpoint.url,
+        "WORKER_INPUT_TOPIC": topics.input,
+        "WORKER_OUTCOME_TOPIC": topics.outcome,
+        "WORKER_DLQ_TOPIC": topics.dlq,
+        "WORKER_GROUP_ID": topics.group,
+        "WORKER_METRICS_PORT": "0",
+        "WORKER_LINGER_MS": "200",
+        "WORKER_COMMIT_INTERVAL_MS": "200",
+        "WORKER_SESSION_TIMEOUT_MS": "6000",
+        "WORKER_REBALANCE_TIMEOUT_MS": "10000",
+        "WORKER_DRAIN_TIMEOUT_MS": "5000",
+        "WORKER_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen([sys.executable, "-m", "worker", "run"], cwd=ROOT, env=env)
+
+
+async def test_a_worker_killed_mid_stream_loses_nothing(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    fleet = synthetic_fleet(80, seed=21, spread_s=4.0, running_share=0.2)
+    first = spawn_worker(broker, endpoint, topics)
+    try:
+        producing = asyncio.create_task(produce(broker.bootstrap, topics.input, fleet))
+        await wait_for(lambda: endpoint.state()["accepted"] >= 20, 60, "the first worker at work")
+        first.send_signal(signal.SIGKILL)  # a crash: no drain, no commit, no leave
+        first.wait(10)
+        ends = await producing
+        second = spawn_worker(broker, endpoint, topics)
+        try:
+            await wait_for(
+                lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 90, "final states"
+            )
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0, "a SIGTERM drains and exits cleanly"
+        finally:
+            if second.poll() is None:
+                second.kill()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert endpoint.state()["regressions"] == []
+    assert await group_committed(broker.bootstrap, topics) == {
+        p: ends.get(p, 0) for p in range(topics.partitions)
+    }
