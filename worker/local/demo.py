@@ -110,10 +110,8 @@ async def run_demo(
         worker = Worker(settings)
         running = asyncio.create_task(worker.run())
         await asyncio.wait_for(worker.ready.wait(), 30)
-        await _produce(broker.bootstrap, settings.input_topic, fleet, fmt)
-        mismatches = await _await_processed(
-            worker, endpoint, fleet.expected, broker.bootstrap, settings, timeout_s
-        )
+        ends = await _produce(broker.bootstrap, settings.input_topic, fleet, fmt)
+        mismatches = await _await_processed(worker, endpoint, fleet.expected, ends, settings, timeout_s)
         worker.request_stop()
         await running
         outcomes = [
