@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     )
     max_record_bytes: Positive = 1_048_576
     max_poll_records: Positive = 500
+    fetch_max_wait_ms: Positive = 100
     session_timeout_ms: Positive = 45_000
     rebalance_timeout_ms: Positive = 60_000
     commit_interval_ms: Positive = 1_000
@@ -102,6 +103,7 @@ SETTING_HELP: dict[str, str] = {
     "input_format": "Input format, or auto to detect it per record.",
     "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",
+    "fetch_max_wait_ms": "Longest wait of a fetch for new records: bounds the latency a quiet partition adds.",
     "session_timeout_ms": "Consumer group session timeout.",
     "rebalance_timeout_ms": "Time a rebalance waits for members; covers the drain of revoked partitions.",
     "commit_interval_ms": "How often resolved offsets are committed.",
