@@ -103,7 +103,7 @@ SETTING_HELP: dict[str, str] = {
     "input_format": "Input format, or auto to detect it per record.",
     "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",
-    "fetch_max_wait_ms": "Longest wait of a fetch for new records: bounds the latency a quiet partition adds.",
+    "fetch_max_wait_ms": "Longest wait of a fetch for new records: bounds the delay a quiet partition adds.",
     "session_timeout_ms": "Consumer group session timeout.",
     "rebalance_timeout_ms": "Time a rebalance waits for members; covers the drain of revoked partitions.",
     "commit_interval_ms": "How often resolved offsets are committed.",
