@@ -185,7 +185,9 @@ class Worker:
     def _handle_record(self, record: Any, now: int) -> None:
         topic, partition, offset = record.topic, record.partition, record.offset
         self.stats.records += 1
-        decoded = self._decoder.decode(record.value, record.headers or ())
+        decoded = self._decoder.decode(
+            record.value, record.headers or (), record_timestamp_ns=record.timestamp * 1_000_000
+        )
         events = []
         bad: list[tuple[str, BadItem]] = [("decode", item) for item in decoded.bad]
         for index, event in enumerate(decoded.events):

@@ -1,0 +1,16 @@
+"""Stage 2, decode: Kafka record bytes -> canonical ``TaskEvent`` structs.
+
+``RecordDecoder.decode`` never raises on input: every record ends as events, as ignored items
+(with a reason) or as bad items (with a reason, for the dead-letter topic). It decodes the
+canonical format, Docker and Podman events (alone or shipped by Fluent Bit or Metricbeat) and
+containerd events (``ctr events`` lines or JSON bodies); see ``worker.decode.detect`` for how the
+format of an item is chosen, ``worker.decode.docker`` and ``worker.decode.containerd`` for the
+mapping onto container statuses, and ``worker.decode.reasons`` for why items are ignored.
+"""
+
+from __future__ import annotations
+
+from worker.decode.decoder import FORMATS, RecordDecoder
+from worker.decode.result import BadItem, DecodeResult
+
+__all__ = ["FORMATS", "BadItem", "DecodeResult", "RecordDecoder"]

@@ -1,0 +1,59 @@
+"""A bounded LRU index: runtime container id -> the ECS container it is.
+
+containerd events carry no labels. Docker runs its containers in containerd's ``moby`` namespace
+under the same ids, so a containerd event can be attributed to an ECS task when a labelled Docker
+(or Podman, or Metricbeat-shipped) event for the same id was decoded earlier by the same decoder.
+The index holds at most ``capacity`` ids (least recently used evicted first; about 0.5 KiB each),
+is filled by every labelled container event and is never cleared on ``destroy``, because a
+runtime's events may be shipped out of order with the Docker ones.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from worker.decode.labels import EcsContainer
+
+__all__ = ["DEFAULT_CAPACITY", "ContainerIndex"]
+
+DEFAULT_CAPACITY = 65_536
+
+
+class ContainerIndex:
+    """Runtime id -> ``EcsContainer``, LRU-bounded. ``capacity=0`` disables attribution."""
+
+    __slots__ = ("_capacity", "_entries")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self._capacity = capacity
+        self._entries: OrderedDict[str, EcsContainer] = OrderedDict()
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, runtime_id: object) -> bool:
+        return runtime_id in self._entries
+
+    def remember(self, runtime_id: str, container: EcsContainer) -> None:
+        if not runtime_id or self._capacity == 0:
+            return
+        entries = self._entries
+        if entries.get(runtime_id) == container:
+            entries.move_to_end(runtime_id)
+            return
+        entries[runtime_id] = container
+        entries.move_to_end(runtime_id)
+        if len(entries) > self._capacity:
+            entries.popitem(last=False)
+
+    def lookup(self, runtime_id: str) -> EcsContainer | None:
+        container = self._entries.get(runtime_id)
+        if container is not None:
+            self._entries.move_to_end(runtime_id)
+        return container

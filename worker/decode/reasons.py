@@ -1,0 +1,93 @@
+"""Why an item was ignored: a fixed, bounded set of reason strings.
+
+Each ignored item adds one of these strings to ``DecodeResult.ignored``. Nothing taken from the
+input is copied into a reason unless it belongs to a known, finite set (Docker object types,
+container actions, containerd topics), so the reasons can label a metric without unbounded
+cardinality. Details of *bad* items (for the dead-letter topic) are not restricted this way.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CONTAINERD_EXEC",
+    "CONTAINERD_EXEC_EXIT",
+    "CONTAINERD_NOT_ATTRIBUTED",
+    "CONTAINERD_NOT_CONTAINER",
+    "CONTAINERD_NOT_INFERABLE",
+    "CONTAINERD_NO_TIME",
+    "CONTAINERD_TASK_DELETE",
+    "CONTAINERD_UNKNOWN_TOPIC",
+    "DOCKER_EXEC",
+    "DOCKER_HEALTH",
+    "DOCKER_KILL",
+    "DOCKER_NO_LABELS",
+    "DOCKER_PAUSE_CONTAINER",
+    "DOCKER_RESTART",
+    "DOCKER_UNKNOWN_ACTION",
+    "ECS_EVENTBRIDGE_OTHER",
+    "ECS_EVENTBRIDGE_TASK",
+    "EVENTBRIDGE_NOT_ECS",
+    "containerd_not_mapped",
+    "docker_no_state_change",
+    "docker_not_container",
+]
+
+# Docker, Podman, and Docker events shipped by Fluent Bit or Metricbeat.
+DOCKER_NO_LABELS = "docker: container without ECS labels"
+DOCKER_PAUSE_CONTAINER = "docker: ECS agent pause container (not reported)"
+DOCKER_KILL = "docker: kill (a signal; the die that follows carries the exit code)"
+DOCKER_RESTART = "docker: restart (a status never goes backwards)"
+DOCKER_HEALTH = "docker: health_status (not a task state change)"
+DOCKER_EXEC = "docker: exec process event (not the container's state)"
+DOCKER_UNKNOWN_ACTION = "docker: unknown container action"
+
+_DOCKER_TYPES = frozenset(
+    {
+        "image",
+        "network",
+        "volume",
+        "daemon",
+        "plugin",
+        "service",
+        "node",
+        "secret",
+        "config",
+        "builder",
+        "pod",
+        "system",
+        "machine",
+    }
+)
+
+
+def docker_not_container(object_type: str) -> str:
+    """``docker: not a container event (image)``; unknown types read ``(other)``."""
+    kind = object_type if object_type in _DOCKER_TYPES else "other"
+    return f"docker: not a container event ({kind})"
+
+
+def docker_no_state_change(action: str) -> str:
+    """For an action from ``worker.decode.docker.NO_STATE_CHANGE`` only (a finite set)."""
+    return f"docker: {action} (no container state change)"
+
+
+# containerd (ctr lines and JSON bodies).
+CONTAINERD_NOT_ATTRIBUTED = "containerd: container not attributed to an ECS task"
+CONTAINERD_EXEC_EXIT = "containerd: exec process exit (not the container's)"
+CONTAINERD_EXEC = "containerd: exec process event"
+CONTAINERD_TASK_DELETE = "containerd: task delete (the exit was already reported)"
+CONTAINERD_NOT_CONTAINER = "containerd: not a container event"
+CONTAINERD_UNKNOWN_TOPIC = "containerd: unknown topic"
+CONTAINERD_NOT_INFERABLE = "containerd: event type not inferable from a JSON body alone"
+CONTAINERD_NO_TIME = "containerd: event without a timestamp"
+
+
+def containerd_not_mapped(topic: str) -> str:
+    """For a topic from ``worker.decode.containerd.UNMAPPED_TOPICS`` only (a finite set)."""
+    return f"containerd: {topic} (no container state change)"
+
+
+# EventBridge.
+ECS_EVENTBRIDGE_TASK = "ecs: EventBridge task state change (ECS's own output)"
+ECS_EVENTBRIDGE_OTHER = "ecs: EventBridge event (ECS's own output)"
+EVENTBRIDGE_NOT_ECS = "eventbridge: event from a source other than aws.ecs"

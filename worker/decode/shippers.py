@@ -1,0 +1,151 @@
+"""Docker events as shipped by Fluent Bit (``docker_events`` input) and Metricbeat (``docker.event``).
+
+Fluent Bit's ``docker_events`` input reads the Docker socket and emits one record per read, the raw
+text in ``message``; one read may hold several events, newline separated (the 8 events of a
+``docker run`` arrived in one record). Its Kafka output adds ``@timestamp`` (a double, or a string
+with ``timestamp_format iso8601``). Each event in ``message`` is decoded as a Docker event
+(``worker.decode.docker``); ``@timestamp`` is used only for an event without ``timeNano``/``time``.
+A bad event inside ``message`` is one bad item with the record item's index.
+
+Metricbeat's ``docker.event`` metricset ships ``docker.event.{type,action,status,id,from}`` and
+``docker.event.actor.{id,attributes}``, with label keys de-dotted by default
+(``com_amazonaws_ecs_task-arn``); ``@timestamp`` is the Docker event's ``time`` (whole seconds).
+The action is ``docker.event.action``, else ``docker.event.status``, else ``event.action``; a
+missing ``docker.event.type`` (older Metricbeat) means a container event. The Docker action
+mapping then applies unchanged.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from worker.decode.attribution import ContainerIndex
+from worker.decode.docker import DockerFormat, apply_container_event
+from worker.decode.errors import InvalidItem, bad_item_for
+from worker.decode.formats import ABSENT, JsonFormat, present
+from worker.decode.framing import split_items
+from worker.decode.result import DecodeResult
+from worker.decode.timeparse import rfc3339_ns, seconds_ns
+
+__all__ = [
+    "FluentBitFormat",
+    "FluentBitRecord",
+    "MetricbeatDocument",
+    "MetricbeatFormat",
+]
+
+
+class FluentBitRecord(msgspec.Struct, kw_only=True):
+    message: str
+    timestamp: float | str | None = msgspec.field(default=None, name="@timestamp")
+    # Markers: keys of formats detection ranks above Fluent Bit (worker.decode.detect).
+    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
+    cluster: msgspec.Raw = ABSENT
+    task: msgspec.Raw = ABSENT
+    Type: msgspec.Raw = ABSENT
+    Action: msgspec.Raw = ABSENT
+    Actor: msgspec.Raw = ABSENT
+    docker: msgspec.Raw = ABSENT
+
+
+class FluentBitFormat(JsonFormat[FluentBitRecord]):
+    name = "fluentbit"
+    label = "Fluent Bit"
+
+    def __init__(self, docker: DockerFormat) -> None:
+        super().__init__(msgspec.json.Decoder(FluentBitRecord))
+        self._docker = docker
+
+    def claims(self, doc: FluentBitRecord) -> bool:
+        return not (
+            present(doc.detail_type)
+            or (present(doc.cluster) and present(doc.task))
+            or present(doc.Type)
+            or present(doc.Action)
+            or present(doc.Actor)
+            or present(doc.docker)
+        )
+
+    def apply(self, doc: FluentBitRecord, index: int, into: DecodeResult) -> None:
+        if doc.timestamp is None:
+            fallback: int | None = None
+        elif isinstance(doc.timestamp, str):
+            fallback = rfc3339_ns(doc.timestamp)
+        else:
+            fallback = seconds_ns(doc.timestamp)
+        events = split_items(doc.message.encode())
+        if not events:
+            raise InvalidItem("Fluent Bit record with an empty message", "EmptyRecord")
+        docker = self._docker
+        for event in events:
+            try:
+                docker.apply_with_fallback(docker.parse(event), into, fallback)
+            except Exception as exc:  # each event of the message is judged on its own
+                into.bad.append(bad_item_for(exc, index, "docker"))
+
+
+class MetricbeatActor(msgspec.Struct, kw_only=True):
+    id: str = ""
+    attributes: dict[str, str] | None = None
+
+
+class MetricbeatDockerEvent(msgspec.Struct, kw_only=True):
+    type: str = ""
+    action: str = ""
+    status: str = ""
+    actor: MetricbeatActor | None = None
+
+
+class MetricbeatDocker(msgspec.Struct, kw_only=True):
+    event: MetricbeatDockerEvent
+
+
+class MetricbeatEcsEvent(msgspec.Struct, kw_only=True):
+    action: str = ""
+
+
+class MetricbeatDocument(msgspec.Struct, kw_only=True):
+    docker: MetricbeatDocker
+    timestamp: str = msgspec.field(name="@timestamp")
+    event: MetricbeatEcsEvent | None = None
+    # Markers: keys of formats detection ranks above Metricbeat (worker.decode.detect).
+    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
+    cluster: msgspec.Raw = ABSENT
+    task: msgspec.Raw = ABSENT
+    Type: msgspec.Raw = ABSENT
+    Action: msgspec.Raw = ABSENT
+    Actor: msgspec.Raw = ABSENT
+
+
+class MetricbeatFormat(JsonFormat[MetricbeatDocument]):
+    name = "metricbeat"
+    label = "Metricbeat docker.event"
+
+    def __init__(self, known: ContainerIndex) -> None:
+        super().__init__(msgspec.json.Decoder(MetricbeatDocument))
+        self._known = known
+
+    def claims(self, doc: MetricbeatDocument) -> bool:
+        return not (
+            present(doc.detail_type)
+            or (present(doc.cluster) and present(doc.task))
+            or present(doc.Type)
+            or present(doc.Action)
+            or present(doc.Actor)
+        )
+
+    def apply(self, doc: MetricbeatDocument, index: int, into: DecodeResult) -> None:
+        event = doc.docker.event
+        action = event.action or event.status or (doc.event.action if doc.event else "")
+        if not action:
+            raise InvalidItem("Metricbeat docker.event without an action")
+        actor = event.actor if event.actor is not None else MetricbeatActor()
+        apply_container_event(
+            event.type or "container",
+            action,
+            actor.id,
+            actor.attributes if actor.attributes is not None else {},
+            rfc3339_ns(doc.timestamp),
+            into,
+            self._known,
+        )
