@@ -26,7 +26,9 @@ TransportProtocol = Literal["tcp", "udp"]
 ManagedAgentName = Literal["ExecuteCommandAgent"]
 
 
-class _Shape(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+class _Shape(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True, gc=False
+):
     """Base of every request shape: immutable, hashable, deterministic on the wire."""
 
 

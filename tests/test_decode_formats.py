@@ -404,7 +404,7 @@ def test_last_resort_turns_a_bug_into_a_bad_item(monkeypatch: pytest.MonkeyPatch
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("bug")
 
-    monkeypatch.setattr(docker_module, "apply_container_event", broken)
+    monkeypatch.setattr(docker_module, "map_action", broken)
     decoder = RecordDecoder()
     record = raw(docker_event()) + b"\n" + msgspec.json.encode(CANONICAL)
     result = decoder.decode(record)

@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ecs-endpoint": _ecs_endpoint,
         "broker": _broker,
         "demo": _demo,
+        "bench": _bench,
     }[args.command]
     return handler(args)
 
@@ -65,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--partitions", type=int, default=4)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    bench = commands.add_parser("bench", help="the benchmark: JSON and a table")
+    bench.add_argument("--json", action="store_true", help="print JSON only")
+    bench.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
     return parser
 
 
@@ -187,3 +192,14 @@ def _demo(args: argparse.Namespace) -> int:
     summary = _run_async(run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed))
     print(msgspec.json.encode(summary).decode() if args.json else summary.render())
     return 0 if summary.ok else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from worker.local.bench import run_bench
+
+    configure_logging("WARNING", "text")
+    report = _run_async(run_bench(quick=args.quick))
+    print(msgspec.json.encode(report).decode())
+    if not args.json:
+        print(report.render())
+    return 0

@@ -68,25 +68,36 @@ class ContainerState:
     network_bindings: tuple[NetworkBinding, ...] | None = None
 
     def merge(self, change: ContainerChange) -> bool:
-        rank = CONTAINER_RANK[change.status] if change.status is not None else -1
-        forward = rank >= self.rank
-        changed = False
-        if rank > self.rank:
+        # Spelled out member by member: this runs for every event.
+        rank = -1 if change.status is None else CONTAINER_RANK[change.status]
+        changed = rank > self.rank
+        if changed:
             self.rank = rank
+        forward = rank >= self.rank
+        value: object = change.runtimeId
+        if value is not None and value != self.runtime_id and (forward or self.runtime_id is None):
+            self.runtime_id = change.runtimeId
             changed = True
-        for name, value in (
-            ("runtime_id", change.runtimeId),
-            ("image_digest", change.imageDigest),
-            ("exit_code", change.exitCode),
-            ("reason", change.reason),
-            ("network_bindings", change.networkBindings),
+        value = change.imageDigest
+        if value is not None and value != self.image_digest and (forward or self.image_digest is None):
+            self.image_digest = change.imageDigest
+            changed = True
+        value = change.exitCode
+        if value is not None and value != self.exit_code and (forward or self.exit_code is None):
+            self.exit_code = change.exitCode
+            changed = True
+        value = change.reason
+        if value is not None and value != self.reason and (forward or self.reason is None):
+            self.reason = change.reason
+            changed = True
+        value = change.networkBindings
+        if (
+            value is not None
+            and value != self.network_bindings
+            and (forward or self.network_bindings is None)
         ):
-            if value is None:
-                continue
-            current = getattr(self, name)
-            if current != value and (forward or current is None):
-                setattr(self, name, value)
-                changed = True
+            self.network_bindings = change.networkBindings
+            changed = True
         return changed
 
 
@@ -135,7 +146,8 @@ class TaskState:
                 changed = True
         for agent in event.managedAgents:
             changed |= self._merge_agent(agent)
-        changed |= self._merge_times(event)
+        if event.pullStartedAt or event.pullStoppedAt or event.executionStoppedAt:
+            changed |= self._merge_times(event)
         rank = max(self.rank, self.explicit_rank, self._derived_rank())
         if rank != self.rank:
             self.rank = rank
@@ -143,10 +155,11 @@ class TaskState:
         return changed
 
     def _derived_rank(self) -> int:
-        if not self.containers:
-            return PENDING
-        lowest = min(c.rank for c in self.containers.values())
-        return max(lowest, PENDING)
+        lowest = STOPPED
+        for container in self.containers.values():
+            if container.rank < lowest:
+                lowest = container.rank
+        return lowest if self.containers and lowest > PENDING else PENDING
 
     def _merge_agent(self, agent: ManagedAgentChange) -> bool:
         key = (agent.containerName, agent.managedAgentName)

@@ -57,3 +57,13 @@ class ContainerIndex:
         if container is not None:
             self._entries.move_to_end(runtime_id)
         return container
+
+    def remember_labels(self, runtime_id: str, cluster: str, task: str, container_name: str) -> None:
+        """``remember`` without building an ``EcsContainer`` when the id is known (the hot path)."""
+        if not runtime_id or self._capacity == 0:
+            return
+        entry = self._entries.get(runtime_id)
+        if entry is not None and entry.task == task and entry.container_name == container_name:
+            self._entries.move_to_end(runtime_id)
+            return
+        self.remember(runtime_id, EcsContainer(cluster, task, container_name))

@@ -93,6 +93,20 @@ class RecordDecoder:
     ) -> DecodeResult:
         """Decode one record. ``record_timestamp_ns`` (the Kafka record's timestamp) dates the
         containerd JSON bodies that carry no time of their own."""
+        if not headers and self._format == "auto" and value and value[0] == _OPEN_BRACE:
+            # The hot path: one compact JSON document of the format of the previous record.
+            # Anything unusual (several items, an error, another format) takes the full path.
+            fast = DecodeResult(format=self._last.name)
+            self._containerd.record_time_ns = record_timestamp_ns
+            try:
+                if (
+                    b"\n" not in value
+                    and len(value) <= self._max_record_bytes
+                    and self._last.try_fast(value, 0, fast)
+                ):
+                    return fast
+            except Exception:  # decoded again below, where errors are sorted out
+                pass
         try:
             fmt = format_from_headers(headers, self._format)
         except Exception:  # a header value of the wrong type

@@ -56,13 +56,19 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.events import ContainerStatus
+from schemas.events import ContainerChange, ContainerStatus, TaskEvent
 from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
 from worker.decode.emit import OOM_REASON, container_event
 from worker.decode.errors import InvalidItem
 from worker.decode.formats import ABSENT, JsonFormat, present
-from worker.decode.labels import PAUSE_CONTAINER_NAME, ecs_container_from_labels
+from worker.decode.labels import (
+    CLUSTER_LABEL,
+    CONTAINER_NAME_LABEL,
+    PAUSE_CONTAINER_NAME,
+    TASK_ARN_LABEL,
+    ecs_container_from_labels,
+)
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import MAX_NS, unix_seconds_ns
 
@@ -71,9 +77,11 @@ __all__ = [
     "NO_STATE_CHANGE",
     "STATUS_ACTIONS",
     "DockerActor",
+    "DockerAttributes",
     "DockerEvent",
     "DockerFormat",
     "apply_container_event",
+    "map_action",
     "parse_exit_code",
 ]
 
@@ -115,12 +123,26 @@ _EXIT_CODE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 
 
-class DockerActor(msgspec.Struct, kw_only=True):
-    ID: str = ""
-    Attributes: dict[str, str] | None = None
+Label = Annotated[str, msgspec.Meta(max_length=2048)]  # schemas.events.Name
 
 
-class DockerEvent(msgspec.Struct, kw_only=True):
+class DockerAttributes(msgspec.Struct, kw_only=True, gc=False):
+    """The attributes this decoder reads; the others are skipped unparsed (the hot path)."""
+
+    task: Label | None = msgspec.field(default=None, name=TASK_ARN_LABEL)
+    cluster: Label | None = msgspec.field(default=None, name=CLUSTER_LABEL)
+    container: Label | None = msgspec.field(default=None, name=CONTAINER_NAME_LABEL)
+    exitCode: str | None = None
+    containerExitCode: str | None = None
+    image: str | None = None
+
+
+class DockerActor(msgspec.Struct, kw_only=True, gc=False):
+    ID: Annotated[str, msgspec.Meta(max_length=65536)] = ""
+    Attributes: DockerAttributes | None = None
+
+
+class DockerEvent(msgspec.Struct, kw_only=True, gc=False):
     Type: str
     Action: str
     Actor: DockerActor
@@ -142,8 +164,7 @@ def parse_exit_code(text: str) -> int:
     return code
 
 
-def _image_digest(attributes: dict[str, str]) -> str | None:
-    image = attributes.get("image")
+def _image_digest(image: str | None) -> str | None:
     if not image:
         return None
     at = image.rfind("@")
@@ -151,6 +172,33 @@ def _image_digest(attributes: dict[str, str]) -> str | None:
         return None
     digest = image[at + 1 :]
     return digest if _DIGEST.fullmatch(digest) else None
+
+
+Change = tuple["ContainerStatus | None", "int | None", "str | None"]
+"""(status, exit code, reason) of one container change."""
+
+
+def map_action(action: str, exit_code: str | None) -> Change | str:
+    """The container change a container event's action means, or why it is ignored."""
+    verb = action.partition(": ")[0] if ": " in action else action
+    status = STATUS_ACTIONS.get(verb)
+    if status is not None:
+        return status, None, None
+    if verb in _DIE_ACTIONS:
+        return "STOPPED", None if exit_code is None else parse_exit_code(exit_code), None
+    if verb == "oom":
+        return None, None, OOM_REASON
+    return _IGNORED.get(verb) or (
+        reasons.docker_no_state_change(verb) if verb in NO_STATE_CHANGE else reasons.DOCKER_UNKNOWN_ACTION
+    )
+
+
+_IGNORED = {
+    "kill": reasons.DOCKER_KILL,
+    "restart": reasons.DOCKER_RESTART,
+    "health_status": reasons.DOCKER_HEALTH,
+    **dict.fromkeys(EXEC_ACTIONS, reasons.DOCKER_EXEC),
+}
 
 
 def apply_container_event(
@@ -162,7 +210,7 @@ def apply_container_event(
     into: DecodeResult,
     known: ContainerIndex,
 ) -> None:
-    """Map one Docker-shaped event (from Docker, Podman, Fluent Bit or Metricbeat) onto ``into``."""
+    """Map one Docker-shaped event with its attributes as a dict (Metricbeat) onto ``into``."""
     if object_type != "container":
         into.ignored.append(reasons.docker_not_container(object_type))
         return
@@ -174,46 +222,23 @@ def apply_container_event(
         into.ignored.append(reasons.DOCKER_PAUSE_CONTAINER)
         return
     known.remember(actor_id, container)
-    verb = action.partition(": ")[0]
-    status = STATUS_ACTIONS.get(verb)
-    if status is not None:
-        into.events.append(
-            container_event(
-                container,
-                observed_at,
-                runtime_id=actor_id,
-                status=status,
-                image_digest=_image_digest(attributes),
-            )
+    exit_code = attributes.get("exitCode")
+    change = map_action(action, exit_code if exit_code is not None else attributes.get("containerExitCode"))
+    if isinstance(change, str):
+        into.ignored.append(change)
+        return
+    status, code, reason = change
+    into.events.append(
+        container_event(
+            container,
+            observed_at,
+            runtime_id=actor_id,
+            status=status,
+            exit_code=code,
+            reason=reason,
+            image_digest=_image_digest(attributes.get("image")),
         )
-    elif verb in _DIE_ACTIONS:
-        code = attributes.get("exitCode")
-        if code is None:
-            code = attributes.get("containerExitCode")
-        into.events.append(
-            container_event(
-                container,
-                observed_at,
-                runtime_id=actor_id,
-                status="STOPPED",
-                exit_code=None if code is None else parse_exit_code(code),
-                image_digest=_image_digest(attributes),
-            )
-        )
-    elif verb == "oom":
-        into.events.append(container_event(container, observed_at, runtime_id=actor_id, reason=OOM_REASON))
-    elif verb == "kill":
-        into.ignored.append(reasons.DOCKER_KILL)
-    elif verb == "restart":
-        into.ignored.append(reasons.DOCKER_RESTART)
-    elif verb == "health_status":
-        into.ignored.append(reasons.DOCKER_HEALTH)
-    elif verb in EXEC_ACTIONS:
-        into.ignored.append(reasons.DOCKER_EXEC)
-    elif verb in NO_STATE_CHANGE:
-        into.ignored.append(reasons.docker_no_state_change(verb))
-    else:
-        into.ignored.append(reasons.DOCKER_UNKNOWN_ACTION)
+    )
 
 
 class DockerFormat(JsonFormat[DockerEvent]):
@@ -242,13 +267,38 @@ class DockerFormat(JsonFormat[DockerEvent]):
             observed_at = fallback_ns
         else:
             raise InvalidItem("docker: event has neither timeNano nor time")
-        attributes = doc.Actor.Attributes
-        apply_container_event(
-            doc.Type,
-            doc.Action,
-            doc.Actor.ID,
-            attributes if attributes is not None else {},
-            observed_at,
-            into,
-            self._known,
+        self._apply(doc, observed_at, into)
+
+    def _apply(self, doc: DockerEvent, observed_at: int, into: DecodeResult) -> None:
+        """``apply_container_event`` for the typed attributes, flattened: it runs per event."""
+        if doc.Type != "container":
+            into.ignored.append(reasons.docker_not_container(doc.Type))
+            return
+        labels = doc.Actor.Attributes
+        if labels is None or not (labels.task and labels.cluster and labels.container):
+            into.ignored.append(reasons.DOCKER_NO_LABELS)
+            return
+        if labels.container == PAUSE_CONTAINER_NAME:
+            into.ignored.append(reasons.DOCKER_PAUSE_CONTAINER)
+            return
+        actor_id = doc.Actor.ID
+        self._known.remember_labels(actor_id, labels.cluster, labels.task, labels.container)
+        exit_code = labels.exitCode if labels.exitCode is not None else labels.containerExitCode
+        change = map_action(doc.Action, exit_code)
+        if isinstance(change, str):
+            into.ignored.append(change)
+            return
+        status, code, reason = change
+        container = ContainerChange(
+            containerName=labels.container,
+            runtimeId=actor_id or None,
+            imageDigest=_image_digest(labels.image),
+            status=status,
+            exitCode=code,
+            reason=reason,
+        )
+        into.events.append(
+            TaskEvent(
+                cluster=labels.cluster, task=labels.task, observedAt=observed_at, containers=(container,)
+            )
         )
