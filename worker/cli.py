@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "broker": _broker,
         "demo": _demo,
         "bench": _bench,
+        "replay": _replay,
     }[args.command]
     return handler(args)
 
@@ -66,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--partitions", type=int, default=4)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    replay = commands.add_parser("replay", help="decode and coalesce a captured file offline")
+    replay.add_argument("file", type=Path, help="JSON lines, ctr events text or Fluent Bit output")
+    replay.add_argument("--input-format", default="auto", help="force an input format")
+    replay.add_argument("--linger-ms", type=int, default=500)
+    replay.add_argument("--json", action="store_true", help="JSON lines of requests, then a summary line")
 
     bench = commands.add_parser("bench", help="the benchmark: JSON and a table")
     bench.add_argument("--json", action="store_true", help="print JSON only")
@@ -202,4 +209,26 @@ def _bench(args: argparse.Namespace) -> int:
     print(msgspec.json.encode(report).decode())
     if not args.json:
         print(report.render())
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from worker.decode import FORMATS
+    from worker.replay import read_records, render, replay
+
+    if args.input_format not in FORMATS:
+        print(f"error: --input-format must be one of {', '.join(FORMATS)}", file=sys.stderr)
+        return 2
+    try:
+        records = list(read_records(args.file))
+    except (OSError, msgspec.DecodeError) as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    report = replay(records, input_format=args.input_format, linger_ms=args.linger_ms)
+    if args.json:
+        for request in report.submissions:
+            print(msgspec.json.encode(request).decode())
+        print(msgspec.json.encode(report.summary()).decode())
+    else:
+        print(render(report))
     return 0

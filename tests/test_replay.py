@@ -1,0 +1,79 @@
+"""``python -m worker replay``: offline decode and coalesce of a captured stream."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+
+from schemas.ecs import SubmitTaskStateChangeRequest
+from worker.local.fleet import synthetic_fleet
+from worker.replay import read_records, replay
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "tests" / "data" / "samples"
+
+
+def write_docker_capture(path: Path, tasks: int) -> dict[str, str]:
+    fleet = synthetic_fleet(tasks, seed=4, fmt="docker", spread_s=5.0, running_share=0.25)
+    base = 1_764_598_461_000_000_000
+    lines = [fleet.render(step, base + int(step.at_s * 1e9), "docker") for step in fleet.steps]
+    path.write_bytes(
+        b"\n".join([*lines, b"{not json", b'{"Type":"image","Action":"pull","Actor":{"ID":"x"},"time":1}'])
+    )
+    return {arn: want.status for arn, want in fleet.expected.items()}
+
+
+def test_replay_reports_the_state_changes_a_capture_would_submit(tmp_path: Path) -> None:
+    capture = tmp_path / "capture.jsonl"
+    expected = write_docker_capture(capture, 30)
+    report = replay(read_records(capture))
+    last: dict[str, str] = {}
+    for request in report.submissions:
+        assert request.task is not None
+        assert request.status is not None
+        last[request.task] = request.status
+    assert last == expected
+    assert len(report.submissions) <= 2 * len(expected)
+    assert list(report.bad.values()) == [1]
+    assert next(iter(report.bad)).startswith("DecodeError: malformed JSON")
+    assert report.ignored["docker: not a container event (image)"] == 1
+    assert report.ignored["docker: health_status (not a task state change)"] > 0
+
+
+def test_replay_command_prints_requests_and_a_summary(tmp_path: Path) -> None:
+    capture = tmp_path / "capture.jsonl"
+    expected = write_docker_capture(capture, 5)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "replay", str(capture), "--json"],
+        cwd=ROOT, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    *requests, summary_line = done.stdout.decode().splitlines()
+    decoded = [msgspec.json.decode(line, type=SubmitTaskStateChangeRequest) for line in requests]
+    assert {r.task for r in decoded} == set(expected)
+    summary = msgspec.json.decode(summary_line)
+    assert summary["tasks"] == len(expected)
+    assert list(summary["bad"].values()) == [1]
+
+
+def test_replay_of_the_real_samples_counts_every_record() -> None:
+    for name in ("docker_events.jsonl", "containerd_ctr_events.txt", "podman_compat_events.jsonl"):
+        records = list(read_records(SAMPLES / name))
+        report = replay(records)
+        # The public samples carry no ECS labels: nothing to submit, everything ignored, nothing bad.
+        assert report.submissions == []
+        assert sum(report.ignored.values()) + sum(report.bad.values()) >= len(records)
+        assert report.bad == {}
+
+
+def test_replay_command_rejects_an_unknown_format(tmp_path: Path) -> None:
+    capture = tmp_path / "c.jsonl"
+    capture.write_text("{}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "replay", str(capture), "--input-format", "xml"],
+        cwd=ROOT, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert b"--input-format must be one of" in done.stderr
