@@ -72,11 +72,23 @@ class Coalescer:
     ``linger_ns``: delay between a task's first unsent change and its submission.
     ``max_active_tasks``: above it, clean tasks (nothing unsent, nothing in flight) are evicted,
     least recently changed first; ``saturated`` tells the caller to pause consumption when only
-    busy tasks remain. ``retired_cap``: how many retired tasks are remembered.
+    busy tasks remain. ``retired_cap``: how many retired tasks are remembered. ``max_containers``
+    and ``max_attachments`` bound one task's containers and its attachments or managed agents: an
+    event that would pass them is refused (``over_limits``) and dead-lettered by the caller.
     """
 
-    def __init__(self, *, linger_ns: int, max_active_tasks: int, retired_cap: int) -> None:
+    def __init__(
+        self,
+        *,
+        linger_ns: int,
+        max_active_tasks: int,
+        retired_cap: int,
+        max_containers: int = 100,
+        max_attachments: int = 100,
+    ) -> None:
         self._linger = linger_ns
+        self._max_containers = max_containers
+        self._max_attachments = max_attachments
         self._max_active = max_active_tasks
         self._retired_cap = retired_cap
         self._active: OrderedDict[TaskKey, _Entry] = OrderedDict()
@@ -98,6 +110,30 @@ class Coalescer:
 
     def is_retired(self, key: TaskKey) -> bool:
         return key in self._retired
+
+    def over_limits(self, event: TaskEvent) -> str | None:
+        """Why applying ``event`` would pass a per-task bound, or None."""
+        entry = self._active.get((event.cluster, event.task))
+        state = entry.state if entry is not None else None
+        if event.containers:
+            known = state.containers if state is not None else {}
+            names = {c.containerName for c in event.containers} | known.keys()
+            if len(names) > self._max_containers:
+                return (
+                    f"task would have {len(names)} containers, "
+                    f"more than max_containers_per_task={self._max_containers}"
+                )
+        for kind, items, held in (
+            ("attachments", {a.attachmentArn for a in event.attachments}, state.attachments if state else {}),
+            (
+                "managed agents",
+                {(m.containerName, m.managedAgentName) for m in event.managedAgents},
+                state.managed_agents if state else {},
+            ),
+        ):
+            if items and len(items | held.keys()) > self._max_attachments:
+                return f"task would have more than max_attachments_per_task={self._max_attachments} {kind}"
+        return None
 
     def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
         """Merge one event. Returns what happened and the sources resolved at once."""

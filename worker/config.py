@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Coalescing
     linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
     max_active_tasks: Positive = 200_000
+    max_containers_per_task: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 100
+    max_attachments_per_task: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 100
     retired_cache: Positive = 100_000
     # Operations
     drain_timeout_ms: Positive = 25_000
@@ -131,6 +133,8 @@ SETTING_HELP: dict[str, str] = {
     "rate_limit_burst": "Token-bucket burst of ECS calls.",
     "linger_ms": "Delay from a task's first unsent change to its submission (STOPPED goes at once).",
     "max_active_tasks": "Cap on tasks held in memory; at the cap consumption pauses.",
+    "max_containers_per_task": "Events giving a task more containers are dead-lettered (ECS allows 10).",
+    "max_attachments_per_task": "Events giving a task more attachments or managed agents are dead-lettered.",
     "retired_cache": "STOPPED tasks remembered so late events cause no call.",
     "drain_timeout_ms": "On SIGTERM, wait this long for in-flight work (keep under the pod's grace period).",
     "metrics_port": "Port of /metrics, /healthz and /readyz; 0 disables.",

@@ -72,6 +72,8 @@ class Worker:
             linger_ns=settings.linger_ms * _MS,
             max_active_tasks=settings.max_active_tasks,
             retired_cap=settings.retired_cache,
+            max_containers=settings.max_containers_per_task,
+            max_attachments=settings.max_attachments_per_task,
         )
         self._offsets = OffsetBook()
         self._stopping = asyncio.Event()
@@ -191,7 +193,7 @@ class Worker:
         events = []
         bad: list[tuple[str, BadItem]] = [("decode", item) for item in decoded.bad]
         for index, event in enumerate(decoded.events):
-            broken = check_event(event)
+            broken = check_event(event) or self._coalescer.over_limits(event)
             if broken is None:
                 events.append(event)
             else:
