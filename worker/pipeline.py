@@ -114,10 +114,11 @@ class Worker:
 
     async def run(self) -> None:
         s = self.settings
-        consumer = self._consumer = make_consumer(s)
         producer = make_producer(s)
-        await producer.start()
+        consumer = self._consumer = make_consumer(s)
+        consumer.subscribe([s.input_topic], listener=PartitionListener(self._on_assigned, self._on_revoked))
         try:
+            await producer.start()
             async with open_ecs_client(s) as client:
                 limiter = AsyncRateLimiter(rate=s.rate_limit_per_s, burst=s.rate_limit_burst)
                 self._submitter = Submitter(client, s, metrics=self.metrics, limiter=limiter)
@@ -128,15 +129,11 @@ class Worker:
                     worker=s.group_instance_id or s.client_id,
                     giving_up=self._past_drain_deadline,
                 )
-                consumer.subscribe(
-                    [s.input_topic], listener=PartitionListener(self._on_assigned, self._on_revoked)
-                )
                 await consumer.start()
-                try:
-                    await self._run_loops()
-                finally:
-                    await consumer.stop()
+                await self._run_loops()
         finally:
+            # Stopped in every case, started or not: aiokafka warns about clients never closed.
+            await consumer.stop()
             await producer.stop()
         log.info("worker stopped", extra={"stats": _asdict(self.stats)})
 
