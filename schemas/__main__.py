@@ -6,6 +6,8 @@ import sys
 
 from schemas.export import DEFAULT_DIR, stale, write
 
+__all__ = ["main"]
+
 
 def main(argv: list[str]) -> int:
     if "--check" in argv:

@@ -11,7 +11,7 @@ import msgspec
 from schemas.events import TaskEvent
 from schemas.records import DeadLetter, Outcome
 
-__all__ = ["PUBLIC_RECORDS", "render", "write"]
+__all__ = ["DEFAULT_DIR", "PUBLIC_RECORDS", "render", "stale", "write"]
 
 PUBLIC_RECORDS: dict[str, type[msgspec.Struct]] = {
     "task-event": TaskEvent,

@@ -181,6 +181,8 @@ class Coalescer:
                 resolved.extend(entry.sources)
                 entry.sources = []
                 entry.first_event_at = None
+                if entry.state.rank == STOPPED and entry.acked is not None:
+                    self._retire(key)  # STOPPED was acknowledged and nothing new to say
             else:
                 ready.append(submission)
         return ready, resolved

@@ -201,8 +201,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_env(value: str) -> Any:
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    # Text as it is: msgspec.convert(strict=False) reads "true"/"false" for bool settings only.
     return value if value != "" else None
 
 

@@ -84,7 +84,8 @@ def check_network_bindings(bindings: Iterable[NetworkBinding]) -> str | None:
 
 def _parse_range(text: str, field: str) -> tuple[tuple[int, int] | None, str | None]:
     first, sep, last = text.partition("-")
-    if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+    first, last = first.strip(), last.strip()
+    if not sep or not _is_ascii_number(first) or not _is_ascii_number(last):
         return None, f"{field} {text!r} is not of the form FIRST-LAST"
     low, high = int(first), int(last)
     if not (_MIN_PORT <= low <= _MAX_PORT and _MIN_PORT <= high <= _MAX_PORT):
@@ -104,3 +105,8 @@ def _first_overlap(spans: dict[str, list[tuple[int, int, str]]]) -> str | None:
                     continue
                 return f"{protocol} ports {prev} and {cur} overlap"
     return None
+
+
+def _is_ascii_number(text: str) -> bool:
+    # str.isdigit() alone accepts "²" and other Unicode digits that int() rejects or ECS would.
+    return text.isascii() and text.isdigit() and len(text) <= 5

@@ -24,6 +24,7 @@ class AdaptiveTokenBucket:
         self._tokens = float(burst)
         self._stamp = now
         self._last_change = now
+        self._last_throttle = float("-inf")
         self.throttles = 0
 
     def reserve(self, now: float) -> float:
@@ -36,6 +37,7 @@ class AdaptiveTokenBucket:
 
     def on_throttled(self, now: float) -> None:
         self.throttles += 1
+        self._last_throttle = now
         self._refill(now)
         # One halving per second at most: a burst of throttled answers is one signal.
         if now - self._last_change >= 1.0 or self.rate == self.max_rate:
@@ -44,7 +46,8 @@ class AdaptiveTokenBucket:
         self._tokens = min(self._tokens, 0.0)
 
     def on_success(self, now: float) -> None:
-        if self.rate < self.max_rate and now - self._last_change >= 1.0:
+        quiet = now - self._last_change >= 1.0 and now - self._last_throttle >= 1.0
+        if self.rate < self.max_rate and quiet:
             self._refill(now)
             self.rate = min(self.max_rate, self.rate + self.max_rate / 10)
             self._last_change = now

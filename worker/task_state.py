@@ -136,14 +136,21 @@ class TaskState:
             explicit = TASK_RANK[event.status]
             if explicit > self.explicit_rank:
                 self.explicit_rank = explicit
-        if event.reason is not None and event.reason != self.reason:
+        event_rank = -1 if event.status is None else TASK_RANK[event.status]
+        if (
+            event.reason is not None
+            and event.reason != self.reason
+            and (self.reason is None or event_rank >= self.rank)
+        ):
             self.reason = event.reason
             changed = True
         for attachment in event.attachments:
             seen = self.attachments.get(attachment.attachmentArn)
-            if seen is None or (event.observedAt >= seen[0] and seen[1] != attachment.status):
+            if seen is None or event.observedAt >= seen[0]:
+                # A newer observation of the same status still moves the time on, so that an
+                # older, out-of-order status cannot win afterwards.
                 self.attachments[attachment.attachmentArn] = (event.observedAt, attachment.status)
-                changed = True
+                changed |= seen is None or seen[1] != attachment.status
         for agent in event.managedAgents:
             changed |= self._merge_agent(agent)
         if event.pullStartedAt or event.pullStoppedAt or event.executionStoppedAt:
@@ -177,7 +184,7 @@ class TaskState:
         if event.pullStartedAt is not None and self.pull_started_at is None:
             self.pull_started_at = event.pullStartedAt
             changed = True
-        if event.pullStoppedAt is not None and self.pull_stopped_at != event.pullStoppedAt:
+        if event.pullStoppedAt is not None and self.pull_stopped_at is None:
             self.pull_stopped_at = event.pullStoppedAt
             changed = True
         if event.executionStoppedAt is not None and self.execution_stopped_at is None:

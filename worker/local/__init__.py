@@ -1,1 +1,5 @@
-"""Local stand-ins for AWS services, for development, demos and integration tests."""
+"""Local stand-ins for Kafka and ECS, for development, the demo, the benchmark and the tests."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

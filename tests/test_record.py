@@ -1,0 +1,115 @@
+"""The pure part of stage 5 (worker.record): outcome records and dead-letter headers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from schemas.ecs import SubmitTaskStateChangeRequest
+from schemas.records import DEAD_LETTER_HEADER_PREFIX, DeadLetter, Outcome, SourceRecords
+from worker.coalesce import Result, Submission
+from worker.record import build_outcome, dead_letter_headers
+from worker.submit import SubmitResult
+
+TASK = "arn:aws:ecs:us-east-1:123456789012:task/demo/abc"
+FIRST = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z in ns
+
+
+def submission(sources: list[tuple[str, int, int]], status: str = "RUNNING") -> Submission:
+    request = SubmitTaskStateChangeRequest(cluster="demo", task=TASK, status=status)
+    return Submission(
+        key=("demo", TASK),
+        request=request,
+        fingerprint="f00d",
+        sources=sources,
+        first_event_at=FIRST,
+        stopped=status == "STOPPED",
+    )
+
+
+def test_outcome_of_an_acknowledged_submission() -> None:
+    sub = submission([("in", 1, 7), ("in", 0, 5), ("in", 1, 3), ("in", 1, 7), ("alt", 0, 9)])
+    result = SubmitResult(Result.ACKNOWLEDGED, 2, FIRST + 1_234_567_891, acknowledgment="ACK")
+    outcome = build_outcome(sub, result, "worker-0")
+    assert outcome == Outcome(
+        cluster="demo",
+        task=TASK,
+        status="RUNNING",
+        result="acknowledged",
+        attempts=2,
+        fingerprint="f00d",
+        request=sub.request,
+        firstEventAt=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        completedAt=outcome.completedAt,
+        latencyMs=1234.568,
+        sources=[
+            SourceRecords(topic="alt", partition=0, offsets=[9]),
+            SourceRecords(topic="in", partition=0, offsets=[5]),
+            SourceRecords(topic="in", partition=1, offsets=[3, 7]),
+        ],
+        acknowledgment="ACK",
+        worker="worker-0",
+    )
+    delta = outcome.completedAt - outcome.firstEventAt
+    assert abs(delta.total_seconds() - 1.234567891) < 1e-5
+    assert outcome.completedAt.tzinfo is not None
+
+
+def test_outcome_of_a_failed_submission() -> None:
+    sub = submission([("in", 0, 1)], status="STOPPED")
+    result = SubmitResult(
+        Result.FAILED, 8, FIRST + 2_000_000_000, None, "ThrottlingException", "Rate exceeded"
+    )
+    outcome = build_outcome(sub, result, "w")
+    assert (outcome.result, outcome.status, outcome.attempts) == ("failed", "STOPPED", 8)
+    assert (outcome.errorCode, outcome.errorMessage, outcome.acknowledgment) == (
+        "ThrottlingException",
+        "Rate exceeded",
+        None,
+    )
+    assert outcome.latencyMs == 2000.0
+    wire = msgspec.json.decode(msgspec.json.encode(outcome))
+    assert "acknowledgment" not in wire  # unset members are omitted
+    assert wire["request"] == {"cluster": "demo", "task": TASK, "status": "STOPPED"}
+    assert msgspec.json.decode(msgspec.json.encode(outcome), type=Outcome) == outcome
+
+
+def test_outcome_with_no_sources() -> None:
+    outcome = build_outcome(submission([]), SubmitResult(Result.REJECTED, 1, FIRST), "w")
+    assert outcome.sources == []
+    assert outcome.result == "rejected"
+    assert outcome.latencyMs == 0.0
+
+
+def test_dead_letter_headers() -> None:
+    letter = DeadLetter(
+        stage="validate",
+        errorClass="EcsRuleViolation",
+        message="container 'wéb': tcp ports 80 and 80-90 overlap",
+        topic="in",
+        partition=2,
+        offset=41,
+        item=0,
+    )
+    headers = dead_letter_headers(letter)
+    assert headers == [
+        ("errors.stage", b"validate"),
+        ("errors.errorClass", b"EcsRuleViolation"),
+        ("errors.message", "container 'wéb': tcp ports 80 and 80-90 overlap".encode()),
+        ("errors.topic", b"in"),
+        ("errors.partition", b"2"),
+        ("errors.offset", b"41"),
+        ("errors.item", b"0"),
+    ]
+    assert all(name.startswith(DEAD_LETTER_HEADER_PREFIX) for name, _ in headers)
+
+
+def test_dead_letter_headers_omit_unset_members() -> None:
+    headers = dict(dead_letter_headers(DeadLetter(stage="submit", errorClass="X", message="m", worker="w-1")))
+    assert headers == {
+        "errors.stage": b"submit",
+        "errors.errorClass": b"X",
+        "errors.message": b"m",
+        "errors.worker": b"w-1",
+    }
