@@ -803,3 +803,16 @@ def test_coalescer_random_sequences_all_results() -> None:
 
 def test_coalescer_random_sequences_all_acknowledged() -> None:
     run_state_machine_as_test(AcknowledgingMachine, settings=_machine_settings)
+
+
+def test_drop_keeps_a_task_that_also_answers_for_owned_partitions() -> None:
+    c = make()
+    c.apply(ev("t1", cc("a", "RUNNING")), src(0, partition=0), 0)
+    c.apply(ev("t1", cc("b", "RUNNING")), src(5, partition=1), 0)
+    # Partition 1 is revoked: its source is given up, but t1 still answers for offset 0 of
+    # partition 0, which must not be committed before t1's change is reported.
+    assert c.drop(lambda s: s[1] == 1) == [src(5, partition=1)]
+    assert list(c.keys()) == [key("t1")]
+    submission = submit_one(c, LINGER)
+    assert submission.sources == [src(0, partition=0)]
+    assert {x.containerName for x in submission.request.containers or ()} == {"a", "b"}

@@ -210,14 +210,23 @@ class Coalescer:
         return resolved
 
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
-        """Forget the tasks holding unresolved sources for which ``owns`` is true (partitions
-        revoked): their records will be re-read by the partitions' next owner. Returns the
-        unresolved sources of the dropped tasks that are not in flight (an in-flight submission
-        still hands its own back through ``complete``)."""
-        dropped: list[SourceRef] = []
-        for key in [k for k, e in self._active.items() if _holds(e, owns)]:
-            dropped.extend(self._active.pop(key).sources)
-        return dropped
+        """Give up the unresolved sources for which ``owns`` is true (partitions revoked): their
+        records will be re-read by the partitions' next owner. A task left with nothing else is
+        forgotten; a task that also answers for records of partitions still owned is kept with
+        those, so that their offsets are not committed before its changes are reported. Returns
+        the sources given up (an in-flight submission hands its own back through ``complete``)."""
+        given_up: list[SourceRef] = []
+        for key, entry in list(self._active.items()):
+            if not _holds(entry, owns):
+                continue
+            kept = [s for s in entry.sources if not owns(s)]
+            given_up.extend(s for s in entry.sources if owns(s))
+            in_flight_kept = entry.in_flight is not None and not all(owns(s) for s in entry.in_flight.sources)
+            if kept or in_flight_kept:
+                entry.sources = kept
+            else:
+                del self._active[key]
+        return given_up
 
     def in_flight(self) -> list[Submission]:
         return [e.in_flight for e in self._active.values() if e.in_flight is not None]
