@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,8 @@ class Worker:
         self._paused = False
         self._drain_deadline = 0.0
         self._progress_at = time.monotonic()
+        self._ignored: Counter[str] = Counter()
+        self._decoded: Counter[str] = Counter()
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -176,6 +179,7 @@ class Worker:
                 for record in records:
                     self._handle_record(record, now)
                 self.metrics.records_consumed.labels(str(tp.partition)).inc(len(records))
+            self._flush_tallies()
             if batches:
                 self._progressed()
                 self._wake.set()
@@ -196,20 +200,29 @@ class Worker:
             else:
                 bad.append(("validate", BadItem(broken, "EcsRuleViolation", index)))
         self._offsets.track(topic, partition, offset, len(events) + (1 if bad else 0))
-        for reason in decoded.ignored:
-            self.stats.ignored += 1
-            self.metrics.ignored.labels(reason).inc()
+        if decoded.ignored:
+            self.stats.ignored += len(decoded.ignored)
+            self._ignored.update(decoded.ignored)
         if events:
-            self.metrics.events_decoded.labels(decoded.format).inc(len(events))
+            self._decoded[decoded.format] += len(events)
         source: SourceRef = (topic, partition, offset)
         for event in events:
             self.stats.events += 1
             applied, resolved = self._coalescer.apply(event, source, now)
             if applied is Applied.RETIRED:
-                self.metrics.ignored.labels("task already stopped and reported").inc()
+                self._ignored["task already stopped and reported"] += 1
             self._release(resolved)
         if bad:
             self._spawn(self._dead_letter_input(record, bad))
+
+    def _flush_tallies(self) -> None:
+        """Counted per record, published per batch: a labelled metric costs more than a count."""
+        for reason, count in self._ignored.items():
+            self.metrics.ignored.labels(reason).inc(count)
+        for fmt, count in self._decoded.items():
+            self.metrics.events_decoded.labels(fmt).inc(count)
+        self._ignored.clear()
+        self._decoded.clear()
 
     async def _dead_letter_input(self, record: Any, bad: list[tuple[str, BadItem]]) -> None:
         assert self._recorder is not None
