@@ -75,9 +75,7 @@ async def submit(ecs: Any, **kwargs: Any) -> dict[str, Any]:
     return response
 
 
-async def test_valid_call_is_acknowledged_and_reflected_in_state(
-    ep: LocalEcsEndpoint, ecs: Any
-) -> None:
+async def test_valid_call_is_acknowledged_and_reflected_in_state(ep: LocalEcsEndpoint, ecs: Any) -> None:
     resp = await submit(
         ecs,
         status="RUNNING",
@@ -116,9 +114,7 @@ async def test_valid_call_is_acknowledged_and_reflected_in_state(
     assert state["regressions"] == []
 
 
-async def test_timestamps_validate_from_botocore_and_epoch_numbers(
-    ep: LocalEcsEndpoint, ecs: Any
-) -> None:
+async def test_timestamps_validate_from_botocore_and_epoch_numbers(ep: LocalEcsEndpoint, ecs: Any) -> None:
     started = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
     resp = await submit(ecs, status="PENDING", pullStartedAt=started, pullStoppedAt=started)
     assert resp["acknowledgment"] == "ACK"
@@ -181,9 +177,7 @@ async def test_cluster_and_task_are_required(ep: LocalEcsEndpoint, ecs: Any, mis
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"RUNNING"'])
-async def test_non_object_body_gets_serialization_exception(
-    ep: LocalEcsEndpoint, raw: bytes
-) -> None:
+async def test_non_object_body_gets_serialization_exception(ep: LocalEcsEndpoint, raw: bytes) -> None:
     status, headers, payload = await raw_post(ep, raw)
     assert status == 400
     assert payload["__type"] == headers["x-amzn-ErrorType"] == "SerializationException"
@@ -208,9 +202,7 @@ async def test_missing_authorization_is_403(ep: LocalEcsEndpoint) -> None:
 @pytest.mark.parametrize(
     "target", ["AmazonEC2ContainerServiceV20141113.RunTask", "Nope.SubmitTaskStateChange", None]
 )
-async def test_unknown_target_is_unknown_operation(
-    ep: LocalEcsEndpoint, target: str | None
-) -> None:
+async def test_unknown_target_is_unknown_operation(ep: LocalEcsEndpoint, target: str | None) -> None:
     headers = {k: v for k, v in SIGNED.items() if k != "X-Amz-Target"}
     if target is not None:
         headers["X-Amz-Target"] = target
@@ -295,9 +287,7 @@ async def test_stopping_ranks_between_running_and_stopped(ep: LocalEcsEndpoint, 
         await submit(ecs, status=status)
     assert ep.state()["regressions"] == []
     await submit(ecs, status="DEPROVISIONING")
-    assert [(r["from"], r["to"]) for r in ep.state()["regressions"]] == [
-        ("STOPPED", "DEPROVISIONING")
-    ]
+    assert [(r["from"], r["to"]) for r in ep.state()["regressions"]] == [("STOPPED", "DEPROVISIONING")]
 
 
 async def test_drop_rate_closes_connection(ep: LocalEcsEndpoint, ecs: Any) -> None:
@@ -355,9 +345,7 @@ async def test_faults_and_reset_over_http(ep: LocalEcsEndpoint, ecs: Any) -> Non
     assert state["faults"]["throttle_rate"] == 1.0  # reset keeps the faults
 
 
-async def test_same_task_arn_in_two_clusters_is_keyed_by_cluster(
-    ep: LocalEcsEndpoint, ecs: Any
-) -> None:
+async def test_same_task_arn_in_two_clusters_is_keyed_by_cluster(ep: LocalEcsEndpoint, ecs: Any) -> None:
     await submit(ecs, status="RUNNING")
     await ecs.submit_task_state_change(cluster="other", task=TASK, status="PENDING")
     await ecs.submit_task_state_change(cluster="other", task="t2", status="PENDING")
