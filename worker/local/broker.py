@@ -38,9 +38,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """``with EmbeddedBroker() as broker: broker.bootstrap`` — a Tansu process on a free port."""
 
-    def __init__(self, *, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        advertised: str | None = None,
+    ) -> None:
+        """``advertised``: the ``host:port`` given to clients in metadata (default: the listener),
+        e.g. a ``worker.local.proxy.TcpProxy`` in front of the broker."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised = advertised or f"{host}:{self.port}"
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -59,7 +69,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.advertised}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
