@@ -58,7 +58,7 @@ from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
 from worker.decode.emit import OOM_REASON, container_event
 from worker.decode.errors import DECODE_ERROR, UNRECOGNISED, UNRECOGNISED_REASON, InvalidItem
-from worker.decode.formats import ABSENT, JsonFormat, present
+from worker.decode.formats import ABSENT, BelowFluentBit, JsonFormat, present
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import go_time_ns, rfc3339_ns, unix_seconds_ns
 
@@ -93,7 +93,7 @@ class ProtoTimestamp(msgspec.Struct, kw_only=True):
     nanos: Annotated[int, msgspec.Meta(ge=0, le=999_999_999)] = 0
 
 
-class ContainerdEvent(msgspec.Struct, kw_only=True):
+class ContainerdEvent(BelowFluentBit, kw_only=True):
     """The members of containerd's task and container events that the mapping reads."""
 
     container_id: str = ""
@@ -106,19 +106,6 @@ class ContainerdEvent(msgspec.Struct, kw_only=True):
     checkpoint: msgspec.Raw = ABSENT
     runtime: msgspec.Raw = ABSENT
     image: msgspec.Raw = ABSENT
-    # Markers: keys of formats detection ranks above containerd (worker.decode.detect).
-    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
-    cluster: msgspec.Raw = ABSENT
-    task: msgspec.Raw = ABSENT
-    Type: msgspec.Raw = ABSENT
-    Action: msgspec.Raw = ABSENT
-    Actor: msgspec.Raw = ABSENT
-    docker: msgspec.Raw = ABSENT
-    message: msgspec.Raw = ABSENT
-
-
-def _is_json_string(raw: msgspec.Raw) -> bool:
-    return len(raw) > 0 and memoryview(raw)[0] == 0x22  # '"'
 
 
 def infer_topic(event: ContainerdEvent) -> str | None:
@@ -222,15 +209,7 @@ class ContainerdFormat(JsonFormat[ContainerdEvent]):
         """The record's timestamp, for bodies without a time of their own (set per record)."""
 
     def claims(self, doc: ContainerdEvent) -> bool:
-        if (
-            present(doc.detail_type)
-            or (present(doc.cluster) and present(doc.task))
-            or present(doc.Type)
-            or present(doc.Action)
-            or present(doc.Actor)
-            or present(doc.docker)
-            or _is_json_string(doc.message)
-        ):
+        if doc.outranked():
             return False
         return bool(
             doc.container_id or doc.exited_at is not None or doc.exec_id or (doc.id and present(doc.runtime))

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from worker.decode.formats import ABSENT, present
+from worker.decode.formats import ABSENT, BelowFluentBit, present
 
 __all__ = [
     "CONTENT_TYPES",
@@ -69,17 +69,9 @@ def format_from_headers(headers: Sequence[tuple[str, bytes | str | None]], defau
     return default
 
 
-class Probe(msgspec.Struct, kw_only=True):
+class Probe(BelowFluentBit, kw_only=True):
     """Every key detection looks at, kept raw: skimming a document costs one pass, no objects."""
 
-    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
-    cluster: msgspec.Raw = ABSENT
-    task: msgspec.Raw = ABSENT
-    Type: msgspec.Raw = ABSENT
-    Action: msgspec.Raw = ABSENT
-    Actor: msgspec.Raw = ABSENT
-    docker: msgspec.Raw = ABSENT
-    message: msgspec.Raw = ABSENT
     container_id: msgspec.Raw = ABSENT
     exited_at: msgspec.Raw = ABSENT
     exec_id: msgspec.Raw = ABSENT

@@ -61,7 +61,7 @@ from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
 from worker.decode.emit import OOM_REASON, container_event
 from worker.decode.errors import InvalidItem
-from worker.decode.formats import ABSENT, JsonFormat, present
+from worker.decode.formats import BelowCanonical, JsonFormat
 from worker.decode.labels import (
     CLUSTER_LABEL,
     CONTAINER_NAME_LABEL,
@@ -142,16 +142,12 @@ class DockerActor(msgspec.Struct, kw_only=True, gc=False):
     Attributes: DockerAttributes | None = None
 
 
-class DockerEvent(msgspec.Struct, kw_only=True, gc=False):
+class DockerEvent(BelowCanonical, kw_only=True, gc=False):
     Type: str
     Action: str
     Actor: DockerActor
     time: Annotated[int, msgspec.Meta(ge=0, le=MAX_NS // 1_000_000_000)] | None = None
     timeNano: Annotated[int, msgspec.Meta(ge=0, le=MAX_NS)] | None = None
-    # Markers: keys of formats detection ranks above Docker (worker.decode.detect).
-    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
-    cluster: msgspec.Raw = ABSENT
-    task: msgspec.Raw = ABSENT
 
 
 def parse_exit_code(text: str) -> int:
@@ -252,7 +248,7 @@ class DockerFormat(JsonFormat[DockerEvent]):
         self._known = known
 
     def claims(self, doc: DockerEvent) -> bool:
-        return not (present(doc.detail_type) or (present(doc.cluster) and present(doc.task)))
+        return not doc.outranked()
 
     def apply(self, doc: DockerEvent, index: int, into: DecodeResult) -> None:
         self.apply_with_fallback(doc, into, None)

@@ -16,7 +16,15 @@ import msgspec
 from worker.decode.errors import PARSE_ERRORS
 from worker.decode.result import DecodeResult
 
-__all__ = ["ABSENT", "JsonFormat", "present"]
+__all__ = [
+    "ABSENT",
+    "BelowCanonical",
+    "BelowDocker",
+    "BelowFluentBit",
+    "BelowMetricbeat",
+    "JsonFormat",
+    "present",
+]
 
 D = TypeVar("D")
 
@@ -26,6 +34,55 @@ ABSENT = msgspec.Raw()
 
 def present(marker: msgspec.Raw) -> bool:
     return len(marker) > 0
+
+
+def _is_json_string(raw: msgspec.Raw) -> bool:
+    return len(raw) > 0 and memoryview(raw)[0] == 0x22
+
+
+# The markers: keys of the formats that detection (worker.decode.detect) ranks above a format,
+# kept raw and only tested for presence. Each format's document extends the class named for the
+# format just above it, so the precedence order is written once, here.
+
+
+class BelowCanonical(msgspec.Struct, kw_only=True, gc=False):
+    """EventBridge (``detail-type``) and canonical (``cluster`` and ``task``) rank higher."""
+
+    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
+    cluster: msgspec.Raw = ABSENT
+    task: msgspec.Raw = ABSENT
+
+    def outranked(self) -> bool:
+        return present(self.detail_type) or (present(self.cluster) and present(self.task))
+
+
+class BelowDocker(BelowCanonical, kw_only=True, gc=False):
+    """... and Docker (``Type``, ``Action`` or ``Actor``)."""
+
+    Type: msgspec.Raw = ABSENT
+    Action: msgspec.Raw = ABSENT
+    Actor: msgspec.Raw = ABSENT
+
+    def outranked(self) -> bool:
+        return super().outranked() or present(self.Type) or present(self.Action) or present(self.Actor)
+
+
+class BelowMetricbeat(BelowDocker, kw_only=True, gc=False):
+    """... and Metricbeat (``docker``)."""
+
+    docker: msgspec.Raw = ABSENT
+
+    def outranked(self) -> bool:
+        return super().outranked() or present(self.docker)
+
+
+class BelowFluentBit(BelowMetricbeat, kw_only=True, gc=False):
+    """... and Fluent Bit (``message``, a string)."""
+
+    message: msgspec.Raw = ABSENT
+
+    def outranked(self) -> bool:
+        return super().outranked() or _is_json_string(self.message)
 
 
 class JsonFormat(Generic[D]):

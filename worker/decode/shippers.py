@@ -22,7 +22,7 @@ import msgspec
 from worker.decode.attribution import ContainerIndex
 from worker.decode.docker import DockerFormat, apply_container_event
 from worker.decode.errors import InvalidItem, bad_item_for
-from worker.decode.formats import ABSENT, JsonFormat, present
+from worker.decode.formats import BelowDocker, BelowMetricbeat, JsonFormat
 from worker.decode.framing import split_items
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import rfc3339_ns, seconds_ns
@@ -35,17 +35,9 @@ __all__ = [
 ]
 
 
-class FluentBitRecord(msgspec.Struct, kw_only=True):
+class FluentBitRecord(BelowMetricbeat, kw_only=True):
     message: str
     timestamp: float | str | None = msgspec.field(default=None, name="@timestamp")
-    # Markers: keys of formats detection ranks above Fluent Bit (worker.decode.detect).
-    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
-    cluster: msgspec.Raw = ABSENT
-    task: msgspec.Raw = ABSENT
-    Type: msgspec.Raw = ABSENT
-    Action: msgspec.Raw = ABSENT
-    Actor: msgspec.Raw = ABSENT
-    docker: msgspec.Raw = ABSENT
 
 
 class FluentBitFormat(JsonFormat[FluentBitRecord]):
@@ -57,14 +49,7 @@ class FluentBitFormat(JsonFormat[FluentBitRecord]):
         self._docker = docker
 
     def claims(self, doc: FluentBitRecord) -> bool:
-        return not (
-            present(doc.detail_type)
-            or (present(doc.cluster) and present(doc.task))
-            or present(doc.Type)
-            or present(doc.Action)
-            or present(doc.Actor)
-            or present(doc.docker)
-        )
+        return not doc.outranked()
 
     def apply(self, doc: FluentBitRecord, index: int, into: DecodeResult) -> None:
         if doc.timestamp is None:
@@ -104,17 +89,10 @@ class MetricbeatEcsEvent(msgspec.Struct, kw_only=True):
     action: str = ""
 
 
-class MetricbeatDocument(msgspec.Struct, kw_only=True):
+class MetricbeatDocument(BelowDocker, kw_only=True):
     docker: MetricbeatDocker
     timestamp: str = msgspec.field(name="@timestamp")
     event: MetricbeatEcsEvent | None = None
-    # Markers: keys of formats detection ranks above Metricbeat (worker.decode.detect).
-    detail_type: msgspec.Raw = msgspec.field(default=ABSENT, name="detail-type")
-    cluster: msgspec.Raw = ABSENT
-    task: msgspec.Raw = ABSENT
-    Type: msgspec.Raw = ABSENT
-    Action: msgspec.Raw = ABSENT
-    Actor: msgspec.Raw = ABSENT
 
 
 class MetricbeatFormat(JsonFormat[MetricbeatDocument]):
@@ -126,13 +104,7 @@ class MetricbeatFormat(JsonFormat[MetricbeatDocument]):
         self._known = known
 
     def claims(self, doc: MetricbeatDocument) -> bool:
-        return not (
-            present(doc.detail_type)
-            or (present(doc.cluster) and present(doc.task))
-            or present(doc.Type)
-            or present(doc.Action)
-            or present(doc.Actor)
-        )
+        return not doc.outranked()
 
     def apply(self, doc: MetricbeatDocument, index: int, into: DecodeResult) -> None:
         event = doc.docker.event
