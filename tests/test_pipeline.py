@@ -22,7 +22,7 @@ from tests.conftest import Topics, worker_settings
 from worker.local.broker import EmbeddedBroker
 from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
 from worker.local.fleet import Fleet, final_state_mismatches, synthetic_fleet
-from worker.local.topics import read_all
+from worker.local.topics import produce_fleet, read_all
 from worker.pipeline import Worker
 
 pytestmark = pytest.mark.timeout(180)
@@ -30,25 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 async def produce(bootstrap: str, topic: str, fleet: Fleet, *, pace: float = 1.0) -> dict[int, int]:
-    """Send the fleet's steps in schedule order (``pace`` < 1 runs the clock faster); return each
-    partition's end offset as the broker's acknowledgements give it (Tansu's ListOffsets can lag)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        start = time.monotonic()
-        sent = []
-        for step in fleet.steps:
-            delay = start + step.at_s * pace - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            value = fleet.render(step, time.time_ns())
-            sent.append(await producer.send(topic, value=value, key=step.task.encode()))
-        ends: dict[int, int] = {}
-        for meta in await asyncio.gather(*sent):
-            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-        return ends
-    finally:
-        await producer.stop()
+    """Send the fleet's canonical events in schedule order (``pace`` < 1 runs the clock faster)."""
+    return await produce_fleet(bootstrap, topic, fleet, pace=pace)
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -32,7 +32,7 @@ import aiohttp
 import msgspec
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
@@ -41,7 +41,7 @@ from worker.decode import RecordDecoder
 from worker.ecs_rules import check_event
 from worker.local.broker import EmbeddedBroker, free_port
 from worker.local.fleet import Fleet, synthetic_fleet
-from worker.local.topics import create_topics, read_all
+from worker.local.topics import create_topics, produce_fleet, read_all
 from worker.submit import request_params
 
 __all__ = ["BenchReport", "run_bench"]
@@ -220,36 +220,6 @@ async def _reset_endpoint(url: str) -> None:
         answer.raise_for_status()
 
 
-async def _produce(
-    bootstrap: str, topic: str, fleet: Fleet, *, paced: bool, pace: float = 1.0
-) -> dict[int, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262_144)
-    await producer.start()
-    try:
-        start = time.monotonic()
-        sent = []
-        base = time.time_ns()
-        for step in fleet.steps:
-            if paced:
-                delay = start + step.at_s * pace - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                observed = time.time_ns()
-            else:
-                observed = base + int(step.at_s * 1e9)
-            sent.append(
-                await producer.send(
-                    topic, value=fleet.render(step, observed, "docker"), key=step.task.encode()
-                )
-            )
-        ends: dict[int, int] = {}
-        for meta in await asyncio.gather(*sent):
-            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-        return ends
-    finally:
-        await producer.stop()
-
-
 async def _committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
@@ -357,7 +327,9 @@ async def run_bench(*, quick: bool = False) -> BenchReport:
             # 2. saturated: everything produced before the worker starts.
             saturated_fleet = synthetic_fleet(int(4000 * scale), seed=2, fmt="docker", spread_s=30)
             await create_topics(broker.bootstrap, {"bench-saturated": 4, "bench-saturated-outcomes": 4})
-            ends = await _produce(broker.bootstrap, "bench-saturated", saturated_fleet, paced=False)
+            ends = await produce_fleet(
+                broker.bootstrap, "bench-saturated", saturated_fleet, fmt="docker", pace=None
+            )
             busy_s, outcomes = await _run_worker_on(broker.bootstrap, endpoint, "bench-saturated", ends)
             events_per_s = sum(ends.values()) / busy_s
             submissions_per_s = _span_per_s(outcomes)
@@ -376,7 +348,7 @@ async def run_bench(*, quick: bool = False) -> BenchReport:
             with _process(["run"], env):
                 await _wait_http(f"http://127.0.0.1:{port}/readyz")
                 produce_began = time.monotonic()
-                paced_ends = await _produce(broker.bootstrap, "bench-paced", paced_fleet, paced=True)
+                paced_ends = await produce_fleet(broker.bootstrap, "bench-paced", paced_fleet, fmt="docker")
                 produced_rate = sum(paced_ends.values()) / (time.monotonic() - produce_began)
                 await _await_committed(broker.bootstrap, "bench-paced", "bench-paced", paced_ends, 240)
             state = await _endpoint_state(endpoint)

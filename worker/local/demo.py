@@ -11,14 +11,13 @@ import time
 from dataclasses import field
 
 import msgspec
-from aiokafka import AIOKafkaProducer
 
 from schemas.records import Outcome
 from worker.config import Settings
 from worker.local.broker import EmbeddedBroker
 from worker.local.ecs_endpoint import LocalEcsEndpoint
-from worker.local.fleet import ExpectedTask, Fleet, Format, final_state_mismatches, synthetic_fleet
-from worker.local.topics import create_topics, read_all
+from worker.local.fleet import ExpectedTask, Format, final_state_mismatches, synthetic_fleet
+from worker.local.topics import create_topics, produce_fleet, read_all
 from worker.pipeline import Worker
 
 __all__ = ["POISON_RECORDS", "DemoSummary", "run_demo"]
@@ -110,7 +109,8 @@ async def run_demo(
         worker = Worker(settings)
         running = asyncio.create_task(worker.run())
         await asyncio.wait_for(worker.ready.wait(), 30)
-        ends = await _produce(broker.bootstrap, settings.input_topic, fleet, fmt)
+        poison = {97 * i: (b"poison", record) for i, record in enumerate(POISON_RECORDS)}
+        ends = await produce_fleet(broker.bootstrap, settings.input_topic, fleet, fmt=fmt, interleave=poison)
         mismatches = await _await_processed(worker, endpoint, fleet.expected, ends, settings, timeout_s)
         worker.request_stop()
         await running
@@ -150,31 +150,6 @@ def _percentile(values: list[float], share: float) -> float:
     if not values:
         return 0.0
     return values[min(len(values) - 1, int(share * len(values)))]
-
-
-async def _produce(bootstrap: str, topic: str, fleet: Fleet, fmt: Format) -> dict[int, int]:
-    """Send the schedule; return each partition's end offset from the broker's acknowledgements
-    (Tansu's ListOffsets can lag by a record)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        start = time.monotonic()
-        pending = []
-        for index, step in enumerate(fleet.steps):
-            delay = start + step.at_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            value = fleet.render(step, time.time_ns(), fmt)
-            pending.append(await producer.send(topic, value=value, key=step.task.encode()))
-            if index % 97 == 0 and index // 97 < len(POISON_RECORDS):
-                bad = POISON_RECORDS[index // 97]
-                pending.append(await producer.send(topic, value=bad, key=b"poison"))
-        ends: dict[int, int] = {}
-        for meta in await asyncio.gather(*pending):
-            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-        return ends
-    finally:
-        await producer.stop()
 
 
 async def _await_processed(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-__all__ = ["create_topics", "end_offsets", "read_all"]
+from worker.local.fleet import Fleet, Format
+
+__all__ = ["create_topics", "end_offsets", "produce_fleet", "read_all"]
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -63,3 +67,44 @@ async def read_all(bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s
         return records
     finally:
         await consumer.stop()
+
+
+async def produce_fleet(
+    bootstrap: str,
+    topic: str,
+    fleet: Fleet,
+    *,
+    fmt: Format = "canonical",
+    pace: float | None = 1.0,
+    interleave: Mapping[int, tuple[bytes, bytes]] | None = None,
+) -> dict[int, int]:
+    """Send a fleet's steps keyed by task ARN; return each partition's end offset as the broker's
+    acknowledgements give it (Tansu's ListOffsets can lag by a record).
+
+    ``pace`` scales the schedule's clock (0.5: twice as fast) and stamps each event when it is
+    sent; ``None`` sends everything at once, stamped with the schedule's own times.
+    ``interleave`` maps a step index to a (key, value) record sent right after that step.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262_144)
+    await producer.start()
+    try:
+        start, base = time.monotonic(), time.time_ns()
+        sent = []
+        for index, step in enumerate(fleet.steps):
+            if pace is None:
+                observed = base + int(step.at_s * 1e9)
+            else:
+                delay = start + step.at_s * pace - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                observed = time.time_ns()
+            sent.append(await producer.send(topic, fleet.render(step, observed, fmt), key=step.task.encode()))
+            if interleave and index in interleave:
+                key, value = interleave[index]
+                sent.append(await producer.send(topic, value, key=key))
+        ends: dict[int, int] = {}
+        for meta in await asyncio.gather(*sent):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        return ends
+    finally:
+        await producer.stop()
