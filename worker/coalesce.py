@@ -23,7 +23,7 @@ from enum import Enum
 from schemas.ecs import SubmitTaskStateChangeRequest
 from schemas.events import TaskEvent
 from worker.snapshot import build_request, fingerprint
-from worker.task_state import PENDING, STOPPED, TaskKey, TaskState
+from worker.task_state import CONTAINER_RANK, PENDING, STOPPED, TaskKey, TaskState
 
 __all__ = ["Applied", "Coalescer", "Result", "SourceRef", "Submission"]
 
@@ -64,6 +64,8 @@ class _Entry:
     first_event_at: int | None = None
     in_flight: Submission | None = None
     acked: str | None = None
+    reported: frozenset[str] = frozenset()
+    """Containers reported before the task was reopened (see ``Coalescer.reopen``)."""
 
 
 class Coalescer:
@@ -92,7 +94,8 @@ class Coalescer:
         self._max_active = max_active_tasks
         self._retired_cap = retired_cap
         self._active: OrderedDict[TaskKey, _Entry] = OrderedDict()
-        self._retired: OrderedDict[TaskKey, None] = OrderedDict()
+        self._retired: OrderedDict[TaskKey, frozenset[str]] = OrderedDict()
+        """Retired tasks and the names of the containers they had."""
         self._heap: list[tuple[int, int, TaskKey]] = []
         self._seq = 0
         self.evicted = 0
@@ -111,10 +114,37 @@ class Coalescer:
     def is_retired(self, key: TaskKey) -> bool:
         return key in self._retired
 
+    def reopen(self, event: TaskEvent) -> bool:
+        """Reopen a retired task when ``event`` reports containers it never had, all STOPPED: its
+        STOPPED was then reported from a partial view (its earlier records were read by another
+        owner, or before a restart, and committed: a task with one known container, stopped,
+        counts as stopped) and these containers' ends must still reach ECS. The task stays
+        STOPPED. Returns whether it was reopened: ``apply`` the event again then."""
+        key = (event.cluster, event.task)
+        known = self._retired.get(key)
+        if known is None:
+            return False
+        new = [c for c in event.containers if c.containerName not in known]
+        if not new or any(c.status is None or CONTAINER_RANK[c.status] != STOPPED for c in new):
+            return False
+        del self._retired[key]
+        state = TaskState(key)
+        state.rank = state.explicit_rank = STOPPED
+        self._make_room()
+        self._active[key] = _Entry(state, reported=known)
+        return True
+
     def over_limits(self, event: TaskEvent) -> str | None:
         """Why applying ``event`` would pass a per-task bound, or None."""
         entry = self._active.get((event.cluster, event.task))
         state = entry.state if entry is not None else None
+        known_items = (
+            0 if state is None else len(state.containers) + len(state.attachments) + len(state.managed_agents)
+        )
+        if known_items + len(event.containers) + len(event.attachments) + len(event.managedAgents) <= min(
+            self._max_containers, self._max_attachments
+        ):
+            return None  # the common case: far below every bound, no sets to build
         if event.containers:
             known = state.containers if state is not None else {}
             names = {c.containerName for c in event.containers} | known.keys()
@@ -277,8 +307,10 @@ class Coalescer:
         return submission
 
     def _retire(self, key: TaskKey) -> None:
-        self._active.pop(key, None)
-        self._retired[key] = None
+        entry = self._active.pop(key, None)
+        self._retired[key] = (
+            frozenset(entry.state.containers) | entry.reported if entry is not None else frozenset()
+        )
         while len(self._retired) > self._retired_cap:
             self._retired.popitem(last=False)
 

@@ -77,6 +77,7 @@ class Worker:
             max_attachments=settings.max_attachments_per_task,
         )
         self._offsets = OffsetBook()
+        self._linger_ns = settings.linger_ms * _MS
         self._stopping = asyncio.Event()
         self._draining = False
         self._wake = asyncio.Event()
@@ -172,12 +173,12 @@ class Worker:
         while not self._stopping.is_set():
             self._apply_backpressure()
             batches = await consumer.getmany(timeout_ms=100, max_records=self.settings.max_poll_records)
-            now = time.monotonic_ns()
+            now, wall = time.monotonic_ns(), time.time_ns()
             for tp, records in batches.items():
                 if not self._offsets.owns(tp.topic, tp.partition):
                     continue
                 for record in records:
-                    self._handle_record(record, now)
+                    self._handle_record(record, now, wall)
                 self.metrics.records_consumed.labels(str(tp.partition)).inc(len(records))
             self._flush_tallies()
             if batches:
@@ -185,7 +186,9 @@ class Worker:
                 self._wake.set()
             self.metrics.active_tasks.set(self._coalescer.active_count)
 
-    def _handle_record(self, record: Any, now: int) -> None:
+    def _handle_record(self, record: Any, now: int, wall: int) -> None:
+        """Decode, validate and apply one record. ``now`` is the monotonic clock of the coalescer;
+        ``wall`` the same instant on the wall clock, to date each change back to its observation."""
         topic, partition, offset = record.topic, record.partition, record.offset
         self.stats.records += 1
         decoded = self._decoder.decode(
@@ -208,7 +211,16 @@ class Worker:
         source: SourceRef = (topic, partition, offset)
         for event in events:
             self.stats.events += 1
-            applied, resolved = self._coalescer.apply(event, source, now)
+            # A fresh change's linger counts from its observation, not from its arrival here: time
+            # in transit (the shipper, Kafka) is not added to it. An older one (a backlog after a
+            # restart, a skewed clock) lingers from its arrival, so that a backlog is coalesced.
+            age = wall - event.observedAt
+            applied, resolved = self._coalescer.apply(
+                event, source, now - age if 0 < age < self._linger_ns else now
+            )
+            if applied is Applied.RETIRED and self._coalescer.reopen(event):
+                # A container the task's reported STOPPED lacked (a partial view): report it.
+                applied, resolved = self._coalescer.apply(event, source, now)
             if applied is Applied.RETIRED:
                 self._ignored["task already stopped and reported"] += 1
             self._release(resolved)
@@ -285,8 +297,10 @@ class Worker:
             due_at = self._coalescer.next_due_at()
             timeout = None if due_at is None else max(0.0, (due_at - time.monotonic_ns()) / 1e9)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: no task is made per wake-up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _submit(self, submission: Submission) -> None:
         assert self._submitter is not None

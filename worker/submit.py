@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import aiobotocore
+import botocore
 import msgspec
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -30,15 +33,21 @@ from tenacity import (
 )
 
 from schemas.ecs import SubmitTaskStateChangeRequest
+from worker import __version__
 from worker.coalesce import Result, Submission
 from worker.config import Settings
 from worker.errors import classify
 from worker.metrics import Metrics
 from worker.ratelimit import AsyncRateLimiter
 
-__all__ = ["EcsClient", "SubmitResult", "Submitter", "open_ecs_client", "request_params"]
+__all__ = ["USER_AGENT", "EcsClient", "SubmitResult", "Submitter", "open_ecs_client", "request_params"]
 
 log = logging.getLogger(__name__)
+
+USER_AGENT = (
+    f"ecs-state-worker/{__version__} aiobotocore/{aiobotocore.__version__} "
+    f"botocore/{botocore.__version__} Python/{platform.python_version()}"
+)
 
 
 class EcsClient(Protocol):
@@ -71,6 +80,9 @@ def open_ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
         read_timeout=settings.call_timeout_ms / 1000,
         parameter_validation=False,
         tcp_keepalive=True,
+        # A fixed User-Agent: botocore otherwise rebuilds it from a dozen components on every
+        # request, a sixth of a call's CPU here.
+        user_agent=USER_AGENT,
     )
     client: AbstractAsyncContextManager[Any] = get_session().create_client(
         "ecs", endpoint_url=settings.ecs_endpoint_url, config=config

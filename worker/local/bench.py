@@ -337,10 +337,13 @@ async def run_bench(*, quick: bool = False) -> BenchReport:
             requests = [request_params(o.request) for o in outcomes]
             bare_calls = await bench_bare_loop(endpoint, requests, concurrency=64)
             await _reset_endpoint(endpoint)
-            # 3-4. paced at about half the saturated event rate, realistic lifecycles.
-            paced_rate = events_per_s / 2
+            # 3-4. paced at about half the saturated rate, realistic lifecycles. Paced, a task costs
+            # about two calls (RUNNING, STOPPED) where all-at-once it cost one: the saturated rate
+            # in tasks per second is whichever of event decoding and calls binds first.
+            events_per_task = len(saturated_fleet.steps) / len(saturated_fleet.expected)
+            capacity_tasks_per_s = min(events_per_s / events_per_task, submissions_per_s / 2)
             spread = 20.0 * scale + 5
-            tasks = max(50, int(paced_rate * spread / 9))  # about 9 Docker events per task here
+            tasks = max(50, int(0.5 * capacity_tasks_per_s * spread))
             paced_fleet = synthetic_fleet(tasks, seed=3, fmt="docker", spread_s=spread)
             await create_topics(broker.bootstrap, {"bench-paced": 4, "bench-paced-outcomes": 4})
             port = free_port()
