@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,14 +27,16 @@ _encoder = msgspec.json.Encoder()
 
 
 class Producer(Protocol):
-    async def send_and_wait(
+    async def send(
         self,
         topic: str,
         value: bytes | None = None,
         key: bytes | None = None,
         *,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> Any: ...
+    ) -> Awaitable[Any]:
+        """Enqueue a record; the awaitable returned completes when the broker acknowledges it."""
+        ...
 
 
 def _utc(ns: int) -> datetime:
@@ -96,6 +98,7 @@ class Recorder:
         self.worker = worker
         self._giving_up = giving_up
         self._max_backoff = max_backoff_s
+        self._enqueue = asyncio.Lock()
 
     async def outcome(self, submission: Submission, result: SubmitResult) -> Outcome:
         outcome = build_outcome(submission, result, self.worker)
@@ -115,7 +118,12 @@ class Recorder:
         backoff = 0.1
         while True:
             try:
-                await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+                # One sender at a time enqueues: aiokafka wakes every sender waiting for room in a
+                # batch whenever one drains, which with thousands of submissions finishing at once
+                # costs more than the calls. The acknowledgements are still awaited concurrently.
+                async with self._enqueue:
+                    delivered = await self._producer.send(topic, value=value, key=key, headers=headers)
+                await delivered
                 return
             except Exception as exc:  # the broker is away: keep the record, retry
                 if self._giving_up():
