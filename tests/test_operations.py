@@ -80,6 +80,9 @@ async def test_metrics_and_health_of_a_running_worker(
             metric(text, p + "committed_offset", topic=topics.input, partition=str(i)) for i in range(3)
         ]
         assert sum(committed) == len(fleet.steps)
+        lags = [metric(text, p + "consumer_lag", topic=topics.input, partition=str(i)) for i in range(3)]
+        assert lags == [0.0, 0.0, 0.0]
+        assert f'{p}consumer_lag{{partition="0",topic="{topics.input}"}}' in text
     finally:
         await health.stop()
 

@@ -59,7 +59,7 @@ def _asdict(stats: WorkerStats) -> dict[str, Any]:
 
 
 class Worker:
-    """One worker process's pipeline. ``run()`` until ``request_stop()`` (SIGTERM) or ``kill()``."""
+    """One worker process's pipeline: ``run()`` until ``request_stop()`` (SIGTERM)."""
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -359,7 +359,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.commit_interval_ms / 1000)
             await self._commit()
-            self._report_offsets()
+            await self._report_offsets()
 
     async def _commit(self, partitions: Iterable[TopicPartitionKey] | None = None) -> None:
         moves = self._offsets.to_commit()
@@ -378,17 +378,18 @@ class Worker:
         for (topic, partition), offset in moves.items():
             self.metrics.committed_offset.labels(topic, str(partition)).set(offset)
 
-    def _report_offsets(self) -> None:
+    async def _report_offsets(self) -> None:
         for (topic, partition), count in self._offsets.incomplete().items():
             self.metrics.incomplete_offsets.labels(topic, str(partition)).set(count)
             tp = TopicPartition(topic, partition)
-            with contextlib.suppress(Exception):
-                high = self._consumer.highwater(tp)
-                position = (
-                    self._consumer.last_position(tp) if hasattr(self._consumer, "last_position") else None
-                )
-                if high is not None and position is not None:
-                    self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - position))
+            high = self._consumer.highwater(tp)
+            if high is None:  # nothing fetched yet: no position to compare with
+                continue
+            # Lag of the fetch position: records not yet read. (Read but unresolved records are
+            # incomplete_offsets; committed_offset trails both.)
+            with contextlib.suppress(Exception):  # the partition was revoked meanwhile
+                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - position))
 
     # -- rebalance and drain ---------------------------------------------------------------------
 
