@@ -145,7 +145,12 @@ async def _serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    health = HealthServer(worker, port=settings.metrics_port) if settings.metrics_port else None
+    stall_after_s = max(300.0, 2 * settings.retry_deadline_ms / 1000)  # well above a retry deadline
+    health = (
+        HealthServer(worker, port=settings.metrics_port, stall_after_s=stall_after_s)
+        if settings.metrics_port
+        else None
+    )
     if health:
         await health.start()
     try:
