@@ -4,13 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test test-full lint typecheck check bench schemas clean
+.PHONY: help demo test test-full lint typecheck bench faults schemas clean
 
 help:
 	@echo "make demo       the whole pipeline on embedded parts, with a summary"
 	@echo "make test       lint, types and the test suite (what CI runs)"
 	@echo "make test-full  the suite plus the long fault scenarios"
 	@echo "make bench      the benchmark (JSON and a table)"
+	@echo "make faults     the fault harness, every scenario, with its report"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,9 @@ test-full: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m worker bench
+
+faults: $(STAMP)
+	$(BIN)/python -m worker.local.harness --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
