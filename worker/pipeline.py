@@ -388,7 +388,11 @@ class Worker:
             # Lag of the fetch position: records not yet read. (Read but unresolved records are
             # incomplete_offsets; committed_offset trails both.)
             with contextlib.suppress(Exception):  # the partition was revoked meanwhile
-                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel() that
+                # lands as the wrapped call completes, and this loop then never stops (shutdown
+                # hangs in _run_loops' gather).
+                async with asyncio.timeout(1.0):
+                    position = await self._consumer.position(tp)
                 self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - position))
 
     # -- rebalance and drain ---------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""The fault harness (``worker.local.harness``): the worker's promises under crashes, graceful stops,
+rebalances, ECS throttling, errors, latency and dropped connections, and broker outages.
+
+Each scenario runs on its own embedded broker, behind a TCP proxy that is what the broker
+advertises, the local ECS endpoint with a quota, and worker processes. The fast scenarios run in
+``make test``; the long ones are marked ``slow`` (``make test-full``, or
+``python -m worker.local.harness --full``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.local.harness import FAST_SCENARIOS, SLOW_SCENARIOS, Report, Scenario, render_table, run_scenario
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def check_promises(report: Report) -> None:
+    detail = "\n" + render_table([report])
+    assert report.lost == 0, (
+        detail
+    )  # every task's final state acknowledged, every poison record dead-lettered
+    assert report.regressions == 0, detail  # no status ever went backwards at ECS
+    assert report.uncommitted == 0, detail  # the group's offsets reached the end: every record resolved
+    assert report.drain_s is not None, detail
+    assert report.records_dead_lettered == 3, detail
+    assert report.records_covered + report.records_dead_lettered + report.records_other == report.events
+    assert report.max_duplicates_per_task <= report.duplicate_bound_per_task, detail
+    assert report.tasks_over_distinct_bound == 0, detail
+    assert report.unclean_exits == 0, detail  # every SIGTERM drained and exited 0
+    assert report.ok, detail
+
+
+def by_name(name: str) -> Scenario:
+    return next(s for s in (*FAST_SCENARIOS, *SLOW_SCENARIOS) if s.name == name)
+
+
+async def test_sigkill_and_restart() -> None:
+    report = await run_scenario(by_name("sigkill-restart"))
+    check_promises(report)
+    assert any("SIGKILL" in r.what for r in report.faults)
+    assert any("restart" in r.what for r in report.faults)
+
+
+async def test_graceful_sigterm_and_join_and_leave_rebalances() -> None:
+    report = await run_scenario(by_name("sigterm-join-leave"))
+    check_promises(report)
+    assert sum("exited 0" in r.what for r in report.faults) >= 2, render_table([report])
+    assert any(r.what.startswith("join") for r in report.faults)
+
+
+async def test_endpoint_throttling_errors_latency_and_drops() -> None:
+    report = await run_scenario(by_name("endpoint-faults"))
+    check_promises(report)
+    detail = render_table([report])
+    # The faults did happen, and were ridden through by retries...
+    assert report.throttled > 0, detail
+    assert report.server_errors > 0, detail
+    assert report.dropped > 0, detail
+    assert report.calls > report.submissions, detail
+    # ... without a group disruption: no call repeated, and the quota (shared evenly) respected.
+    assert report.duplicate_submissions == 0, detail
+    assert report.quota_throttled == 0, detail
+    assert report.records_replayed == 0, detail
+    assert report.outcome_records == report.submissions, "one outcome per acknowledged call"
+
+
+async def test_broker_connections_cut_for_eight_seconds() -> None:
+    report = await run_scenario(by_name("broker-cut"))
+    check_promises(report)
+    cut = next(r.what for r in report.faults if r.what.startswith("broker cut"))
+    assert not cut.endswith(": 0 connections"), "the cut aborted live client connections"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", [s.name for s in SLOW_SCENARIOS])
+async def test_long_scenario(name: str) -> None:
+    check_promises(await run_scenario(by_name(name)))

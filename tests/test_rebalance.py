@@ -1,0 +1,495 @@
+"""Rebalances and graceful stops, on real parts: the embedded broker, the local ECS endpoint, the real
+aiokafka and aiobotocore clients over sockets. Workers run in-process (observed by subclassing) or as
+``python -m worker run`` subprocesses (for real signals)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.events import ContainerChange, TaskEvent
+from schemas.records import Outcome
+from tests.conftest import Topics, worker_settings
+from worker.coalesce import Applied, Coalescer, Result
+from worker.config import Settings
+from worker.local.broker import EmbeddedBroker, broker_binary
+from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
+from worker.local.fleet import final_state_mismatches, synthetic_fleet
+from worker.local.topics import produce_fleet, read_all
+from worker.offsets import TopicPartitionKey
+from worker.pipeline import Worker
+
+pytestmark = pytest.mark.timeout(150)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+async def send_events(bootstrap: str, topic: str, events: list[TaskEvent]) -> dict[int, int]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        ends: dict[int, int] = {}
+        for event in events:
+            meta = await producer.send_and_wait(topic, msgspec.json.encode(event), key=event.task.encode())
+            ends[meta.partition] = meta.offset + 1
+        return ends
+    finally:
+        await producer.stop()
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+async def group_committed(bootstrap: str, topics: Topics) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {
+            p: (await consumer.committed(TopicPartition(topics.input, p))) or 0
+            for p in range(topics.partitions)
+        }
+    finally:
+        await consumer.stop()
+
+
+async def outcomes(bootstrap: str, topics: Topics) -> list[Outcome]:
+    return [msgspec.json.decode(r.value, type=Outcome) for r in await read_all(bootstrap, topics.outcome)]
+
+
+def coverage(records: list[Outcome]) -> Counter[tuple[int, int]]:
+    """How many outcome records name each input record (partition, offset) among their sources."""
+    covered: Counter[tuple[int, int]] = Counter()
+    for outcome in records:
+        for source in outcome.sources:
+            covered.update((source.partition, offset) for offset in source.offsets)
+    return covered
+
+
+def in_flight_at(endpoint: LocalEcsEndpoint) -> int:
+    """Calls the endpoint has begun and not yet answered."""
+    state = endpoint.state()
+    answered = state["accepted"] + state["dropped"] + sum(state["errors"].values())
+    return int(state["calls"] - answered)
+
+
+@dataclass
+class Revocation:
+    partitions: set[TopicPartitionKey]
+    unresolved_before: int
+    in_flight_before: int
+    unresolved_after_drain: int = -1
+    uncommitted_after_commit: dict[TopicPartitionKey, int] | None = None
+    seconds: float = 0.0
+
+
+class ObservedWorker(Worker):
+    """A real ``Worker`` that notes what it held when partitions were revoked, what was left after
+    the drain, and what was left uncommitted after the revocation's commit."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.revocations: list[Revocation] = []
+        self.assignments: list[list[TopicPartitionKey]] = []
+
+    async def _on_assigned(self, partitions: list[TopicPartitionKey]) -> None:
+        self.assignments.append(sorted(partitions))
+        await super()._on_assigned(partitions)
+
+    async def _on_revoked(self, partitions: list[TopicPartitionKey]) -> None:
+        revoked = set(partitions)
+        record = Revocation(
+            revoked,
+            unresolved_before=sum(n for tp, n in self._offsets.incomplete().items() if tp in revoked),
+            in_flight_before=sum(
+                1 for s in self._coalescer.in_flight() if any((t, p) in revoked for t, p, _ in s.sources)
+            ),
+        )
+        self.revocations.append(record)
+        started = time.monotonic()
+        await super()._on_revoked(partitions)
+        record.seconds = time.monotonic() - started
+
+    async def _drain(self, partitions: set[TopicPartitionKey] | None = None) -> None:
+        await super()._drain(partitions)
+        if partitions is not None and self.revocations:
+            left = self._offsets.incomplete()
+            self.revocations[-1].unresolved_after_drain = sum(left.get(tp, 0) for tp in partitions)
+
+    async def _commit(self, partitions: Any = None) -> None:
+        await super()._commit(partitions)
+        if partitions is not None and self.revocations:
+            self.revocations[-1].uncommitted_after_commit = self._offsets.to_commit()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        yield worker
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+def spawn(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, log: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "WORKER_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "WORKER_ECS_ENDPOINT_URL": endpoint.url,
+        "WORKER_INPUT_TOPIC": topics.input,
+        "WORKER_OUTCOME_TOPIC": topics.outcome,
+        "WORKER_DLQ_TOPIC": topics.dlq,
+        "WORKER_GROUP_ID": topics.group,
+        "WORKER_METRICS_PORT": "0",
+        "WORKER_LINGER_MS": "200",
+        "WORKER_COMMIT_INTERVAL_MS": "200",
+        "WORKER_SESSION_TIMEOUT_MS": "6000",
+        "WORKER_REBALANCE_TIMEOUT_MS": "10000",
+        "WORKER_DRAIN_TIMEOUT_MS": "5000",
+        "WORKER_RATE_LIMIT_PER_S": "2000",
+        "WORKER_RATE_LIMIT_BURST": "2000",
+        "WORKER_LOG_LEVEL": "INFO",
+        "WORKER_LOG_FORMAT": "json",
+        **extra,
+    }
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for raw in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(raw))
+    return lines
+
+
+async def wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            return code
+        await asyncio.sleep(0.02)
+    return process.poll()
+
+
+def reap(*processes: subprocess.Popen[bytes] | None) -> None:
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+        if process is not None:
+            process.wait(10)
+
+
+# -- revocation: drain, then commit, then give up ----------------------------------------------------
+
+
+async def test_revoked_partitions_are_drained_and_committed_before_they_are_given_up(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    endpoint.set_faults(Faults(latency_ms=1000))  # every call is in flight for a second
+    fleet = synthetic_fleet(40, seed=31, spread_s=5.0, running_share=0.0)
+    first = ObservedWorker(worker_settings(broker, endpoint, topics, client_id="rebalance-a"))
+    second = ObservedWorker(worker_settings(broker, endpoint, topics, client_id="rebalance-b"))
+    async with running(first):
+        producing = asyncio.create_task(produce_fleet(broker.bootstrap, topics.input, fleet))
+        await wait_for(lambda: in_flight_at(endpoint) > 0 and first.pending_work() > 0, 30, "calls in flight")
+        async with running(second):
+            await wait_for(lambda: any(r.partitions for r in first.revocations), 30, "a revocation")
+            ends = await producing
+            await wait_for(
+                lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states"
+            )
+            await wait_for(lambda: first.pending_work() == second.pending_work() == 0, 30, "work resolved")
+            committed: dict[int, int] = {}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                committed = await group_committed(broker.bootstrap, topics)
+                if committed == {p: ends.get(p, 0) for p in range(topics.partitions)}:
+                    break
+                await asyncio.sleep(0.3)
+    revocation = next(r for r in first.revocations if r.partitions)
+    # It held work on the revoked partitions, drained it all, and committed what that resolved.
+    assert revocation.unresolved_before > 0, revocation
+    assert revocation.unresolved_after_drain == 0, revocation
+    assert revocation.uncommitted_after_commit is not None
+    assert not {tp for tp in revocation.uncommitted_after_commit if tp in revocation.partitions}, revocation
+    assert revocation.seconds < 5.0 + 1.0, "within the drain deadline"
+    state = endpoint.state()
+    assert state["regressions"] == []
+    assert committed == {p: ends.get(p, 0) for p in range(topics.partitions)}
+    records = await outcomes(broker.bootstrap, topics)
+    assert {o.worker for o in records} == {"rebalance-a", "rebalance-b"}, "both did work"
+    assert len(records) == state["accepted"], "one outcome per acknowledged call"
+    twice = [source for source, n in coverage(records).items() if n > 1]
+    assert twice == [], "a record re-read by the next owner: its first owner gave it up uncommitted"
+
+
+# -- SIGTERM: drain in-flight submissions, record, commit, exit 0 -------------------------------------
+
+
+async def test_sigterm_drains_in_flight_submissions_then_commits_and_exits_cleanly(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, tmp_path: Path
+) -> None:
+    endpoint.set_faults(Faults(latency_ms=1000))
+    fleet = synthetic_fleet(30, seed=37, spread_s=1.0, running_share=0.0)
+    ends = await produce_fleet(broker.bootstrap, topics.input, fleet, pace=0.05)
+    worker = spawn(broker, endpoint, topics, tmp_path / "worker.log", WORKER_CLIENT_ID="sigterm-a")
+    try:
+        await wait_for(lambda: in_flight_at(endpoint) >= 5, 60, "submissions in flight")
+        began = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        code = await wait_exit(worker, 30)
+        took = time.monotonic() - began
+    finally:
+        reap(worker)
+    assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    assert took < 5.0 + 3.0, f"SIGTERM to exit took {took:.1f}s (drain deadline 5s)"
+    state = endpoint.state()
+    assert in_flight_at(endpoint) == 0
+    assert state["accepted"] > 0
+    records = await outcomes(broker.bootstrap, topics)
+    acknowledged = [o for o in records if o.result == "acknowledged"]
+    assert len(acknowledged) == state["accepted"], "every acknowledged call, in flight at SIGTERM, recorded"
+    committed = await group_committed(broker.bootstrap, topics)
+    for partition, offset in coverage(records):
+        assert offset < committed[partition], "recorded work committed before exit"
+    # A second worker finishes from there: nothing re-read, nothing lost, nothing regressed.
+    async with running(Worker(worker_settings(broker, endpoint, topics, client_id="sigterm-b"))) as second:
+        await wait_for(
+            lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states"
+        )
+        await wait_for(lambda: second.pending_work() == 0, 30, "work resolved")
+        await asyncio.sleep(0.5)  # a commit interval or two
+    assert endpoint.state()["regressions"] == []
+    assert await group_committed(broker.bootstrap, topics) == {
+        p: ends.get(p, 0) for p in range(topics.partitions)
+    }
+    assert max(coverage(await outcomes(broker.bootstrap, topics)).values()) == 1
+
+
+# -- a new owner's partial view -------------------------------------------------------------------------
+
+
+def _event(task: str, container: str, status: str, at: int) -> TaskEvent:
+    change = ContainerChange(containerName=container, runtimeId=f"id-{container}", status=status)  # type: ignore[arg-type]
+    return TaskEvent(
+        cluster="arn:aws:ecs:us-east-1:111122223333:cluster/c", task=task, observedAt=at, containers=(change,)
+    )
+
+
+def test_coalescer_reopens_a_task_stopped_from_a_partial_view() -> None:
+    """A new owner reads a task from the committed offset on: its first container's exit alone makes
+    the task STOPPED and retired; the exit of a container it never saw must still be reported."""
+    c = Coalescer(linger_ns=10, max_active_tasks=10, retired_cap=10)
+    task = "arn:aws:ecs:us-east-1:111122223333:task/c/partial"
+    c.apply(_event(task, "app-0", "STOPPED", 1), ("in", 0, 5), 0)
+    (first,), _ = c.due(0)
+    assert first.stopped
+    assert c.complete(first, Result.ACKNOWLEDGED, 1) == [("in", 0, 5)]
+    late = _event(task, "app-0", "STOPPED", 2)
+    assert c.apply(late, ("in", 0, 6), 2) == (Applied.RETIRED, [("in", 0, 6)])
+    assert not c.reopen(late), "a known container: late, ignored"
+    assert not c.reopen(_event(task, "app-1", "RUNNING", 3)), "never reopened to report less than STOPPED"
+    unseen = _event(task, "app-1", "STOPPED", 4)
+    assert c.apply(unseen, ("in", 0, 7), 4) == (Applied.RETIRED, [("in", 0, 7)])
+    assert c.reopen(unseen)
+    assert c.apply(unseen, ("in", 0, 7), 4) == (Applied.CHANGED, [])
+    (second,), _ = c.due(4)
+    assert second.request.status == "STOPPED"
+    assert [(x.containerName, x.status) for x in second.request.containers or ()] == [("app-1", "STOPPED")]
+    assert c.complete(second, Result.ACKNOWLEDGED, 5) == [("in", 0, 7)]
+    assert c.is_retired(second.key)
+    assert not c.reopen(_event(task, "app-0", "STOPPED", 6))
+    assert not c.reopen(_event(task, "app-1", "STOPPED", 6))
+
+
+async def test_a_new_owner_reports_the_containers_its_partial_view_missed(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    """End to end: the first owner reports a two-container task RUNNING and commits; the next owner
+    reads only the exits, one at a time, and the second exit still reaches ECS."""
+    task = "arn:aws:ecs:us-east-1:111122223333:task/c/handover"
+    settings = worker_settings(broker, endpoint, topics, linger_ms=0)
+    async with running(Worker(settings)) as first:
+        await send_events(
+            broker.bootstrap,
+            topics.input,
+            [_event(task, "app-0", "RUNNING", 1), _event(task, "app-1", "RUNNING", 2)],
+        )
+        await wait_for(
+            lambda: endpoint.state()["tasks"].get(task, {}).get("status") == "RUNNING", 30, "RUNNING"
+        )
+        await wait_for(lambda: first.pending_work() == 0, 30, "resolved")
+    async with running(Worker(settings)) as second:
+        await send_events(broker.bootstrap, topics.input, [_event(task, "app-0", "STOPPED", 3)])
+        await wait_for(lambda: endpoint.state()["tasks"][task]["status"] == "STOPPED", 30, "STOPPED")
+        await wait_for(lambda: second.pending_work() == 0, 30, "resolved")
+        ends = await send_events(broker.bootstrap, topics.input, [_event(task, "app-1", "STOPPED", 4)])
+        await wait_for(
+            lambda: endpoint.state()["tasks"][task]["containers"].get("app-1") == "STOPPED",
+            30,
+            "app-1 STOPPED",
+        )
+        await wait_for(lambda: second.pending_work() == 0, 30, "resolved")
+        await wait_for(
+            lambda: all(second.committed_offsets().get((topics.input, p)) == e for p, e in ends.items()),
+            30,
+            "committed",
+        )
+    state = endpoint.state()
+    assert state["tasks"][task]["containers"] == {"app-0": "STOPPED", "app-1": "STOPPED"}
+    assert state["regressions"] == []
+
+
+# -- static membership -------------------------------------------------------------------------------
+
+OBSERVE_S = 12.0
+"""A session timeout (6 s) and a few heartbeats (2 s) after the restarted member is assigned."""
+# How aiokafka words the group errors a broker answers (Kafka protocol error codes).
+GROUP_ERRORS = {
+    "because it is rebalancing": "REBALANCE_IN_PROGRESS (27)",
+    "local member_id was not recognized": "UNKNOWN_MEMBER_ID (25)",
+    "generation id is not  current": "ILLEGAL_GENERATION (22)",
+    "UnknownMemberIdError": "UNKNOWN_MEMBER_ID (25)",
+    "IllegalGenerationError": "ILLEGAL_GENERATION (22)",
+    "FencedInstanceIdError": "FENCED_INSTANCE_ID (82)",
+}
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def broker_errors(messages: list[str]) -> list[str]:
+    """``"ERROR_NAME (code): message"`` for each group error found in aiokafka's log messages."""
+    return [
+        f"{code}: {message.strip()}"
+        for message in messages
+        for words, code in GROUP_ERRORS.items()
+        if words in message
+    ]
+
+
+async def test_a_static_member_restarted_with_its_instance_id_rejoins_without_a_rebalance(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, tmp_path: Path
+) -> None:
+    settings = worker_settings(broker, endpoint, topics, group_instance_id="static-b", client_id="static-b")
+    stayer = ObservedWorker(settings)
+    first: subprocess.Popen[bytes] | None = None
+    restarted: subprocess.Popen[bytes] | None = None
+    instance = {"WORKER_GROUP_INSTANCE_ID": "static-a", "WORKER_CLIENT_ID": "static-a"}
+    seen = _Warnings()
+    coordinator_log = logging.getLogger("aiokafka.consumer.group_coordinator")
+    try:
+        async with running(stayer):
+            first = spawn(broker, endpoint, topics, tmp_path / "a1.log", **instance)
+            # The other member has joined once the stayer holds only part of the partitions.
+            await wait_for(
+                lambda: bool(stayer.assignments) and 0 < len(stayer.assignments[-1]) < topics.partitions,
+                60,
+                "the group shared between the two members",
+            )
+            held = stayer.assignments[-1]
+            revocations = len(stayer.revocations)
+            coordinator_log.addHandler(seen)
+            first.send_signal(signal.SIGKILL)  # a crash: a static member is then awaited, not replaced
+            await wait_exit(first, 10)
+            log = tmp_path / "a2.log"
+            restarted = spawn(broker, endpoint, topics, log, **instance)
+            await wait_for(
+                lambda: log.exists() and any("partitions assigned" in ln["message"] for ln in log_lines(log)),
+                60,
+                "the restarted member assigned",
+            )
+            await asyncio.sleep(OBSERVE_S)
+            moved = [r for r in stayer.revocations[revocations:] if r.partitions]
+            if moved:
+                other = broker_errors(seen.messages)
+                own = broker_errors([ln["message"] for ln in log_lines(log) if ln["level"] != "INFO"])
+                if not other and not own:
+                    pytest.fail(f"the restart caused {len(moved)} revocations and no broker error was seen")
+                found = [f"to the other member {other[0]!r} ({len(other)} times)"] if other else []
+                found += [f"to the restarted member {own[0]!r} ({len(own)} times)"] if own else []
+                pytest.skip(
+                    f"the embedded broker ({Path(broker_binary()).name}) accepts group.instance.id but "
+                    f"does not keep a restarted static member: the other member was revoked "
+                    f"{len(moved)} times within {OBSERVE_S:.0f}s of the restart; the broker answered "
+                    f"heartbeats {'; '.join(found)}"
+                )
+            assert stayer.assignments[-1] == held
+            # And the pair works on: a small fleet reaches its final states.
+            fleet = synthetic_fleet(10, seed=41, spread_s=0.5, running_share=0.0)
+            await produce_fleet(broker.bootstrap, topics.input, fleet, pace=0.2)
+            await wait_for(lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final")
+    finally:
+        coordinator_log.removeHandler(seen)
+        reap(first, restarted)
+
+
+# -- shutdown cannot hang ----------------------------------------------------------------------------
+
+
+async def test_offset_reporting_honours_cancellation_so_a_stop_cannot_hang(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    """The commit loop reports offsets between commits; stopping cancels it. A cancel() landing as
+    a call inside completes was dropped by Python 3.11's asyncio.wait_for, and the loop then ran on
+    forever: SIGTERM never finished. Cancel the report at every step of the event loop."""
+    fleet = synthetic_fleet(6, seed=43, spread_s=0.2, running_share=1.0)
+    async with running(Worker(worker_settings(broker, endpoint, topics))) as worker:
+        await produce_fleet(broker.bootstrap, topics.input, fleet, pace=0.1)
+        await wait_for(lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 30, "final")
+        swallowed = cancelled = 0
+        for ticks in range(40):
+            report = asyncio.create_task(worker._report_offsets())
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            if not report.cancel():
+                continue  # it had finished before the cancel
+            cancelled += 1
+            (outcome,) = await asyncio.gather(report, return_exceptions=True)
+            if not isinstance(outcome, asyncio.CancelledError):
+                swallowed += 1
+        assert cancelled >= 1
+        assert swallowed == 0, f"{swallowed} of {cancelled} cancels dropped"
