@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,24 +122,43 @@ class Worker:
         consumer = self._consumer = make_consumer(s)
         consumer.subscribe([s.input_topic], listener=PartitionListener(self._on_assigned, self._on_revoked))
         try:
-            await producer.start()
-            async with open_ecs_client(s) as client:
-                limiter = AsyncRateLimiter(rate=s.rate_limit_per_s, burst=s.rate_limit_burst)
-                self._submitter = Submitter(client, s, metrics=self.metrics, limiter=limiter)
-                self._recorder = Recorder(
-                    producer,
-                    outcome_topic=s.outcome_topic,
-                    dlq_topic=s.dlq_topic,
-                    worker=s.group_instance_id or s.client_id,
-                    giving_up=self._past_drain_deadline,
-                )
-                await consumer.start()
-                await self._run_loops()
+            if await self._unless_stopped(producer.start()):
+                async with open_ecs_client(s) as client:
+                    limiter = AsyncRateLimiter(rate=s.rate_limit_per_s, burst=s.rate_limit_burst)
+                    self._submitter = Submitter(client, s, metrics=self.metrics, limiter=limiter)
+                    self._recorder = Recorder(
+                        producer,
+                        outcome_topic=s.outcome_topic,
+                        dlq_topic=s.dlq_topic,
+                        worker=s.group_instance_id or s.client_id,
+                        giving_up=self._past_drain_deadline,
+                    )
+                    if await self._unless_stopped(consumer.start()):
+                        await self._run_loops()
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
             await consumer.stop()
             await producer.stop()
         log.info("worker stopped", extra={"stats": _asdict(self.stats)})
+
+    async def _unless_stopped(self, starting: Awaitable[None]) -> bool:
+        """Await a client's start unless a stop is requested first: the consumer's start waits for
+        the group's first assignment, which a stalled rebalance can hold back indefinitely, and a
+        SIGTERM must not wait for it. Nothing is held yet, so nothing needs draining."""
+        start = asyncio.ensure_future(starting)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([start, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not start.done():
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
+        if start.cancelled():
+            log.info("stop requested while starting: not started")
+            return False
+        start.result()  # a failed start raises here
+        return True
 
     async def _run_loops(self) -> None:
         consume = asyncio.create_task(self._consume_loop(), name="consume")
@@ -176,6 +195,7 @@ class Worker:
             now, wall = time.monotonic_ns(), time.time_ns()
             for tp, records in batches.items():
                 if not self._offsets.owns(tp.topic, tp.partition):
+                    self._refetch_later(tp, records[0].offset)
                     continue
                 for record in records:
                     self._handle_record(record, now, wall)
@@ -185,6 +205,16 @@ class Worker:
                 self._progressed()
                 self._wake.set()
             self.metrics.active_tasks.set(self._coalescer.active_count)
+
+    def _refetch_later(self, tp: TopicPartition, offset: int) -> None:
+        """Records of a partition this worker does not (yet) track are never skipped: the fetch
+        position goes back to them, for this worker once it tracks the partition, or for its
+        owner."""
+        log.warning(
+            "records of an untracked partition: fetching them again", extra={"partition": tp.partition}
+        )
+        with contextlib.suppress(Exception):  # not assigned any more: its owner reads them
+            self._consumer.seek(tp, offset)
 
     def _handle_record(self, record: Any, now: int, wall: int) -> None:
         """Decode, validate and apply one record. ``now`` is the monotonic clock of the coalescer;
