@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.events import ContainerChange, TaskEvent
 from tests.conftest import Topics, worker_settings
-from tests.test_pipeline import produce, running, wait_for
+from tests.support import running, wait_for
+from tests.test_pipeline import produce
 from worker.health import HealthServer
 from worker.local.broker import EmbeddedBroker
 from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint

@@ -4,21 +4,16 @@ sockets, the real aiokafka and aiobotocore clients."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from schemas.records import Outcome
 from tests.conftest import Topics, worker_settings
+from tests.support import group_committed, running, spawn_worker, wait_for
 from worker.local.broker import EmbeddedBroker
 from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
 from worker.local.fleet import Fleet, final_state_mismatches, synthetic_fleet
@@ -32,39 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 async def produce(bootstrap: str, topic: str, fleet: Fleet, *, pace: float = 1.0) -> dict[int, int]:
     """Send the fleet's canonical events in schedule order (``pace`` < 1 runs the clock faster)."""
     return await produce_fleet(bootstrap, topic, fleet, pace=pace)
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def group_committed(bootstrap: str, topics: Topics) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        result = {}
-        for partition in range(topics.partitions):
-            offset = await consumer.committed(TopicPartition(topics.input, partition))
-            result[partition] = offset or 0
-        return result
-    finally:
-        await consumer.stop()
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait_for(worker.ready.wait(), 30)
-        yield worker
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_fleet_reaches_final_states_with_coalescing_and_no_regression(
@@ -182,28 +144,6 @@ async def test_exhausted_and_rejected_submissions(
     assert replay["task"] in fleet.expected
     assert dict(letters[0].headers)["errors.stage"] == b"submit"
     assert endpoint.state()["errors"]["ServerException"] == 3 * len(failed)
-
-
-def spawn_worker(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "WORKER_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "WORKER_ECS_ENDPOINT_URL": endpoint.url,
-        "WORKER_INPUT_TOPIC": topics.input,
-        "WORKER_OUTCOME_TOPIC": topics.outcome,
-        "WORKER_DLQ_TOPIC": topics.dlq,
-        "WORKER_GROUP_ID": topics.group,
-        "WORKER_METRICS_PORT": "0",
-        "WORKER_LINGER_MS": "200",
-        "WORKER_COMMIT_INTERVAL_MS": "200",
-        "WORKER_SESSION_TIMEOUT_MS": "6000",
-        "WORKER_REBALANCE_TIMEOUT_MS": "10000",
-        "WORKER_DRAIN_TIMEOUT_MS": "5000",
-        "WORKER_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen([sys.executable, "-m", "worker", "run"], cwd=ROOT, env=env)
 
 
 async def test_a_worker_killed_mid_stream_loses_nothing(

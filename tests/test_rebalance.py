@@ -8,29 +8,28 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
 from tests.conftest import Topics, worker_settings
+from tests.support import group_committed, running, spawn_worker, wait_for
 from worker.coalesce import Applied, Coalescer, Result
 from worker.config import Settings
 from worker.local.broker import EmbeddedBroker, broker_binary
 from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
 from worker.local.fleet import final_state_mismatches, synthetic_fleet
+from worker.local.proxy import TcpProxy
 from worker.local.topics import produce_fleet, read_all
 from worker.offsets import TopicPartitionKey
 from worker.pipeline import Worker
@@ -53,27 +52,6 @@ async def send_events(bootstrap: str, topic: str, events: list[TaskEvent]) -> di
         return ends
     finally:
         await producer.stop()
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-async def group_committed(bootstrap: str, topics: Topics) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {
-            p: (await consumer.committed(TopicPartition(topics.input, p))) or 0
-            for p in range(topics.partitions)
-        }
-    finally:
-        await consumer.stop()
 
 
 async def outcomes(bootstrap: str, topics: Topics) -> list[Outcome]:
@@ -143,51 +121,6 @@ class ObservedWorker(Worker):
         await super()._commit(partitions)
         if partitions is not None and self.revocations:
             self.revocations[-1].uncommitted_after_commit = self._offsets.to_commit()
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait_for(worker.ready.wait(), 30)
-        yield worker
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, 30)
-
-
-def spawn(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, log: Path, **extra: str
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "WORKER_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "WORKER_ECS_ENDPOINT_URL": endpoint.url,
-        "WORKER_INPUT_TOPIC": topics.input,
-        "WORKER_OUTCOME_TOPIC": topics.outcome,
-        "WORKER_DLQ_TOPIC": topics.dlq,
-        "WORKER_GROUP_ID": topics.group,
-        "WORKER_METRICS_PORT": "0",
-        "WORKER_LINGER_MS": "200",
-        "WORKER_COMMIT_INTERVAL_MS": "200",
-        "WORKER_SESSION_TIMEOUT_MS": "6000",
-        "WORKER_REBALANCE_TIMEOUT_MS": "10000",
-        "WORKER_DRAIN_TIMEOUT_MS": "5000",
-        "WORKER_RATE_LIMIT_PER_S": "2000",
-        "WORKER_RATE_LIMIT_BURST": "2000",
-        "WORKER_LOG_LEVEL": "INFO",
-        "WORKER_LOG_FORMAT": "json",
-        **extra,
-    }
-    with log.open("ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
@@ -269,7 +202,7 @@ async def test_sigterm_drains_in_flight_submissions_then_commits_and_exits_clean
     endpoint.set_faults(Faults(latency_ms=1000))
     fleet = synthetic_fleet(30, seed=37, spread_s=1.0, running_share=0.0)
     ends = await produce_fleet(broker.bootstrap, topics.input, fleet, pace=0.05)
-    worker = spawn(broker, endpoint, topics, tmp_path / "worker.log", WORKER_CLIENT_ID="sigterm-a")
+    worker = spawn_worker(broker, endpoint, topics, tmp_path / "worker.log", WORKER_CLIENT_ID="sigterm-a")
     try:
         await wait_for(lambda: in_flight_at(endpoint) >= 5, 60, "submissions in flight")
         began = time.monotonic()
@@ -423,7 +356,7 @@ async def test_a_static_member_restarted_with_its_instance_id_rejoins_without_a_
     coordinator_log = logging.getLogger("aiokafka.consumer.group_coordinator")
     try:
         async with running(stayer):
-            first = spawn(broker, endpoint, topics, tmp_path / "a1.log", **instance)
+            first = spawn_worker(broker, endpoint, topics, tmp_path / "a1.log", **instance)
             # The other member has joined once the stayer holds only part of the partitions.
             await wait_for(
                 lambda: bool(stayer.assignments) and 0 < len(stayer.assignments[-1]) < topics.partitions,
@@ -436,7 +369,7 @@ async def test_a_static_member_restarted_with_its_instance_id_rejoins_without_a_
             first.send_signal(signal.SIGKILL)  # a crash: a static member is then awaited, not replaced
             await wait_exit(first, 10)
             log = tmp_path / "a2.log"
-            restarted = spawn(broker, endpoint, topics, log, **instance)
+            restarted = spawn_worker(broker, endpoint, topics, log, **instance)
             await wait_for(
                 lambda: log.exists() and any("partitions assigned" in ln["message"] for ln in log_lines(log)),
                 60,
@@ -493,3 +426,22 @@ async def test_offset_reporting_honours_cancellation_so_a_stop_cannot_hang(
                 swallowed += 1
         assert cancelled >= 1
         assert swallowed == 0, f"{swallowed} of {cancelled} cancels dropped"
+
+
+async def test_a_stop_requested_while_starting_is_honoured_at_once(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    """The clients' start can wait a long time: the consumer's for the group's first assignment (a
+    stalled rebalance holds it back), both for a broker that does not answer. A SIGTERM then must
+    not wait for it: there is nothing to drain yet."""
+    async with TcpProxy(target_port=broker.port) as proxy:
+        proxy.cut("blackhole")  # connections accepted, never answered
+        worker = Worker(worker_settings(broker, endpoint, topics, bootstrap_servers=proxy.address))
+        running_worker = asyncio.create_task(worker.run())
+        await wait_for(lambda: proxy.stats.refused > 0, 10, "the worker connecting")
+        await asyncio.sleep(0.5)
+        began = time.monotonic()
+        worker.request_stop()
+        await asyncio.wait_for(running_worker, 10)
+        assert time.monotonic() - began < 3.0
+        assert not worker.ready.is_set()

@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from tests.conftest import Topics
-from tests.test_pipeline import running, wait_for
+from tests.support import running, wait_for
 from worker.config import Settings
 from worker.local.broker import EmbeddedBroker, free_port
 from worker.local.ecs_endpoint import LocalEcsEndpoint

@@ -1,0 +1,95 @@
+"""Helpers shared by the integration tests: waiting, reading the group's offsets, running a worker
+in process or as a `python -m worker run` process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.conftest import Topics
+from worker.local.broker import EmbeddedBroker
+from worker.local.ecs_endpoint import LocalEcsEndpoint
+from worker.pipeline import Worker
+
+__all__ = ["ROOT", "group_committed", "running", "spawn_worker", "wait_for"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+async def group_committed(bootstrap: str, topics: Topics) -> dict[int, int]:
+    """The consumer group's committed offset of every input partition, as the broker has it."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {
+            p: (await consumer.committed(TopicPartition(topics.input, p))) or 0
+            for p in range(topics.partitions)
+        }
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    """Run ``worker`` in process until the block ends, then stop it gracefully."""
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        yield worker
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+def spawn_worker(
+    broker: EmbeddedBroker,
+    endpoint: LocalEcsEndpoint,
+    topics: Topics,
+    log: Path | None = None,
+    **extra: str,
+) -> subprocess.Popen[bytes]:
+    """A ``python -m worker run`` process with fast timers; JSON logs to ``log`` when given."""
+    env = {
+        **os.environ,
+        "WORKER_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "WORKER_ECS_ENDPOINT_URL": endpoint.url,
+        "WORKER_INPUT_TOPIC": topics.input,
+        "WORKER_OUTCOME_TOPIC": topics.outcome,
+        "WORKER_DLQ_TOPIC": topics.dlq,
+        "WORKER_GROUP_ID": topics.group,
+        "WORKER_METRICS_PORT": "0",
+        "WORKER_LINGER_MS": "200",
+        "WORKER_COMMIT_INTERVAL_MS": "200",
+        "WORKER_SESSION_TIMEOUT_MS": "6000",
+        "WORKER_REBALANCE_TIMEOUT_MS": "10000",
+        "WORKER_DRAIN_TIMEOUT_MS": "5000",
+        "WORKER_RATE_LIMIT_PER_S": "2000",
+        "WORKER_RATE_LIMIT_BURST": "2000",
+        "WORKER_LOG_LEVEL": "INFO" if log else "WARNING",
+        "WORKER_LOG_FORMAT": "json",
+        **extra,
+    }
+    command = [sys.executable, "-m", "worker", "run"]
+    if log is None:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+        )
