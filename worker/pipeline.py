@@ -51,6 +51,21 @@ class WorkerStats:
     commits: int = 0
 
 
+_CLOSE_TIMEOUT_S = 10.0
+"""Bound on a Kafka client's stop and on the last commit: after a broker outage aiokafka can wait
+out its 40 s request timeout, more than a pod's grace period leaves after the drain."""
+
+
+async def _close(client: Any, name: str) -> None:
+    """Stop a Kafka client, bounded, never raising: by then the work is drained and committed (or
+    left to be re-read), so a failing close must not turn a clean stop into a crash."""
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await client.stop()
+    except Exception as exc:
+        log.warning("closing the Kafka %s failed: %s", name, exc, extra={"error_class": type(exc).__name__})
+
+
 def _asdict(stats: WorkerStats) -> dict[str, Any]:
     return {
         name: getattr(stats, name)
@@ -137,8 +152,8 @@ class Worker:
                         await self._run_loops()
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
-            await consumer.stop()
-            await producer.stop()
+            await _close(consumer, "consumer")
+            await _close(producer, "producer")
         log.info("worker stopped", extra={"stats": _asdict(self.stats)})
 
     async def _unless_stopped(self, starting: Awaitable[None]) -> bool:
@@ -399,7 +414,8 @@ class Worker:
         if not moves or self._consumer is None:
             return
         try:
-            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in moves.items()})
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in moves.items()})
         except Exception as exc:  # a rebalance in progress: the next owner re-reads, at-least-once
             log.warning("offset commit failed: %s", exc, extra={"error_class": type(exc).__name__})
             return
