@@ -51,9 +51,11 @@ class WorkerStats:
     commits: int = 0
 
 
-_CLOSE_TIMEOUT_S = 10.0
-"""Bound on a Kafka client's stop and on the last commit: after a broker outage aiokafka can wait
-out its 40 s request timeout, more than a pod's grace period leaves after the drain."""
+_COMMIT_TIMEOUT_S = 3.0
+_CLOSE_TIMEOUT_S = 4.0
+"""Bounds on one commit and on one Kafka client's stop: after a broker outage aiokafka can wait
+out its 40 s request timeout, more than a pod's grace period leaves after the drain. A stop then
+takes at most the drain, one commit and two closes (5 s + 3 s + 2 x 4 s with the test settings)."""
 
 
 async def _close(client: Any, name: str) -> None:
@@ -414,7 +416,7 @@ class Worker:
         if not moves or self._consumer is None:
             return
         try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(_COMMIT_TIMEOUT_S):
                 await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in moves.items()})
         except Exception as exc:  # a rebalance in progress: the next owner re-reads, at-least-once
             log.warning("offset commit failed: %s", exc, extra={"error_class": type(exc).__name__})
