@@ -25,6 +25,7 @@ from worker.local.broker import EmbeddedBroker, free_port
 from worker.local.ecs_endpoint import LocalEcsEndpoint
 from worker.local.fleet import Fleet, final_state_mismatches, synthetic_fleet
 from worker.pipeline import Worker
+from worker.read import kafka_security
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +128,19 @@ async def test_worker_refuses_a_broker_it_cannot_verify(
             await asyncio.wait_for(worker.run(), 60)
 
 
+def client_context(authority: trustme.CA, where: Path) -> ssl.SSLContext:
+    """The test's own clients' TLS context, built from the same files and the same code as the
+    worker's (``worker.read.kafka_security``)."""
+    tls = files(authority, where)
+    settings = Settings(security_protocol="SSL", **tls)  # type: ignore[arg-type]
+    context: ssl.SSLContext = kafka_security(settings)["ssl_context"]
+    return context
+
+
 async def create_topics_tls(port: int, authority: trustme.CA, where: Path, topics: Topics) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.helpers import create_ssl_context
 
-    tls = files(authority, where)
-    context = create_ssl_context(
-        cafile=tls["ssl_cafile"], certfile=tls["ssl_certfile"], keyfile=tls["ssl_keyfile"]
-    )
+    context = client_context(authority, where)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL", ssl_context=context
     )
@@ -153,12 +159,8 @@ async def create_topics_tls(port: int, authority: trustme.CA, where: Path, topic
 
 async def produce_tls(port: int, authority: trustme.CA, where: Path, topics: Topics, fleet: Fleet) -> None:
     from aiokafka import AIOKafkaProducer
-    from aiokafka.helpers import create_ssl_context
 
-    tls = files(authority, where)
-    context = create_ssl_context(
-        cafile=tls["ssl_cafile"], certfile=tls["ssl_certfile"], keyfile=tls["ssl_keyfile"]
-    )
+    context = client_context(authority, where)
     producer = AIOKafkaProducer(
         bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL", ssl_context=context
     )

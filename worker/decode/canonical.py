@@ -5,11 +5,10 @@ from __future__ import annotations
 import msgspec
 
 from schemas.events import TaskEvent
-from worker.decode.errors import PARSE_ERRORS, bad_item_for
 from worker.decode.formats import JsonFormat
 from worker.decode.result import DecodeResult
 
-__all__ = ["CanonicalFormat", "decode_canonical"]
+__all__ = ["CanonicalFormat"]
 
 _decoder = msgspec.json.Decoder(TaskEvent)
 
@@ -25,12 +24,3 @@ class CanonicalFormat(JsonFormat[TaskEvent]):
 
     def apply(self, doc: TaskEvent, index: int, into: DecodeResult) -> None:
         into.events.append(doc)
-
-
-def decode_canonical(items: list[bytes], into: DecodeResult) -> None:
-    """Decode every item as a canonical event (kept for callers of the first version)."""
-    for index, item in enumerate(items):
-        try:
-            into.events.append(_decoder.decode(item))
-        except PARSE_ERRORS as exc:
-            into.bad.append(bad_item_for(exc, index, "canonical"))
