@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m worker bench
 
 faults: $(STAMP)
-	$(BIN)/python -m worker.local.harness --full
+	$(BIN)/python -m devkit.harness --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

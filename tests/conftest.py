@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
+from devkit.broker import EmbeddedBroker
+from devkit.ecs_endpoint import LocalEcsEndpoint
+from devkit.topics import create_topics
 from worker.config import Settings
-from worker.local.broker import EmbeddedBroker
-from worker.local.ecs_endpoint import LocalEcsEndpoint
-from worker.local.topics import create_topics
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")

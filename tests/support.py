@@ -14,9 +14,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devkit.broker import EmbeddedBroker
+from devkit.ecs_endpoint import LocalEcsEndpoint
 from tests.conftest import Topics
-from worker.local.broker import EmbeddedBroker
-from worker.local.ecs_endpoint import LocalEcsEndpoint
 from worker.pipeline import Worker
 
 __all__ = ["ROOT", "group_committed", "running", "spawn_worker", "wait_for"]

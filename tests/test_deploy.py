@@ -46,10 +46,10 @@ import referencing
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from devkit.fleet import synthetic_fleet
 from worker.cli import _parser as cli_parser
 from worker.coalesce import Result
 from worker.config import SETTING_HELP, Settings, env_name, load_settings
-from worker.local.fleet import synthetic_fleet
 from worker.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1395,7 +1395,7 @@ def test_compose_generator_script_compiles_and_imports_what_the_image_has() -> N
     tree = ast.parse(script)
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert {"aiokafka", "worker.local.fleet"} <= modules
+    assert {"aiokafka", "devkit.fleet"} <= modules
     for module in modules:
         assert importlib.util.find_spec(module) is not None, module
     env = _environment(service)

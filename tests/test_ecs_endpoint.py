@@ -16,7 +16,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, ConnectionClosedError, HTTPClientError
 
-from worker.local.ecs_endpoint import TARGET, Faults, LocalEcsEndpoint
+from devkit.ecs_endpoint import TARGET, Faults, LocalEcsEndpoint
 
 TASK = "arn:aws:ecs:us-east-1:123456789012:task/demo/0123456789abcdef"
 SIGNED = {

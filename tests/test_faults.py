@@ -1,16 +1,16 @@
-"""The fault harness (``worker.local.harness``): the worker's promises under crashes, graceful stops,
+"""The fault harness (``devkit.harness``): the worker's promises under crashes, graceful stops,
 rebalances, ECS throttling, errors, latency and dropped connections, and broker outages.
 
 Each scenario runs on its own embedded broker, behind a TCP proxy that is what the broker
 advertises, the local ECS endpoint with a quota, and worker processes. The fast scenarios run in
 ``make test``; the long ones are marked ``slow`` (``make test-full``, or
-``python -m worker.local.harness --full``)."""
+``python -m devkit.harness --full``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from worker.local.harness import FAST_SCENARIOS, SLOW_SCENARIOS, Report, Scenario, render_table, run_scenario
+from devkit.harness import FAST_SCENARIOS, SLOW_SCENARIOS, Report, Scenario, render_table, run_scenario
 
 pytestmark = pytest.mark.timeout(240)
 

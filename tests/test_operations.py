@@ -12,15 +12,15 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from devkit.broker import EmbeddedBroker
+from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
+from devkit.fleet import final_state_mismatches, synthetic_fleet
+from devkit.topics import read_all
 from schemas.events import ContainerChange, TaskEvent
 from tests.conftest import Topics, worker_settings
 from tests.support import running, wait_for
 from tests.test_pipeline import produce
 from worker.health import HealthServer
-from worker.local.broker import EmbeddedBroker
-from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
-from worker.local.fleet import final_state_mismatches, synthetic_fleet
-from worker.local.topics import read_all
 from worker.logs import configure_logging
 from worker.pipeline import Worker
 

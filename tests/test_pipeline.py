@@ -11,13 +11,13 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devkit.broker import EmbeddedBroker
+from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
+from devkit.fleet import Fleet, final_state_mismatches, synthetic_fleet
+from devkit.topics import produce_fleet, read_all
 from schemas.records import Outcome
 from tests.conftest import Topics, worker_settings
 from tests.support import group_committed, running, spawn_worker, wait_for
-from worker.local.broker import EmbeddedBroker
-from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
-from worker.local.fleet import Fleet, final_state_mismatches, synthetic_fleet
-from worker.local.topics import produce_fleet, read_all
 from worker.pipeline import Worker
 
 pytestmark = pytest.mark.timeout(180)

@@ -20,17 +20,17 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devkit.broker import EmbeddedBroker, broker_binary
+from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
+from devkit.fleet import final_state_mismatches, synthetic_fleet
+from devkit.proxy import TcpProxy
+from devkit.topics import produce_fleet, read_all
 from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
 from tests.conftest import Topics, worker_settings
 from tests.support import group_committed, running, spawn_worker, wait_for
 from worker.coalesce import Applied, Coalescer, Result
 from worker.config import Settings
-from worker.local.broker import EmbeddedBroker, broker_binary
-from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
-from worker.local.fleet import final_state_mismatches, synthetic_fleet
-from worker.local.proxy import TcpProxy
-from worker.local.topics import produce_fleet, read_all
 from worker.offsets import TopicPartitionKey
 from worker.pipeline import Worker
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import msgspec
 
+from devkit.fleet import synthetic_fleet
 from schemas.ecs import SubmitTaskStateChangeRequest
-from worker.local.fleet import synthetic_fleet
 from worker.replay import read_records, replay
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import trustme
 
+from devkit.broker import EmbeddedBroker, free_port
+from devkit.ecs_endpoint import LocalEcsEndpoint
+from devkit.fleet import Fleet, final_state_mismatches, synthetic_fleet
 from tests.conftest import Topics
 from tests.support import running, wait_for
 from worker.config import Settings
-from worker.local.broker import EmbeddedBroker, free_port
-from worker.local.ecs_endpoint import LocalEcsEndpoint
-from worker.local.fleet import Fleet, final_state_mismatches, synthetic_fleet
 from worker.pipeline import Worker
 from worker.read import kafka_security
 

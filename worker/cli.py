@@ -162,7 +162,7 @@ async def _serve(settings: Settings) -> int:
 
 
 def _ecs_endpoint(args: argparse.Namespace) -> int:
-    from worker.local.ecs_endpoint import Faults, serve
+    from devkit.ecs_endpoint import Faults, serve
 
     configure_logging("INFO", "text")
     faults = Faults(
@@ -181,7 +181,7 @@ def _ecs_endpoint(args: argparse.Namespace) -> int:
 def _broker(args: argparse.Namespace) -> int:
     import time
 
-    from worker.local.broker import EmbeddedBroker
+    from devkit.broker import EmbeddedBroker
 
     configure_logging("INFO", "text")
     with EmbeddedBroker(host=args.host, port=args.port) as broker:
@@ -198,7 +198,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from worker.local.demo import run_demo
+    from devkit.demo import run_demo
 
     configure_logging("WARNING", "text")
     summary = _run_async(run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed))
@@ -207,7 +207,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from worker.local.bench import run_bench
+    from devkit.bench import run_bench
 
     configure_logging("WARNING", "text")
     report = _run_async(run_bench(quick=args.quick))

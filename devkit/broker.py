@@ -47,7 +47,7 @@ class EmbeddedBroker:
         advertised: str | None = None,
     ) -> None:
         """``advertised``: the ``host:port`` given to clients in metadata (default: the listener),
-        e.g. a ``worker.local.proxy.TcpProxy`` in front of the broker."""
+        e.g. a ``devkit.proxy.TcpProxy`` in front of the broker."""
         self.host = host
         self.port = port or free_port(host)
         self.advertised = advertised or f"{host}:{self.port}"

@@ -27,7 +27,7 @@ SIGTERM, and checks the invariants from the broker's and the endpoint's own reco
    delivery jitter, are not coalesced), plus one per disruption (a drain flushes an
    intermediate state, a new owner reports from a partial view).
 
-``python -m worker.local.harness [--full] [--json]`` runs the scenarios and prints a table.
+``python -m devkit.harness [--full] [--json]`` runs the scenarios and prints a table.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devkit.broker import EmbeddedBroker, free_port
+from devkit.demo import POISON_RECORDS
+from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
+from devkit.fleet import Fleet, final_state_mismatches, synthetic_fleet
+from devkit.proxy import CutMode, TcpProxy
+from devkit.topics import create_topics, read_all
 from schemas.records import Outcome
-from worker.local.broker import EmbeddedBroker, free_port
-from worker.local.demo import POISON_RECORDS
-from worker.local.ecs_endpoint import Faults, LocalEcsEndpoint
-from worker.local.fleet import Fleet, final_state_mismatches, synthetic_fleet
-from worker.local.proxy import CutMode, TcpProxy
-from worker.local.topics import create_topics, read_all
 
 __all__ = [
     "FAST_SCENARIOS",
@@ -913,7 +913,7 @@ async def _run_all(scenarios: Sequence[Scenario], keep_logs: bool) -> list[Repor
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.local.harness", description=(__doc__ or "").split("\n")[0]
+        prog="python -m devkit.harness", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--full", action="store_true", help="also the long scenarios")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
@@ -921,7 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs of passing scenarios too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("aiokafka", "botocore", "aiobotocore", "aiohttp.server", "worker.local.proxy"):
+    for name in ("aiokafka", "botocore", "aiobotocore", "aiohttp.server", "devkit.proxy"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     scenarios = [*FAST_SCENARIOS, *(SLOW_SCENARIOS if args.full else ())]
     if args.only:

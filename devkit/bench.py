@@ -34,14 +34,14 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devkit.broker import EmbeddedBroker, free_port
+from devkit.fleet import Fleet, synthetic_fleet
+from devkit.topics import create_topics, produce_fleet, read_all
 from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
 from worker.coalesce import Coalescer, Result
 from worker.decode import RecordDecoder
 from worker.ecs_rules import check_event
-from worker.local.broker import EmbeddedBroker, free_port
-from worker.local.fleet import Fleet, synthetic_fleet
-from worker.local.topics import create_topics, produce_fleet, read_all
 from worker.submit import request_params
 
 __all__ = ["BenchReport", "run_bench"]

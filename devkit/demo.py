@@ -12,12 +12,12 @@ from dataclasses import field
 
 import msgspec
 
+from devkit.broker import EmbeddedBroker
+from devkit.ecs_endpoint import LocalEcsEndpoint
+from devkit.fleet import ExpectedTask, Format, final_state_mismatches, synthetic_fleet
+from devkit.topics import create_topics, produce_fleet, read_all
 from schemas.records import Outcome
 from worker.config import Settings
-from worker.local.broker import EmbeddedBroker
-from worker.local.ecs_endpoint import LocalEcsEndpoint
-from worker.local.fleet import ExpectedTask, Format, final_state_mismatches, synthetic_fleet
-from worker.local.topics import create_topics, produce_fleet, read_all
 from worker.pipeline import Worker
 
 __all__ = ["POISON_RECORDS", "DemoSummary", "run_demo"]

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from worker.local.fleet import Fleet, Format
+from devkit.fleet import Fleet, Format
 
 __all__ = ["create_topics", "end_offsets", "produce_fleet", "read_all"]
 
