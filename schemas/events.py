@@ -75,6 +75,10 @@ class ContainerChange(_Event, frozen=True):
     exitCode: Int32 | None = None
     reason: Text | None = None
     networkBindings: Annotated[tuple[NetworkBinding, ...], msgspec.Meta(max_length=1024)] | None = None
+    stopRequested: bool = False
+    """A stop was asked of the container (Docker's ``kill`` before its ``die``): its exit is not a
+    natural one, so a restart policy does not restart it (the agent restarts only containers that
+    exit by themselves). Never reported to ECS."""
 
 
 class AttachmentChange(_Event, frozen=True):
@@ -103,3 +107,7 @@ class TaskEvent(_Event, frozen=True):
     pullStartedAt: datetime | None = None
     pullStoppedAt: datetime | None = None
     executionStoppedAt: datetime | None = None
+    taskDefinitionArn: Name | None = None
+    """The task's definition: its ARN, or ``family:revision`` (Docker's
+    ``com.amazonaws.ecs.task-definition-family`` and ``-version`` labels) when the task's ARN gives
+    no Region and account. ``DescribeTaskDefinition`` accepts either. Never reported to ECS."""
