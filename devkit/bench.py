@@ -39,15 +39,18 @@ from devkit.fleet import Fleet, synthetic_fleet
 from devkit.topics import create_topics, produce_fleet, read_all
 from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
-from worker.coalesce import Coalescer, Result
-from worker.decode import RecordDecoder
-from worker.ecs_rules import check_event
+from worker.coalesce import Coalescer
+from worker.config import Settings
+from worker.intake import Intake
+from worker.offsets import OffsetBook
 from worker.submit import request_params
+from worker.work import SourceRef
 
 __all__ = ["BenchReport", "run_bench"]
 
-ROOT = Path(__file__).resolve().parents[2]
-_MS = 1_000_000
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root: the working directory of the worker processes (``devkit`` importable)."""
+NS_PER_MS = 1_000_000
 
 
 class BenchReport(msgspec.Struct, kw_only=True):
@@ -129,18 +132,25 @@ def _bare_decode(records: list[bytes]) -> None:
 
 
 def _decode_and_coalesce(records: list[bytes]) -> None:
-    decoder = RecordDecoder()
-    coalescer = Coalescer(linger_ns=500 * _MS, max_active_tasks=1_000_000, retired_cap=1_000_000)
+    """The worker's own intake (``worker.intake``) over ``records``, acknowledging due submissions
+    every 256 records."""
+    settings = Settings(max_active_tasks=1_000_000, retired_cache=1_000_000)
+    intake = Intake.from_settings(settings, OffsetBook())
+    intake.book.assign([("bench", 0)])
+    release = intake.book.release
     now = 0
     for offset, record in enumerate(records):
         now += 10_000
-        for event in decoder.decode(record).events:
-            if check_event(event) is None:
-                coalescer.apply(event, ("bench", 0, offset), now)
+        batch = intake.read("bench", 0, offset, record)
+        assert batch is not None
+        intake.admit(batch, now, now)
         if offset % 256 == 0:
-            ready, _ = coalescer.due(now)
+            ready, resolved = intake.coalescer.due(now)
+            for source in resolved:
+                release(source)
             for submission in ready:
-                coalescer.complete(submission, Result.ACKNOWLEDGED, now)
+                for source in intake.coalescer.complete(submission, "acknowledged", now):
+                    release(source)
 
 
 # -- 5. memory -----------------------------------------------------------------------------------
@@ -157,7 +167,9 @@ def bench_memory(tasks: int = 100_000) -> float:
     """Resident bytes per active task: RUNNING tasks of 1-4 containers, acknowledged (clean)."""
     gc.collect()
     before = _rss_bytes()
-    coalescer = Coalescer(linger_ns=0, max_active_tasks=tasks * 2, retired_cap=16)
+    coalescer = Coalescer(
+        linger_ns=0, max_active_tasks=tasks * 2, retired_cap=16, describe=False, settle_ns=0
+    )
     for number in range(tasks):
         arn = f"arn:aws:ecs:us-east-1:111122223333:task/bench/{number:032x}"
         containers = tuple(
@@ -165,10 +177,10 @@ def bench_memory(tasks: int = 100_000) -> float:
             for i in range(1 + number % 4)
         )
         event = TaskEvent(cluster="bench", task=arn, observedAt=number, containers=containers)
-        coalescer.apply(event, ("bench", 0, number), number)
+        coalescer.apply(event, SourceRef("bench", 0, number, 1), number)
         ready, _ = coalescer.due(number)
         for submission in ready:
-            coalescer.complete(submission, Result.ACKNOWLEDGED, number)
+            coalescer.complete(submission, "acknowledged", number)
     gc.collect()
     used = _rss_bytes() - before
     assert coalescer.active_count == tasks

@@ -15,6 +15,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.bounds import (
+    INT32_MAX,
+    INT32_MIN,
+    MAX_ITEMS,
+    MAX_NAME_LENGTH,
+    MAX_NANOTIME,
+    MAX_TEXT_LENGTH,
+)
 from schemas.ecs import ManagedAgentName, NetworkBinding
 
 __all__ = [
@@ -51,12 +59,13 @@ TaskStatus = Literal[
     "STOPPED",
 ]
 
-# Generous structural bounds so one hostile record cannot allocate without limit; the tighter,
-# configurable limits are applied by worker.validate.
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-Text = Annotated[str, msgspec.Meta(max_length=65536)]
-NanoTime = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
+# Generous structural bounds (schemas.bounds) so one hostile record cannot allocate without limit;
+# the tighter limits are applied downstream: ECS's field rules by worker.ecs_rules, the
+# configurable per-task limits by worker.coalesce (over_limits).
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+NanoTime = Annotated[int, msgspec.Meta(ge=0, le=MAX_NANOTIME)]
+Int32 = Annotated[int, msgspec.Meta(ge=INT32_MIN, le=INT32_MAX)]
 
 
 class _Event(
@@ -74,7 +83,7 @@ class ContainerChange(_Event, frozen=True):
     status: ContainerStatus | None = None
     exitCode: Int32 | None = None
     reason: Text | None = None
-    networkBindings: Annotated[tuple[NetworkBinding, ...], msgspec.Meta(max_length=1024)] | None = None
+    networkBindings: Annotated[tuple[NetworkBinding, ...], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
     stopRequested: bool = False
     """A stop was asked of the container (Docker's ``kill`` before its ``die``): its exit is not a
     natural one, so a restart policy does not restart it (the agent restarts only containers that
@@ -101,9 +110,9 @@ class TaskEvent(_Event, frozen=True):
     observedAt: NanoTime
     status: TaskStatus | None = None
     reason: Text | None = None
-    containers: Annotated[tuple[ContainerChange, ...], msgspec.Meta(max_length=1024)] = ()
-    attachments: Annotated[tuple[AttachmentChange, ...], msgspec.Meta(max_length=1024)] = ()
-    managedAgents: Annotated[tuple[ManagedAgentChange, ...], msgspec.Meta(max_length=1024)] = ()
+    containers: Annotated[tuple[ContainerChange, ...], msgspec.Meta(max_length=MAX_ITEMS)] = ()
+    attachments: Annotated[tuple[AttachmentChange, ...], msgspec.Meta(max_length=MAX_ITEMS)] = ()
+    managedAgents: Annotated[tuple[ManagedAgentChange, ...], msgspec.Meta(max_length=MAX_ITEMS)] = ()
     pullStartedAt: datetime | None = None
     pullStoppedAt: datetime | None = None
     executionStoppedAt: datetime | None = None

@@ -27,8 +27,9 @@ from schemas.ecs import (
     SubmitTaskStateChangeRequest,
 )
 from schemas.events import AttachmentChange, ContainerChange, ManagedAgentChange, TaskEvent
-from worker.coalesce import Applied, Coalescer, Result, SourceRef, Submission
+from worker.coalesce import Applied, Coalescer
 from worker.ecs_rules import MAX_ID_BYTES, MAX_REASON_BYTES
+from worker.offsets import OffsetBook
 from worker.snapshot import build_request, fingerprint
 from worker.task_state import (
     CONTAINER_RANK,
@@ -39,6 +40,7 @@ from worker.task_state import (
     TaskKey,
     TaskState,
 )
+from worker.work import OutcomeResult, SourceRef, Submission
 
 LINGER = 100
 CLUSTER = "demo"
@@ -62,11 +64,11 @@ def cc(name: str, status: str | None = None, **members: Any) -> ContainerChange:
 
 
 def src(offset: int, partition: int = 0) -> SourceRef:
-    return (TOPIC, partition, offset)
+    return SourceRef(TOPIC, partition, offset, 1)
 
 
 def make(linger: int = LINGER, cap: int = 100, retired: int = 100) -> Coalescer:
-    return Coalescer(linger_ns=linger, max_active_tasks=cap, retired_cap=retired)
+    return Coalescer(linger_ns=linger, max_active_tasks=cap, retired_cap=retired, describe=False, settle_ns=0)
 
 
 def submit_one(c: Coalescer, now: int) -> Submission:
@@ -151,7 +153,7 @@ def test_duplicate_of_acknowledged_state_resolves_at_once() -> None:
     c = make()
     c.apply(ev("t1", cc("app", "RUNNING")), src(0), 0)
     sub = submit_one(c, LINGER)
-    assert c.complete(sub, Result.ACKNOWLEDGED, LINGER) == [src(0)]
+    assert c.complete(sub, "acknowledged", LINGER) == [src(0)]
     assert c.apply(ev("t1", cc("app", "RUNNING")), src(1), LINGER) == (Applied.UNCHANGED, [src(1)])
     assert c.apply(ev("t1", cc("app", "CREATED")), src(2), LINGER) == (Applied.UNCHANGED, [src(2)])
     assert c.next_due_at() is None
@@ -182,14 +184,14 @@ def test_pending_task_is_not_submitted_and_its_sources_resolve_when_due() -> Non
 def test_snapshot_equal_to_last_acknowledged_is_not_sent() -> None:
     c = make()
     c.apply(ev("t1", cc("app", "RUNNING")), src(0), 0)
-    c.complete(submit_one(c, LINGER), Result.ACKNOWLEDGED, LINGER)
+    c.complete(submit_one(c, LINGER), "acknowledged", LINGER)
     # A new container still PENDING changes the state but not the request.
     assert c.apply(ev("t1", cc("late", "CREATED")), src(1), 200) == (Applied.CHANGED, [])
     assert c.due(200 + LINGER) == ([], [src(1)])
 
 
-@pytest.mark.parametrize("result", [Result.REJECTED, Result.FAILED])
-def test_unacknowledged_snapshot_is_sent_again(result: Result) -> None:
+@pytest.mark.parametrize("result", ["rejected", "failed"])
+def test_unacknowledged_snapshot_is_sent_again(result: OutcomeResult) -> None:
     c = make()
     c.apply(ev("t1", cc("app", "RUNNING")), src(0), 0)
     first = submit_one(c, LINGER)
@@ -231,7 +233,7 @@ def test_changes_during_flight_go_into_the_next_submission() -> None:
     first = submit_one(c, LINGER)
     assert c.apply(ev("t1", cc("app", "RUNNING", reason="x")), src(1), 150) == (Applied.CHANGED, [])
     assert c.in_flight() == [first]
-    assert c.complete(first, Result.ACKNOWLEDGED, 400) == [src(0)]
+    assert c.complete(first, "acknowledged", 400) == [src(0)]
     due_at = c.next_due_at()
     assert due_at is not None
     assert due_at <= 400 + LINGER
@@ -250,7 +252,7 @@ def test_changes_during_flight_are_scheduled_even_if_the_scheduler_polled_meanwh
     c.apply(ev("t1", cc("app", "RUNNING", reason="x")), src(1), 150)
     # The pipeline's schedule loop polls due()/next_due_at() while the call is in flight.
     assert c.due(1_000) == ([], [])
-    assert c.complete(first, Result.ACKNOWLEDGED, 1_000) == [src(0)]
+    assert c.complete(first, "acknowledged", 1_000) == [src(0)]
     assert c.next_due_at() == 1_000  # its linger (from t=150) has passed: due at once
     subs, _ = c.due(1_000)
     assert [s.sources for s in subs] == [[src(1)]]
@@ -262,7 +264,7 @@ def test_change_during_flight_keeps_its_own_linger() -> None:
     first = submit_one(c, LINGER)
     c.apply(ev("t1", cc("app", "RUNNING", reason="x")), src(1), 950)
     assert c.due(960) == ([], [])
-    c.complete(first, Result.ACKNOWLEDGED, 1_000)
+    c.complete(first, "acknowledged", 1_000)
     assert c.next_due_at() == 950 + LINGER
     assert c.due(950 + LINGER - 1) == ([], [])
     assert submit_one(c, 950 + LINGER).sources == [src(1)]
@@ -273,15 +275,15 @@ def test_unchanged_event_during_flight_resolves_on_complete() -> None:
     c.apply(ev("t1", cc("app", "RUNNING")), src(0), 0)
     first = submit_one(c, LINGER)
     assert c.apply(ev("t1", cc("app", "RUNNING")), src(1), 150) == (Applied.UNCHANGED, [])
-    assert c.complete(first, Result.ACKNOWLEDGED, 200) == [src(0), src(1)]
+    assert c.complete(first, "acknowledged", 200) == [src(0), src(1)]
     assert c.next_due_at() is None
 
 
 # -- retirement -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("result", list(Result))
-def test_finished_stopped_submission_retires_the_task(result: Result) -> None:
+@pytest.mark.parametrize("result", ["acknowledged", "rejected", "failed"])
+def test_finished_stopped_submission_retires_the_task(result: OutcomeResult) -> None:
     c = make()
     c.apply(ev("t1", cc("app", "STOPPED", exitCode=0)), src(0), 0)
     sub = submit_one(c, 0)
@@ -300,14 +302,14 @@ def test_change_during_stopped_flight_is_sent_before_retiring() -> None:
     c.apply(ev("t1", cc("app", "STOPPED")), src(0), 0)
     first = submit_one(c, 0)
     c.apply(ev("t1", cc("app", "STOPPED", exitCode=137, reason="OOM")), src(1), 1)
-    assert c.complete(first, Result.ACKNOWLEDGED, 2) == [src(0)]
+    assert c.complete(first, "acknowledged", 2) == [src(0)]
     assert not c.is_retired(key("t1"))
     second = submit_one(c, 2)
     assert second.stopped
     assert second.sources == [src(1)]
     assert second.request.containers is not None
     assert second.request.containers[0].exitCode == 137
-    assert c.complete(second, Result.ACKNOWLEDGED, 3) == [src(1)]
+    assert c.complete(second, "acknowledged", 3) == [src(1)]
     assert c.is_retired(key("t1"))
 
 
@@ -317,7 +319,7 @@ def test_stopped_task_retires_after_a_no_op_change_during_its_call() -> None:
     sub = submit_one(c, 0)
     # A container seen without a status changes the state but not the request.
     assert c.apply(ev("t1", cc("app")), src(1), 1) == (Applied.CHANGED, [])
-    assert c.complete(sub, Result.ACKNOWLEDGED, 2) == [src(0)]
+    assert c.complete(sub, "acknowledged", 2) == [src(0)]
     assert c.due(2) == ([], [src(1)])  # nothing new to say: not sent
     assert c.is_retired(key("t1"))
     assert c.apply(ev("t1", cc("app", "STOPPED", reason="late")), src(2), 3) == (Applied.RETIRED, [src(2)])
@@ -327,7 +329,7 @@ def test_retired_cache_is_bounded() -> None:
     c = make(retired=1)
     for i, name in enumerate(["t1", "t2"]):
         c.apply(ev(name, status="STOPPED"), src(i), 0)
-        c.complete(submit_one(c, 0), Result.ACKNOWLEDGED, 0)
+        c.complete(submit_one(c, 0), "acknowledged", 0)
     assert not c.is_retired(key("t1"))
     assert c.is_retired(key("t2"))
     assert c.apply(ev("t1", status="STOPPED"), src(9), 1)[0] is Applied.CHANGED
@@ -340,7 +342,7 @@ def test_stale_completion_returns_its_sources() -> None:
     assert c.drop(lambda s: s[1] == 0) == []  # in flight: handed back by complete
     assert c.active_count == 0
     c.apply(ev("t1", cc("app", "RUNNING")), src(1), 200)  # a new entry for the same task
-    assert c.complete(sub, Result.ACKNOWLEDGED, 300) == [src(0)]
+    assert c.complete(sub, "acknowledged", 300) == [src(0)]
     # The new entry is unaffected: still dirty, and its own submission is still to come.
     assert submit_one(c, 200 + LINGER).sources == [src(1)]
 
@@ -375,7 +377,7 @@ def test_clean_tasks_are_evicted_least_recently_changed_first() -> None:
     c.apply(ev("c", cc("app", "RUNNING")), src(3), 300)
     assert set(c.keys()) == {key("a"), key("c")}
     assert c.evicted == 1
-    assert not c.saturated
+    assert not c.enforce_cap()
 
 
 def test_busy_tasks_are_not_evicted_and_saturate() -> None:
@@ -383,13 +385,13 @@ def test_busy_tasks_are_not_evicted_and_saturate() -> None:
     c.apply(ev("a", cc("app", "RUNNING")), src(0), 0)
     c.apply(ev("b", cc("app", "RUNNING")), src(1), 0)
     assert c.active_count == 2
-    assert c.saturated
+    assert c.enforce_cap()
     subs, _ = c.due(LINGER)
     assert len(subs) == 2
-    assert c.saturated  # in flight: still busy
+    assert c.enforce_cap()  # in flight: still busy
     by_key = {s.key: s for s in subs}
-    c.complete(by_key[key("a")], Result.ACKNOWLEDGED, LINGER)
-    assert not c.saturated  # a is clean now, and evicted
+    c.complete(by_key[key("a")], "acknowledged", LINGER)
+    assert not c.enforce_cap()  # a is clean now, and evicted
     assert list(c.keys()) == [key("b")]
     assert c.evicted == 1
 
@@ -398,7 +400,9 @@ def test_busy_tasks_are_not_evicted_and_saturate() -> None:
 
 
 def test_over_limits_counts_known_and_new_containers() -> None:
-    c = Coalescer(linger_ns=LINGER, max_active_tasks=10, retired_cap=10, max_containers=2)
+    c = Coalescer(
+        linger_ns=LINGER, max_active_tasks=10, retired_cap=10, max_containers=2, describe=False, settle_ns=0
+    )
     assert c.over_limits(ev("t1", cc("a"), cc("b"))) is None
     broken = c.over_limits(ev("t1", cc("a"), cc("b"), cc("c")))
     assert broken is not None
@@ -411,7 +415,9 @@ def test_over_limits_counts_known_and_new_containers() -> None:
 
 
 def test_over_limits_counts_attachments_and_managed_agents() -> None:
-    c = Coalescer(linger_ns=LINGER, max_active_tasks=10, retired_cap=10, max_attachments=1)
+    c = Coalescer(
+        linger_ns=LINGER, max_active_tasks=10, retired_cap=10, max_attachments=1, describe=False, settle_ns=0
+    )
 
     def att(*arns: str) -> TaskEvent:
         return ev("t1", attachments=tuple(AttachmentChange(attachmentArn=a, status="ATTACHED") for a in arns))
@@ -590,11 +596,11 @@ def reference_status(events: list[TaskEvent]) -> tuple[int, dict[str, int]]:
 
 
 class CoalescerMachine(RuleBasedStateMachine):
-    results: tuple[Result, ...] = tuple(Result)
+    results: tuple[OutcomeResult, ...] = ("acknowledged", "rejected", "failed")
 
     def __init__(self) -> None:
         super().__init__()
-        self.c = Coalescer(linger_ns=LINGER, max_active_tasks=64, retired_cap=64)
+        self.c = Coalescer(linger_ns=LINGER, max_active_tasks=64, retired_cap=64, describe=False, settle_ns=0)
         self.now = 0
         self.offset = 0
         self.applied: dict[SourceRef, TaskKey] = {}
@@ -602,7 +608,14 @@ class CoalescerMachine(RuleBasedStateMachine):
         self.flight: list[tuple[Submission, int]] = []
         self.gen: dict[TaskKey, int] = defaultdict(int)
         self.merged: dict[TaskKey, list[TaskEvent]] = defaultdict(list)
-        self.history: dict[TaskKey, list[tuple[Submission, Result | None]]] = defaultdict(list)
+        self.history: dict[TaskKey, list[tuple[Submission, OutcomeResult | None]]] = defaultdict(list)
+        # The offset book beside the coalescer, as the pipeline runs them: each applied event is
+        # one record of one claim; a revocation gives its partition up and a reassignment re-reads
+        # it from the committed offset under a new epoch.
+        self.book = OffsetBook()
+        self.book.assign([(TOPIC, 0), (TOPIC, 1)])
+        self.log: dict[int, list[tuple[int, TaskKey, TaskEvent]]] = defaultdict(list)
+        self.committed: dict[int, int] = {0: 0, 1: 0}
 
     # bookkeeping
 
@@ -611,9 +624,10 @@ class CoalescerMachine(RuleBasedStateMachine):
             assert s in self.applied, f"{s} was never applied"
             assert s not in self.returned, f"{s} returned twice"
             self.returned.add(s)
+            self.book.release(s)
 
     def last_acked(self, k: TaskKey) -> Submission | None:
-        acked = [s for s, r in self.history[k] if r is Result.ACKNOWLEDGED]
+        acked = [s for s, r in self.history[k] if r == "acknowledged"]
         return acked[-1] if acked else None
 
     def take(self, subs: list[Submission]) -> None:
@@ -643,7 +657,7 @@ class CoalescerMachine(RuleBasedStateMachine):
             previous.append((sub, None))
             self.flight.append((sub, self.gen[k]))
 
-    def finish(self, index: int, result: Result) -> None:
+    def finish(self, index: int, result: OutcomeResult) -> None:
         sub, gen = self.flight.pop(index)
         resolved = self.c.complete(sub, result, self.now)
         assert set(sub.sources) <= set(resolved)
@@ -669,8 +683,13 @@ class CoalescerMachine(RuleBasedStateMachine):
 
     def apply_to(self, k: TaskKey, event: TaskEvent, partition: int) -> None:
         event = msgspec.structs.replace(event, task=k[1])
-        source = (TOPIC, partition, self.offset)
+        self.log[partition].append((self.offset, k, event))
+        self.read(partition, self.offset, k, event)
         self.offset += 1
+
+    def read(self, partition: int, offset: int, k: TaskKey, event: TaskEvent) -> None:
+        source = self.book.track(TOPIC, partition, offset, 1)
+        assert source is not None
         self.applied[source] = k
         was_retired = self.c.is_retired(k)
         applied, resolved = self.c.apply(event, source, self.now)
@@ -701,28 +720,60 @@ class CoalescerMachine(RuleBasedStateMachine):
         self.finish(index % len(self.flight), result)
 
     @rule(partition=st.integers(0, 1), rebalance=st.integers(0, 3))
-    def drop(self, partition: int, rebalance: int) -> None:
+    def revoke_and_reassign(self, partition: int, rebalance: int) -> None:
+        """A rebalance takes ``partition`` away and gives it back: submissions of its records may
+        still be in flight (a drain that timed out); its records are read again from the committed
+        offset, under a new epoch, while those old submissions finish later."""
         if rebalance:  # rebalances are rare: keep most runs long enough to build history
             return
+        self.commit()
         before = set(self.c.keys())
-        resolved = self.c.drop(lambda s: s[1] == partition)
+        resolved = self.c.drop(lambda s: s.partition == partition)
         for k in before - set(self.c.keys()):
             self.gen[k] += 1
             self.merged[k] = []
             self.history[k] = []
         self.resolve(resolved)
+        self.book.revoke([(TOPIC, partition)])
+        self.book.assign([(TOPIC, partition)])
+        for offset, k, event in self.log[partition]:
+            if offset >= self.committed[partition]:
+                self.read(partition, offset, k, event)
+
+    @rule()
+    def commit(self) -> None:
+        moves = self.book.to_commit()
+        self.book.mark_committed(moves)
+        for (_, partition), offset in moves.items():
+            assert offset >= self.committed[partition], "a commit went backwards"
+            self.committed[partition] = offset
+
+    @invariant()
+    def commit_never_passes_unresolved_work(self) -> None:
+        """The committable offset of a partition never passes a record whose change, read under
+        the current epoch, is not resolved yet (a stale completion released nothing)."""
+        for partition in (0, 1):
+            epoch = self.book.epoch(TOPIC, partition)
+            pending = [
+                s.offset
+                for s in self.applied
+                if s.partition == partition and s.epoch == epoch and s not in self.returned
+            ]
+            committable = self.book.to_commit().get((TOPIC, partition), self.committed[partition])
+            if pending:
+                assert committable <= min(pending), (partition, committable, min(pending))
 
     @invariant()
     def bounded(self) -> None:
         assert self.c.active_count == len(self.c.keys()) <= len(TASKS)
-        assert not self.c.saturated
+        assert not self.c.enforce_cap()
         assert len(self.c.in_flight()) <= len(self.flight)
 
     def teardown(self) -> None:
         # First let time alone drive every pending change out (liveness without flush_all)...
         for _ in range(10):
             while self.flight:
-                self.finish(0, Result.ACKNOWLEDGED)
+                self.finish(0, "acknowledged")
             self.now += LINGER
             subs, resolved = self.c.due(self.now)
             self.resolve(resolved)
@@ -740,7 +791,7 @@ class CoalescerMachine(RuleBasedStateMachine):
             if not subs:
                 break
             while self.flight:
-                self.finish(0, Result.ACKNOWLEDGED)
+                self.finish(0, "acknowledged")
         assert self.c.next_due_at() is None
         assert self.c.in_flight() == []
         assert self.returned == set(self.applied), "sources never handed back"
@@ -764,7 +815,7 @@ class CoalescerMachine(RuleBasedStateMachine):
         acked = self.last_acked(k)
         assert result is not None
         assert expected in (last.request, acked.request if acked else None)
-        if result is Result.ACKNOWLEDGED:
+        if result == "acknowledged":
             assert acked is last
             assert last.request == expected
         assert expected.status == STATUS_NAMES[rank]
@@ -779,7 +830,7 @@ class CoalescerMachine(RuleBasedStateMachine):
 class AcknowledgingMachine(CoalescerMachine):
     """ECS acknowledges everything: the last acknowledged submission is the whole merged state."""
 
-    results = (Result.ACKNOWLEDGED,)
+    results: tuple[OutcomeResult, ...] = ("acknowledged",)
 
     def check_converged(self, k: TaskKey) -> None:
         super().check_converged(k)

@@ -181,3 +181,15 @@ def test_string_setting_may_be_true_or_false_from_environment() -> None:
     env = {env_name(k): v for k, v in SASL.items()}
     env["WORKER_SASL_PASSWORD"] = "false"
     assert load_settings(env=env).sasl_password == "false"
+
+
+def test_input_format_accepts_the_registered_formats() -> None:
+    from worker.decode import FORMATS
+
+    for name in FORMATS:
+        assert load_settings(env={"WORKER_INPUT_FORMAT": name}).input_format == name
+    for name in FORMATS[1:]:
+        assert name in SETTING_HELP["input_format"]
+    for bad in ("podman", "eventbridge", "AUTO"):
+        with pytest.raises(ConfigError, match=r"input_format \(from WORKER_INPUT_FORMAT\)"):
+            load_settings(env={"WORKER_INPUT_FORMAT": bad})

@@ -1,18 +1,20 @@
-"""Format selection (headers, forced formats, detection), framing, Docker details, bad records."""
+"""Format selection (the registry: headers, forced formats, detection, precedence), framing, Docker
+details, bad records."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
 
 from schemas.events import ContainerChange, TaskEvent
-from worker.decode import RecordDecoder
+from worker.decode import FORMATS, InputFormat, RecordDecoder
 from worker.decode import reasons as r
-from worker.decode.errors import BAD_ITEM_CLASSES
+from worker.decode.bad_items import BAD_ITEM_CLASSES
+from worker.decode.registry import SPECS, FormatSpec, JsonSpec, detect, format_from_headers
 from worker.decode.result import DecodeResult
 
 _LOCAL = Path(__file__).resolve().parent / "data" / "samples"
@@ -67,7 +69,7 @@ def outcome(result: DecodeResult) -> list[Outcome]:
     out: list[Outcome] = []
     for event in result.events:
         for c in event.containers:
-            out.append(("event", c.status, c.exitCode, c.reason))
+            out.append(("event", c.status, c.exitCode, c.reason, *(("stop requested",) * c.stopRequested)))
     out += [("ignored", reason) for reason in result.ignored]
     out += [("bad", bad.error_class) for bad in result.bad]
     return out
@@ -90,7 +92,7 @@ ACTIONS: list[tuple[str, Outcome]] = [
     ("destroy", ("event", "STOPPED", None, None)),
     ("remove", ("event", "STOPPED", None, None)),  # Podman's destroy
     ("oom", ("event", None, None, "OutOfMemoryError: Container killed due to memory usage")),
-    ("kill", ("ignored", r.DOCKER_KILL)),
+    ("kill", ("event", None, None, None, "stop requested")),  # its signal is not kept
     ("restart", ("ignored", r.DOCKER_RESTART)),
     ("health_status: healthy", ("ignored", r.DOCKER_HEALTH)),
     ("health_status: unhealthy", ("ignored", r.DOCKER_HEALTH)),
@@ -199,25 +201,27 @@ def test_overlong_label_is_bad() -> None:
 # Detection, forced formats and headers -------------------------------------------------------
 
 
-def test_detection_of_each_format() -> None:
-    metricbeat = (SAMPLES / "shipped_metricbeat_docker_event.jsonl").read_bytes().strip()
-    fluentbit = raw({"@timestamp": 1.5, "message": json.dumps(docker_event())})
-    containerd = b'{"container_id":"%s","id":"x","exited_at":{"seconds":1}}' % CID.encode()
-    eventbridge = raw({"detail-type": "ECS Task State Change", "source": "aws.ecs", "detail": {}})
-    cases = {
-        raw(docker_event()): "docker",
-        msgspec.json.encode(CANONICAL): "canonical",
-        metricbeat: "metricbeat",
-        fluentbit: "fluentbit",
-        containerd: "containerd",
-        CTR_EXIT: "ctr",
-        eventbridge: "eventbridge",
+def one_of_each_format() -> dict[str, bytes]:
+    """A valid item of every format, by the name detection gives it."""
+    return {
+        "docker": raw(docker_event()),
+        "canonical": msgspec.json.encode(CANONICAL),
+        "metricbeat": (SAMPLES / "shipped_metricbeat_docker_event.jsonl").read_bytes().strip(),
+        "fluentbit": raw({"@timestamp": 1.5, "message": json.dumps(docker_event())}),
+        "containerd": b'{"container_id":"%s","id":"x","exited_at":{"seconds":1}}' % CID.encode(),
+        "ctr": CTR_EXIT,
+        "eventbridge": raw({"detail-type": "ECS Task State Change", "source": "aws.ecs", "detail": {}}),
     }
-    for value, fmt in cases.items():
+
+
+def test_detection_of_each_format() -> None:
+    cases = one_of_each_format()
+    assert set(cases) == {spec.name for spec in SPECS}
+    for fmt, value in cases.items():
         assert decode(value).format == fmt, value
     decoder = RecordDecoder()  # the same with a decoder that saw every other format before
     for _ in range(2):
-        for value, fmt in cases.items():
+        for fmt, value in cases.items():
             assert decode(value, decoder).format == fmt, value
 
 
@@ -307,6 +311,65 @@ def test_forced_formats() -> None:
         RecordDecoder(input_format="podman")
 
 
+# The format registry ----------------------------------------------------------------------
+
+
+def test_input_format_names_derive_from_the_registry() -> None:
+    assert FORMATS == ("auto", "canonical", "docker", "metricbeat", "fluentbit", "containerd", "ctr")
+    assert get_args(InputFormat) == FORMATS
+    assert FORMATS[1:] == tuple(spec.name for spec in SPECS if spec.selectable)
+    for name in FORMATS:
+        RecordDecoder(input_format=name)
+    with pytest.raises(ValueError, match="unknown input format"):
+        RecordDecoder(input_format="eventbridge")  # detected (and ignored), never forced
+
+
+def _keys_of(spec: FormatSpec) -> dict[str, Any]:
+    """A document holding the keys of the first way ``spec`` is detected (string values)."""
+    assert isinstance(spec, JsonSpec)
+    return {member.key: "x" for member in spec.detected_by[0]}
+
+
+JSON_SPECS = [spec for spec in SPECS if isinstance(spec, JsonSpec)]
+
+
+@pytest.mark.parametrize(
+    ("higher", "lower"),
+    [(h, low) for i, h in enumerate(JSON_SPECS) for low in JSON_SPECS[i + 1 :]],
+    ids=lambda spec: spec.name,
+)
+def test_precedence_is_the_order_of_the_registry(higher: FormatSpec, lower: FormatSpec) -> None:
+    # A valid document of the lower format (its typed decoder accepts it), with the keys of the
+    # higher one: the higher format's, and the fast path agrees whichever format it saw last.
+    valid = one_of_each_format()
+    mixed = raw({**json.loads(valid[lower.name]), **_keys_of(higher)})
+    assert detect(mixed) == higher.name
+    reference = outcome(decode(mixed))
+    for value in valid.values():
+        primed = RecordDecoder()
+        primed.decode(value)
+        assert outcome(decode(mixed, primed)) == reference
+
+
+def test_each_json_format_is_detected_by_its_keys_alone() -> None:
+    for spec in JSON_SPECS:
+        assert isinstance(spec, JsonSpec)
+        for alternative in spec.detected_by:
+            assert detect(raw({member.key: "x" for member in alternative})) == spec.name
+    assert detect(CTR_EXIT) == "ctr"
+    assert detect(b'{"foo": 1}') is None
+    assert detect(b"[1]") is None
+
+
+def test_every_content_type_names_its_format() -> None:
+    named = [(ct, spec.name) for spec in SPECS for ct in spec.content_types]
+    assert len(named) == 4
+    for content_type, name in named:
+        assert format_from_headers([("content-type", content_type.upper() + "; x=y")], "auto") == name
+    for generic in ("application/json", "application/x-ndjson", "application/json-seq", "x/y"):
+        assert format_from_headers([("content-type", generic)], "docker") == "docker"
+
+
 @pytest.mark.parametrize(
     ("content_type", "fmt"),
     [
@@ -355,8 +418,8 @@ def test_several_newline_separated_events_with_blank_lines() -> None:
     assert outcome(result) == [
         ("event", "PENDING", None, None),
         ("event", "RUNNING", None, None),
+        ("event", None, None, None, "stop requested"),
         ("event", "STOPPED", None, None),
-        ("ignored", r.DOCKER_KILL),
     ]
     assert result.format == "docker"
 

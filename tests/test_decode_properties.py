@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from schemas.events import TaskEvent
 from worker.decode import RecordDecoder
-from worker.decode.errors import BAD_ITEM_CLASSES
+from worker.decode.bad_items import BAD_ITEM_CLASSES
 from worker.decode.framing import split_items
 from worker.decode.result import DecodeResult
 

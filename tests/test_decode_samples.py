@@ -1,7 +1,7 @@
 """The real samples in tests/data/samples (a copy of /work/shared/samples): what each line becomes.
 
 The samples carry no ECS labels, so every container event of them is ignored as unlabelled;
-labelled variants (the three labels the ECS agent sets, added to the real lines) check the
+labelled variants (the labels the ECS agent sets, added to the real lines) check the
 mapping onto statuses, exit codes and reasons, Metricbeat's de-dotted labels, the Fluent Bit record
 that carried eight events, and containerd attribution through a labelled Docker event.
 """
@@ -17,9 +17,9 @@ import msgspec
 import pytest
 
 from schemas.events import ContainerChange, TaskEvent
-from worker.decode import FORMATS, RecordDecoder
+from worker.decode import RecordDecoder
 from worker.decode import reasons as r
-from worker.decode.errors import BAD_ITEM_CLASSES
+from worker.decode.bad_items import BAD_ITEM_CLASSES
 from worker.decode.result import DecodeResult
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -88,7 +88,8 @@ def outcome(result: DecodeResult) -> list[Outcome]:
     out: list[Outcome] = []
     for event in result.events:
         for c in event.containers:
-            out.append(("event", c.containerName, c.status, c.exitCode, c.reason))
+            stop = ("stop requested",) * c.stopRequested
+            out.append(("event", c.containerName, c.status, c.exitCode, c.reason, *stop))
     out += [("ignored", reason) for reason in result.ignored]
     out += [("bad", bad.error_class) for bad in result.bad]
     return out
@@ -202,7 +203,7 @@ DOCKER_LABELLED = [
     ("ignored", "docker: not a container event (image)"),
     ("event", "web", "STOPPED", 0, None),  # die
     ("ignored", r.DOCKER_HEALTH),  # health_status: healthy
-    ("ignored", r.DOCKER_KILL),  # kill, signal 3
+    ("event", "web", None, None, None, "stop requested"),  # kill, signal 3 (not kept)
     ("event", "web", "STOPPED", 137, None),  # die, exitCode "137"
 ]
 
@@ -351,10 +352,10 @@ def test_fluentbit_bad_event_inside_message() -> None:
 # Metricbeat ----------------------------------------------------------------------------------
 
 
-def metricbeat(dedot: bool = True, **changes: str) -> bytes:
+def metricbeat(dedot: bool = True, labels: dict[str, str] = LABELS, **changes: str) -> bytes:
     doc = json.loads(line("shipped_metricbeat_docker_event.jsonl", 1))
     attributes = doc["docker"]["event"]["actor"]["attributes"]
-    attributes.update({(k.replace(".", "_") if dedot else k): v for k, v in LABELS.items()})
+    attributes.update({(k.replace(".", "_") if dedot else k): v for k, v in labels.items()})
     for key, value in changes.items():
         if key.startswith("attr_"):
             attributes[key[5:]] = value
@@ -534,5 +535,88 @@ def test_container_index_is_a_bounded_lru() -> None:
     assert outcome(decode(line(CTR, 5), disabled)) == [NOT_ATTRIBUTED]
 
 
-def test_formats_tuple() -> None:
-    assert FORMATS == ("auto", "canonical", "docker", "fluentbit", "metricbeat", "containerd", "ctr")
+# Stop requests and task definitions ----------------------------------------------------------
+
+STOP_REQUESTED = ("event", "web", None, None, None, "stop requested")
+TASK_DEFINITION = "arn:aws:ecs:us-west-2:111122223333:task-definition/web:7"
+
+
+def test_kill_is_a_stop_request_before_the_die() -> None:
+    kill, die = (labelled(line("docker_events.jsonl", n)) for n in (11, 12))
+    result = decode(kill + b"\n" + die)
+    assert outcome(result) == [STOP_REQUESTED, ("event", "web", "STOPPED", 137, None)]
+    stop = result.events[0].containers[0]
+    assert stop == ContainerChange(containerName="web", runtimeId=stop.runtimeId, stopRequested=True)
+    assert not result.events[1].containers[0].stopRequested
+
+
+def test_podman_and_metricbeat_kill_are_stop_requests_too() -> None:
+    podman = labelled(line("podman_compat_events.jsonl", 2), Action="kill", status="kill")
+    assert outcome(decode(podman)) == [STOP_REQUESTED]
+    assert outcome(decode(metricbeat(status="kill", attr_signal="15"))) == [STOP_REQUESTED]
+
+
+def test_task_definition_from_the_labels_of_every_docker_shape() -> None:
+    docker = labelled(line("docker_events.jsonl", 4))
+    podman = labelled(line("podman_compat_events.jsonl", 2))
+    for raw in (docker, podman, metricbeat(status="start"), metricbeat(dedot=False, status="start")):
+        event, _ = only_change(decode(raw))
+        assert event.taskDefinitionArn == TASK_DEFINITION
+    result = decode(fluentbit_record([docker]))
+    assert [e.taskDefinitionArn for e in result.events] == [TASK_DEFINITION]
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (TASK, TASK_DEFINITION),
+        (  # the older task ARN, without the cluster
+            "arn:aws:ecs:us-west-2:111122223333:task/0123456789abcdef",
+            TASK_DEFINITION,
+        ),
+        (
+            "arn:aws-cn:ecs:cn-north-1:111122223333:task/prod/0123",
+            "arn:aws-cn:ecs:cn-north-1:111122223333:task-definition/web:7",
+        ),
+        ("0123456789abcdef0123456789abcdef", "web:7"),  # not an ARN
+        ("arn:aws:ecs:us-west-2:111122223333:service/prod/web", "web:7"),  # not a task ARN
+        ("arn:aws:s3:us-west-2:111122223333:task/x", "web:7"),  # not ECS
+        ("arn:aws:ecs::111122223333:task/x", "web:7"),  # no Region
+        ("arn:aws:ecs:us-west-2:111122223333:extra:task/x", "web:7"),
+    ],
+)
+def test_task_definition_name(task: str, expected: str) -> None:
+    labels = dict(LABELS, **{"com.amazonaws.ecs.task-arn": task})
+    for raw in (labelled(line("docker_events.jsonl", 4), labels), metricbeat(labels=labels, status="start")):
+        event, _ = only_change(decode(raw))
+        assert (event.task, event.taskDefinitionArn) == (task, expected)
+
+
+@pytest.mark.parametrize("missing", ["family", "version"])
+def test_task_definition_needs_both_labels(missing: str) -> None:
+    key = f"com.amazonaws.ecs.task-definition-{missing}"
+    for labels in ({k: v for k, v in LABELS.items() if k != key}, dict(LABELS, **{key: ""})):
+        event, _ = only_change(decode(labelled(line("docker_events.jsonl", 4), labels)))
+        assert event.taskDefinitionArn is None
+
+
+def test_task_definition_once_labels_appear_and_for_attributed_containerd_events() -> None:
+    decoder = RecordDecoder()
+    bare = {k: v for k, v in LABELS.items() if "definition" not in k}
+    event, _ = only_change(decode(labelled(with_id(line("docker_events.jsonl", 1), MOBY_ID), bare), decoder))
+    assert event.taskDefinitionArn is None
+    event, _ = only_change(decode(moby_docker_event(), decoder))
+    assert event.taskDefinitionArn == TASK_DEFINITION
+    event, _ = only_change(decode(line(CTR, 5), decoder))  # remembered with the container
+    assert event.taskDefinitionArn == TASK_DEFINITION
+
+
+def test_task_definition_longer_than_a_name_is_bad() -> None:
+    # Each label fits in a name, the ARN made of them does not.
+    long = dict(LABELS, **{"com.amazonaws.ecs.task-definition-family": "f" * 2000})
+    for raw in (labelled(line("docker_events.jsonl", 4), long), metricbeat(labels=long, status="start")):
+        result = decode(raw)
+        assert outcome(result) == [("bad", "ValidationError")]
+        assert "task definition" in result.bad[0].reason
+    too_long = dict(LABELS, **{"com.amazonaws.ecs.task-definition-version": "9" * 3000})
+    assert outcome(decode(labelled(line("docker_events.jsonl", 4), too_long))) == [("bad", "ValidationError")]

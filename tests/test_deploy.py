@@ -36,7 +36,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import aiokafka
 import dockerfile  # type: ignore[import-not-found]  # BuildKit's parser, a compiled module without types
@@ -47,10 +47,11 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from devkit.fleet import synthetic_fleet
+from worker.cli import DEVELOPMENT_COMMANDS
 from worker.cli import _parser as cli_parser
-from worker.coalesce import Result
 from worker.config import SETTING_HELP, Settings, env_name, load_settings
 from worker.metrics import Metrics
+from worker.work import OutcomeResult
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -734,23 +735,35 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def test_iam_policy_allows_only_submit_task_state_change_on_named_clusters() -> None:
+def test_iam_policy_allows_only_what_the_worker_calls_on_named_clusters() -> None:
+    """The service authorization reference: SubmitTaskStateChange takes the cluster resource type
+    (arn:${Partition}:ecs:${Region}:${Account}:cluster/${ClusterName}); DescribeTasks the task
+    resource type (arn:...:task/${ClusterName}/${TaskId}); DescribeTaskDefinition supports no
+    resource-level permission (Resource "*")."""
     policy = json.loads(IAM_POLICY.read_text())
     assert policy["Version"] == "2012-10-17"
-    assert policy["Statement"]
     region = pod_settings(rendering("production")).region
+    patterns = {
+        "ecs:SubmitTaskStateChange": r"arn:aws(?:-cn|-us-gov)?:ecs:([a-z0-9-]+):\d{12}:cluster/([A-Za-z0-9_-]{1,255})",
+        "ecs:DescribeTasks": r"arn:aws(?:-cn|-us-gov)?:ecs:([a-z0-9-]+):\d{12}:task/([A-Za-z0-9_-]{1,255})/\*",
+    }
+    clusters: dict[str, set[str]] = {}
+    actions: list[str] = []
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
         assert not {"NotAction", "NotResource", "NotPrincipal", "Principal"} & set(statement)
-        assert _as_list(statement["Action"]) == ["ecs:SubmitTaskStateChange"]
-        # The service authorization reference: SubmitTaskStateChange takes the cluster resource
-        # type (required), arn:${Partition}:ecs:${Region}:${Account}:cluster/${ClusterName}.
+        (action,) = _as_list(statement["Action"])
+        actions.append(action)
+        if action == "ecs:DescribeTaskDefinition":
+            assert statement["Resource"] == "*"
+            continue
         for resource in _as_list(statement["Resource"]):
-            match = re.fullmatch(
-                r"arn:aws(?:-cn|-us-gov)?:ecs:([a-z0-9-]+):\d{12}:cluster/[A-Za-z0-9_-]{1,255}", resource
-            )
-            assert match, f"not one named cluster: {resource}"
+            match = re.fullmatch(patterns[action], resource)
+            assert match, f"{action}: not one named cluster's resource: {resource}"
             assert match[1] == region, f"{resource} is not in the worker's region {region}"
+            clusters.setdefault(action, set()).add(match[2])
+    assert sorted(actions) == ["ecs:DescribeTaskDefinition", "ecs:DescribeTasks", "ecs:SubmitTaskStateChange"]
+    assert clusters["ecs:DescribeTasks"] == clusters["ecs:SubmitTaskStateChange"]
 
 
 def test_iam_trust_policy_trusts_the_service_account() -> None:
@@ -859,7 +872,7 @@ class Query:
                 yield f"{name} is not a counter: rate()/increase() of it is meaningless"
         if "histogram_quantile" in self.functions and "le" not in self.grouping:
             yield "histogram_quantile without `le` in its aggregation"
-        results = {r.value for r in Result}
+        results = set(get_args(OutcomeResult))
         for selected, label, op, value in self.matchers:
             if selected == "ecs_state_worker_submissions_total" and label == "result" and op in ("=", "=~"):
                 values = set(value.split("|")) if op == "=~" else {value}
@@ -1022,19 +1035,45 @@ def _stage_name(stage: list[Any]) -> str | None:
     return value[2] if len(value) == 3 and value[1].upper() == "AS" else None
 
 
+def _lineage(stages: list[list[Any]], target: str | None = None) -> list[list[Any]]:
+    """The stages a build target is made of, its base stages first (a stage built ``FROM`` an
+    earlier stage starts from it). No target: the last stage, what ``docker build`` gives."""
+    by_name = {_stage_name(stage): stage for stage in stages}
+    lineage = [stages[-1] if target is None else by_name[target]]
+    while (base := lineage[0][0].value[0]) in by_name:
+        lineage.insert(0, by_name[base])
+    return lineage
+
+
+def _instructions(lineage: list[list[Any]]) -> list[Any]:
+    """The instructions that make an image: the first stage's ``FROM``, then every stage's body."""
+    return [lineage[0][0], *(command for stage in lineage for command in stage[1:])]
+
+
+def _copied_stages(lineage: list[list[Any]]) -> set[str]:
+    return {
+        flag.removeprefix("--from=")
+        for command in _instructions(lineage)
+        if command.cmd == "COPY"
+        for flag in command.flags
+        if flag.startswith("--from=")
+    }
+
+
 def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
     args, stages = _dockerfile_stages()
     assert len(stages) >= 2
-    images = [_expand(stage[0].value[0], args) for stage in stages]
+    names = {_stage_name(stage) for stage in stages}
+    images = [_expand(stage[0].value[0], args) for stage in stages if stage[0].value[0] not in names]
     assert all(re.fullmatch(r"python:3\.11-slim(-\w+)?(@sha256:[0-9a-f]{64})?", image) for image in images), (
         images
     )
-    final = stages[-1]
-    builders = {_stage_name(stage) for stage in stages[:-1]}
-    copies = [c for c in final if c.cmd == "COPY"]
-    assert copies, "the final stage copies nothing"
+    production = _lineage(stages)
+    builders = names - {_stage_name(stage) for stage in production}
+    copies = [c for c in _instructions(production) if c.cmd == "COPY"]
+    assert copies, "the production image copies nothing"
     for copy_ in copies:
-        # Only the built environment: no source tree or build tools in the final image.
+        # Only the built environment: no source tree or build tools in the production image.
         sources = [f for f in copy_.flags if f.startswith("--from=")]
         assert sources, copy_.original
         assert sources[0].removeprefix("--from=") in builders, copy_.original
@@ -1042,15 +1081,42 @@ def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
 
 def test_dockerfile_installs_runtime_dependencies_only() -> None:
     _, stages = _dockerfile_stages()
-    runs = " ".join(c.value[0] for stage in stages[:-1] for c in stage if c.cmd == "RUN")
+    builders = [_lineage(stages, name) for name in _copied_stages(_lineage(stages))]
+    runs = " ".join(c.value[0] for lineage in builders for c in _instructions(lineage) if c.cmd == "RUN")
     assert re.search(r"pip install (--\S+ )*\.(\s|$)", runs), runs
     assert "[dev]" not in runs
     assert ".[" not in runs
 
 
+def test_dockerfile_dev_target_is_the_production_image_plus_devkit() -> None:
+    _, stages = _dockerfile_stages()
+    production = _lineage(stages)
+    dev = _lineage(stages, "dev")
+    # The production image and what it copies from never see devkit/.
+    for lineage in (production, *(_lineage(stages, name) for name in _copied_stages(production))):
+        for command in _instructions(lineage):
+            assert "devkit" not in command.original, command.original
+    # dev builds on the production image (its user, entrypoint, environment): the stages after
+    # its base add nothing to production ...
+    base = dev[:-1]
+    assert base, "dev starts from a base image of its own"
+    assert base == production[: len(base)], "dev does not build on the production image's stages"
+    assert not [c for stage in production[len(base) :] for c in stage[1:]], (
+        "production is more than dev's base"
+    )
+    # ... and adds devkit/ from the build context, and nothing else.
+    body = dev[-1][1:]
+    assert not [c for c in body if c.cmd in ("USER", "ENTRYPOINT", "CMD", "WORKDIR")], (
+        "dev changes how it runs"
+    )
+    copies = [c for c in body if c.cmd in ("COPY", "ADD")]
+    assert [list(c.value[:-1]) for c in copies] == [["devkit/"]]
+    assert not copies[0].flags, "devkit/ stays root-owned, from the build context"
+
+
 def test_dockerfile_runs_the_worker_as_a_numeric_non_root_user() -> None:
     _, stages = _dockerfile_stages()
-    final = stages[-1]
+    final = _instructions(_lineage(stages))
     (user,) = [c.value[0] for c in final if c.cmd == "USER"][-1:]
     uid, _, gid = user.partition(":")
     assert uid.isdigit(), f"USER {user}: Kubernetes runAsNonRoot needs a numeric uid"
@@ -1165,7 +1231,7 @@ def test_build_context_holds_what_the_image_installs_and_nothing_else() -> None:
                 assert sent, f"{command.original}: {source} is excluded from the build context"
                 matched += 1
         assert matched, f"{command.original}: no source exists"
-    for path in _repository_files("worker", "schemas", "pyproject.toml"):
+    for path in _repository_files("worker", "schemas", "devkit", "pyproject.toml"):
         cached = "__pycache__" in path or path.endswith(".pyc")
         assert ignore.excluded(path) == cached, path
     for path in (
@@ -1268,6 +1334,33 @@ def test_compose_services_build_and_depend_on_what_exists() -> None:
                 assert services[target].get("restart", "no") == "no", f"{target} is not one-shot"
             else:
                 raise AssertionError(f"{name}: wait for {target} to be healthy or completed")
+
+
+def _imports(script: str) -> set[str]:
+    tree = ast.parse(script)
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return modules | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+
+def test_compose_builds_devkit_into_the_development_services_only() -> None:
+    _, stages = _dockerfile_stages()
+    production = _stage_name(stages[-1])
+    images: dict[str, str | None] = {}
+    for name, service in compose()["services"].items():
+        if "build" not in service:
+            continue
+        target = service["build"].get("target")
+        if "entrypoint" in service:  # a Python script: the generator
+            script = "\n".join(_command(service["command"]))
+            needs_devkit = "devkit" in {module.split(".")[0] for module in _imports(script)}
+        else:
+            needs_devkit = _command(service.get("command", ["run"]))[0] in DEVELOPMENT_COMMANDS
+        if needs_devkit:
+            assert target == "dev", f"{name} needs devkit/: build the dev target"
+        else:
+            assert target in (None, production), f"{name} runs the production image"
+        # One tag, one target: otherwise one build would overwrite the other's image.
+        assert images.setdefault(service["image"], target) == target, f"{name}: {service['image']}"
 
 
 def _ports(service: Mapping[str, Any]) -> list[tuple[str | None, int, int]]:
@@ -1392,9 +1485,7 @@ def _generator() -> tuple[dict[str, Any], str]:
 
 def test_compose_generator_script_compiles_and_imports_what_the_image_has() -> None:
     service, script = _generator()
-    tree = ast.parse(script)
-    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    modules = _imports(script)
     assert {"aiokafka", "devkit.fleet"} <= modules
     for module in modules:
         assert importlib.util.find_spec(module) is not None, module

@@ -1,9 +1,12 @@
-"""Tests for the local ECS endpoint, driven by the real aiobotocore client over a socket."""
+"""Tests for the local ECS endpoint's protocol and its SubmitTaskStateChange path, driven by the
+real aiobotocore client over a socket. Other operations: test_ecs_operations.py; the flags:
+test_ecs_flags.py; describe faults: test_ecs_describe_faults.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import importlib
+import pkgutil
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -12,61 +15,27 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, ConnectionClosedError, HTTPClientError
 
-from devkit.ecs_endpoint import TARGET, Faults, LocalEcsEndpoint
+import devkit.ecs
+import devkit.ecs_endpoint
+from devkit.ecs_endpoint import TARGET, Faults, LocalEcsEndpoint, serve
+from tests.ecs_support import ecs_client, http_state, raw_post, running_endpoint, signed
 
 TASK = "arn:aws:ecs:us-east-1:123456789012:task/demo/0123456789abcdef"
-SIGNED = {
-    "X-Amz-Target": TARGET,
-    "Content-Type": "application/x-amz-json-1.1",
-    "Authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ecs/aws4_request, "
-    "SignedHeaders=host;x-amz-date;x-amz-target, Signature=00",
-}
-_SESSION = get_session()
+SIGNED = signed()
 
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def ep() -> AsyncIterator[LocalEcsEndpoint]:
-    endpoint = LocalEcsEndpoint(seed=7)
-    await endpoint.start()
-    try:
+    async with running_endpoint() as endpoint:
         yield endpoint
-    finally:
-        await endpoint.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def ecs(ep: LocalEcsEndpoint) -> AsyncIterator[Any]:
-    async with _SESSION.create_client(
-        "ecs",
-        region_name="us-east-1",
-        endpoint_url=ep.url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=AioConfig(retries={"total_max_attempts": 1}),
-    ) as client:
+    async with ecs_client(ep.url) as client:
         yield client
-
-
-async def http_state(ep: LocalEcsEndpoint) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as s, s.get(f"{ep.url}/_state") as r:
-        assert r.status == 200
-        data: dict[str, Any] = await r.json(content_type=None)
-        return data
-
-
-async def raw_post(
-    ep: LocalEcsEndpoint, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], dict[str, Any]]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(ep.url + "/", data=data, headers=SIGNED if headers is None else headers) as r,
-    ):
-        return r.status, dict(r.headers), json.loads(await r.read())
 
 
 async def submit(ecs: Any, **kwargs: Any) -> dict[str, Any]:
@@ -109,9 +78,15 @@ async def test_valid_call_is_acknowledged_and_reflected_in_state(ep: LocalEcsEnd
             "containers": {"web": "RUNNING"},
             "calls": 1,
             "history": ["RUNNING"],
+            "desiredStatus": "RUNNING",
+            "taskDefinitionArn": None,
         }
     }
     assert state["regressions"] == []
+    assert state["operations"]["SubmitTaskStateChange"] == {
+        "calls": 1, "accepted": 1, "dropped": 0, "errors": {}
+    }  # fmt: skip
+    assert all(f["count"] == 0 for f in state["flags"].values())
 
 
 async def test_timestamps_validate_from_botocore_and_epoch_numbers(ep: LocalEcsEndpoint, ecs: Any) -> None:
@@ -200,7 +175,7 @@ async def test_missing_authorization_is_403(ep: LocalEcsEndpoint) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["AmazonEC2ContainerServiceV20141113.RunTask", "Nope.SubmitTaskStateChange", None]
+    "target", ["AmazonEC2ContainerServiceV20141113.ListTasks", "Nope.SubmitTaskStateChange", None]
 )
 async def test_unknown_target_is_unknown_operation(ep: LocalEcsEndpoint, target: str | None) -> None:
     headers = {k: v for k, v in SIGNED.items() if k != "X-Amz-Target"}
@@ -361,3 +336,120 @@ async def test_history_is_bounded(ep: LocalEcsEndpoint) -> None:
     task = ep.state()["tasks"]["t"]
     assert task["calls"] == 60
     assert task["history"] == [f"S{i}" for i in range(10, 60)]
+
+
+async def test_submit_target_is_the_default(ep: LocalEcsEndpoint) -> None:
+    assert SIGNED["X-Amz-Target"] == TARGET == "AmazonEC2ContainerServiceV20141113.SubmitTaskStateChange"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00",
+        "AWS4-HMAC-SHA256 Credential=AKID/20261130/ecs/aws4_request, Signature=00",
+    ],
+)
+async def test_authorization_without_a_credential_scope_is_403(
+    ep: LocalEcsEndpoint, authorization: str
+) -> None:
+    headers = {**SIGNED, "Authorization": authorization}
+    status, head, payload = await raw_post(ep, {"cluster": "demo", "task": TASK}, headers)
+    assert status == 403
+    assert payload["__type"] == head["x-amzn-ErrorType"] == "IncompleteSignatureException"
+    assert ep.state()["tasks"] == {}
+
+
+async def test_region_comes_from_the_credential_scope_and_account_from_the_endpoint() -> None:
+    async with running_endpoint(account="123456789012") as endpoint:
+        body = {"cluster": "blue", "tasks": ["f" * 32]}
+        status, _, payload = await raw_post(endpoint, body, signed("DescribeTasks", region="ap-south-1"))
+        assert status == 200
+        assert payload["failures"] == [
+            {"arn": f"arn:aws:ecs:ap-south-1:123456789012:task/blue/{'f' * 32}", "reason": "MISSING"}
+        ]
+        async with ecs_client(endpoint.url, region="eu-central-1") as client:
+            answer = await client.describe_tasks(cluster="blue", tasks=["abc"])
+        assert answer["failures"][0]["arn"] == "arn:aws:ecs:eu-central-1:123456789012:task/blue/abc"
+
+
+async def test_calls_are_counted_per_operation(ep: LocalEcsEndpoint, ecs: Any) -> None:
+    await submit(ecs, status="RUNNING")
+    await ecs.describe_tasks(cluster="demo", tasks=[TASK])
+    with pytest.raises(ClientError):
+        await ecs.describe_task_definition(taskDefinition="nope")
+    headers = {**SIGNED, "X-Amz-Target": "AmazonEC2ContainerServiceV20141113.ListTasks"}
+    await raw_post(ep, {}, headers)
+    state = await http_state(ep)
+    ops = state["operations"]
+    assert ops["SubmitTaskStateChange"] == {"calls": 1, "accepted": 1, "dropped": 0, "errors": {}}
+    assert ops["DescribeTasks"] == {"calls": 1, "accepted": 1, "dropped": 0, "errors": {}}
+    assert ops["DescribeTaskDefinition"]["errors"] == {"ClientException": 1}
+    assert ops["RunTask"]["calls"] == ops["RegisterTaskDefinition"]["calls"] == 0
+    # The top-level counters keep meaning the submit path: submissions and unknown operations.
+    assert (state["calls"], state["accepted"]) == (2, 1)
+    assert state["errors"] == {"UnknownOperationException": 1}
+
+
+async def test_faults_over_http_reject_rates_out_of_range(ep: LocalEcsEndpoint) -> None:
+    async with aiohttp.ClientSession() as s:
+        for bad in ({"throttle_rate": 1.5}, {"describe_deny_rate": -0.1}, {"describe_latency_ms": -1}):
+            async with s.post(f"{ep.url}/_faults", json=bad) as r:
+                assert r.status == 400
+        async with s.post(f"{ep.url}/_faults", json={"describe_deny_rate": 1.0}) as r:
+            assert r.status == 200
+    assert ep.state()["faults"]["describe_deny_rate"] == 1.0
+    assert ep.state()["faults"]["throttle_rate"] == 0.0
+
+
+async def test_reset_clears_definitions_tasks_and_flags(ep: LocalEcsEndpoint, ecs: Any) -> None:
+    await ecs.register_task_definition(family="web", containerDefinitions=[{"name": "a", "image": "x"}])
+    await ecs.run_task(cluster="demo", taskDefinition="web")
+    await submit(ecs, status="STOPPED", containers=[{"containerName": "web", "status": "RUNNING"}])
+    state = ep.state()
+    assert len(state["tasks"]) == 2
+    assert state["flags"]["stopped_while_running"]["count"] == 1
+    ep.reset()
+    state = ep.state()
+    assert state["tasks"] == state["task_definitions"] == {}
+    assert all(f == {"count": 0, "examples": []} for f in state["flags"].values())
+    assert all(c["calls"] == 0 for c in state["operations"].values())
+    with pytest.raises(ClientError):
+        await ecs.describe_task_definition(taskDefinition="web")
+
+
+def test_the_old_module_re_exports_the_package() -> None:
+    assert {"TARGET", "Faults", "LocalEcsEndpoint", "serve"} <= set(devkit.ecs_endpoint.__all__)
+    for name in devkit.ecs_endpoint.__all__:
+        assert getattr(devkit.ecs_endpoint, name) is getattr(devkit.ecs, name)
+    assert set(devkit.ecs.__all__) == set(devkit.ecs_endpoint.__all__)
+
+
+async def test_serve_listens_until_cancelled(unused_tcp_port: int) -> None:
+    server = asyncio.create_task(serve("127.0.0.1", unused_tcp_port, Faults(), seed=1))
+    url = f"http://127.0.0.1:{unused_tcp_port}/_state"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):
+                try:
+                    async with s.get(url) as r:
+                        assert r.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("serve never listened")
+    finally:
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+
+
+def test_every_module_of_the_package_declares_a_true_all() -> None:
+    names = [devkit.ecs.__name__]
+    names += [info.name for info in pkgutil.iter_modules(devkit.ecs.__path__, prefix="devkit.ecs.")]
+    assert len(names) >= 8
+    for name in names:
+        module = importlib.import_module(name)
+        exported = module.__dict__.get("__all__")
+        assert exported, f"{name} has no __all__"
+        assert [n for n in exported if not hasattr(module, n)] == [], name

@@ -5,7 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.events import ContainerChange, TaskEvent
+from worker.coalesce import Coalescer
 from worker.offsets import OffsetBook, PartitionOffsets
+from worker.work import SourceRef
 
 TP = ("events", 0)
 OTHER = ("events", 1)
@@ -86,13 +89,14 @@ def test_offset_book_reports_only_moves_on_owned_partitions() -> None:
     assert book.owns(*TP)
     assert not book.owns(*OTHER)
     assert book.to_commit() == {}
-    book.track(*TP, 0, 1)
-    book.track(*OTHER, 0, 0)  # not owned: ignored
-    book.release(*OTHER, 0)
+    source = book.track(*TP, 0, 1)
+    assert source == SourceRef(*TP, 0, 1)
+    assert book.track(*OTHER, 0, 0) is None  # not owned: not tracked
+    assert not book.release(SourceRef(*OTHER, 0, 1))
     assert book.to_commit() == {TP: 0}  # nothing committed yet: the start may be committed
     book.mark_committed({TP: 0})
     assert book.to_commit() == {}
-    book.release(*TP, 0)
+    assert book.release(source)
     assert book.to_commit() == {TP: 1}
     book.mark_committed({TP: 1, OTHER: 7})
     assert book.committed() == {TP: 1}
@@ -104,18 +108,74 @@ def test_offset_book_incomplete_and_revoke() -> None:
     book = OffsetBook()
     book.assign([TP, OTHER])
     book.track(*TP, 0, 2)
-    book.track(*OTHER, 4, 1)
+    late = book.track(*OTHER, 4, 1)
+    assert late is not None
     assert book.incomplete() == {TP: 1, OTHER: 1}
     book.revoke([OTHER])
     assert not book.owns(*OTHER)
     assert book.incomplete() == {TP: 1}
     assert set(book.to_commit()) == {TP}
-    book.release(*OTHER, 4)  # late release for a revoked partition: ignored
+    assert not book.release(late)  # late release for a revoked partition: ignored
     book.mark_committed({TP: 0})
     book.assign([OTHER])  # assigned again: a fresh start
     assert book.incomplete() == {TP: 1, OTHER: 0}
     assert book.to_commit() == {}
     assert book.committed() == {TP: 0}
+
+
+def test_each_assignment_opens_a_new_epoch() -> None:
+    book = OffsetBook()
+    book.assign([TP])
+    assert book.epoch(*TP) == 1
+    book.assign([TP])  # still owned: same epoch
+    assert book.epoch(*TP) == 1
+    book.revoke([TP])
+    assert book.epoch(*TP) is None
+    book.assign([TP, OTHER])
+    assert (book.epoch(*TP), book.epoch(*OTHER)) == (2, 1)
+
+
+def test_a_stale_completion_releases_nothing_in_a_new_epoch() -> None:
+    """The sequence of the structure issue: record 10 holds events of tasks X and Y; the drain at
+    revocation times out with X's submission in flight and Y's change unsent; the partition comes
+    back to this worker and record 10 is read again; then X's old submission completes. Its
+    source must not release the claims of the re-read record, or offset 11 would be committed
+    while Y's change is still unsent."""
+    book = OffsetBook()
+    coalescer = Coalescer(linger_ns=100, max_active_tasks=10, retired_cap=10, describe=False, settle_ns=0)
+    x, y = _event("x", 1), _event("y", 2)
+
+    def read_record_10(now: int) -> SourceRef:
+        source = book.track(*TP, 10, 2)
+        assert source is not None
+        coalescer.apply(x, source, now)
+        coalescer.apply(y, source, now + 50)  # Y lingers longer than X
+        return source
+
+    book.assign([TP])
+    first = read_record_10(0)
+    in_flight = coalescer.due(100)[0]  # X is sent; Y's change waits
+    assert [s.key[1] for s in in_flight] == ["x"]
+    assert in_flight[0].sources == [first]
+    # Revocation: the drain ran out of time; what is unresolved is given up, the partition leaves.
+    for source in coalescer.drop(lambda s: s.partition == TP[1]):
+        book.release(source)
+    book.revoke([TP])
+    book.assign([TP])  # assigned back: epoch 2, record 10 is read again
+    second = read_record_10(200)
+    assert second.epoch == 2
+    for source in coalescer.complete(in_flight[0], "acknowledged", 250):  # X's stale completion
+        assert not book.release(source)
+    assert book.to_commit() == {TP: 10}  # not 11: Y's change (and X's, read again) are unsent
+    for submission in coalescer.due(400)[0]:
+        for source in coalescer.complete(submission, "acknowledged", 400):
+            book.release(source)
+    assert book.to_commit() == {TP: 11}
+
+
+def _event(task: str, at: int) -> TaskEvent:
+    change = ContainerChange(containerName="app", status="RUNNING")
+    return TaskEvent(cluster="c", task=task, observedAt=at, containers=(change,))
 
 
 def test_assign_keeps_existing_bookkeeping() -> None:

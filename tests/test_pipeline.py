@@ -130,7 +130,9 @@ async def test_exhausted_and_rejected_submissions(
     worker = Worker(worker_settings(broker, endpoint, topics, max_attempts=3, linger_ms=0))
     async with running(worker):
         await produce(broker.bootstrap, topics.input, fleet, pace=0.1)
-        await wait_for(lambda: worker.stats.submissions["failed"] >= 2, 30, "failed submissions")
+        await wait_for(
+            lambda: worker.metrics.totals().get("submissions_failed", 0) >= 2, 30, "failed submissions"
+        )
         await wait_for(lambda: worker.pending_work() == 0, 30, "offsets released")
     outcomes = [
         msgspec.json.decode(r.value, type=Outcome) for r in await read_all(broker.bootstrap, topics.outcome)

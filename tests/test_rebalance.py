@@ -29,9 +29,9 @@ from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
 from tests.conftest import Topics, worker_settings
 from tests.support import group_committed, running, spawn_worker, wait_for
-from worker.coalesce import Applied, Coalescer, Result
 from worker.config import Settings
 from worker.offsets import TopicPartitionKey
+from worker.partitions import Partitions
 from worker.pipeline import Worker
 
 pytestmark = pytest.mark.timeout(150)
@@ -84,43 +84,59 @@ class Revocation:
     seconds: float = 0.0
 
 
-class ObservedWorker(Worker):
-    """A real ``Worker`` that notes what it held when partitions were revoked, what was left after
-    the drain, and what was left uncommitted after the revocation's commit."""
+class ObservedPartitions(Partitions):
+    """The real ``Partitions`` of a worker, noting what it held when partitions were revoked, what
+    was left after the drain, and what was left uncommitted after the revocation's commit."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(worker.partitions.book, worker.metrics)
+        self._coalescer = worker.intake.coalescer
         self.revocations: list[Revocation] = []
         self.assignments: list[list[TopicPartitionKey]] = []
 
-    async def _on_assigned(self, partitions: list[TopicPartitionKey]) -> None:
-        self.assignments.append(sorted(partitions))
-        await super()._on_assigned(partitions)
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assignments.append(sorted((tp.topic, tp.partition) for tp in assigned))
+        await super().on_partitions_assigned(assigned)
 
-    async def _on_revoked(self, partitions: list[TopicPartitionKey]) -> None:
+    async def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         revoked = set(partitions)
         record = Revocation(
             revoked,
-            unresolved_before=sum(n for tp, n in self._offsets.incomplete().items() if tp in revoked),
+            unresolved_before=sum(n for tp, n in self.book.incomplete().items() if tp in revoked),
             in_flight_before=sum(
-                1 for s in self._coalescer.in_flight() if any((t, p) in revoked for t, p, _ in s.sources)
+                1
+                for s in self._coalescer.in_flight()
+                if any((x.topic, x.partition) in revoked for x in s.sources)
             ),
         )
         self.revocations.append(record)
         started = time.monotonic()
-        await super()._on_revoked(partitions)
+        await super().revoke(partitions)
         record.seconds = time.monotonic() - started
 
-    async def _drain(self, partitions: set[TopicPartitionKey] | None = None) -> None:
-        await super()._drain(partitions)
-        if partitions is not None and self.revocations:
-            left = self._offsets.incomplete()
+    async def commit(self, partitions: Any = None) -> None:
+        if partitions is not None and self.revocations:  # the revocation's commit, after its drain
+            left = self.book.incomplete()
             self.revocations[-1].unresolved_after_drain = sum(left.get(tp, 0) for tp in partitions)
-
-    async def _commit(self, partitions: Any = None) -> None:
-        await super()._commit(partitions)
+        await super().commit(partitions)
         if partitions is not None and self.revocations:
-            self.revocations[-1].uncommitted_after_commit = self._offsets.to_commit()
+            self.revocations[-1].uncommitted_after_commit = self.book.to_commit()
+
+
+class ObservedWorker(Worker):
+    """A real ``Worker`` whose partitions are ``ObservedPartitions``."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.partitions = self.observed = ObservedPartitions(self)
+
+    @property
+    def revocations(self) -> list[Revocation]:
+        return self.observed.revocations
+
+    @property
+    def assignments(self) -> list[list[TopicPartitionKey]]:
+        return self.observed.assignments
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
@@ -244,32 +260,6 @@ def _event(task: str, container: str, status: str, at: int) -> TaskEvent:
     return TaskEvent(
         cluster="arn:aws:ecs:us-east-1:111122223333:cluster/c", task=task, observedAt=at, containers=(change,)
     )
-
-
-def test_coalescer_reopens_a_task_stopped_from_a_partial_view() -> None:
-    """A new owner reads a task from the committed offset on: its first container's exit alone makes
-    the task STOPPED and retired; the exit of a container it never saw must still be reported."""
-    c = Coalescer(linger_ns=10, max_active_tasks=10, retired_cap=10)
-    task = "arn:aws:ecs:us-east-1:111122223333:task/c/partial"
-    c.apply(_event(task, "app-0", "STOPPED", 1), ("in", 0, 5), 0)
-    (first,), _ = c.due(0)
-    assert first.stopped
-    assert c.complete(first, Result.ACKNOWLEDGED, 1) == [("in", 0, 5)]
-    late = _event(task, "app-0", "STOPPED", 2)
-    assert c.apply(late, ("in", 0, 6), 2) == (Applied.RETIRED, [("in", 0, 6)])
-    assert not c.reopen(late), "a known container: late, ignored"
-    assert not c.reopen(_event(task, "app-1", "RUNNING", 3)), "never reopened to report less than STOPPED"
-    unseen = _event(task, "app-1", "STOPPED", 4)
-    assert c.apply(unseen, ("in", 0, 7), 4) == (Applied.RETIRED, [("in", 0, 7)])
-    assert c.reopen(unseen)
-    assert c.apply(unseen, ("in", 0, 7), 4) == (Applied.CHANGED, [])
-    (second,), _ = c.due(4)
-    assert second.request.status == "STOPPED"
-    assert [(x.containerName, x.status) for x in second.request.containers or ()] == [("app-1", "STOPPED")]
-    assert c.complete(second, Result.ACKNOWLEDGED, 5) == [("in", 0, 7)]
-    assert c.is_retired(second.key)
-    assert not c.reopen(_event(task, "app-0", "STOPPED", 6))
-    assert not c.reopen(_event(task, "app-1", "STOPPED", 6))
 
 
 async def test_a_new_owner_reports_the_containers_its_partial_view_missed(
@@ -415,7 +405,7 @@ async def test_offset_reporting_honours_cancellation_so_a_stop_cannot_hang(
         await wait_for(lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 30, "final")
         swallowed = cancelled = 0
         for ticks in range(40):
-            report = asyncio.create_task(worker._report_offsets())
+            report = asyncio.create_task(worker.partitions.report_offsets())
             for _ in range(ticks):
                 await asyncio.sleep(0)
             if not report.cancel():

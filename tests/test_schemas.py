@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from botocore.validate import ParamValidator
 
+from schemas.bounds import INT32_MAX, INT32_MIN, MAX_ITEMS, MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
 from schemas.ecs import (
     AttachmentStateChange,
     ContainerStateChange,
@@ -253,6 +254,7 @@ def _full_event() -> TaskEvent:
                 networkBindings=(
                     NetworkBinding(bindIP="::", containerPort=80, hostPort=8080, protocol="tcp"),
                 ),
+                stopRequested=True,
             ),
         ),
         attachments=(AttachmentChange(attachmentArn="arn:eni", status="DETACHED"),),
@@ -262,6 +264,7 @@ def _full_event() -> TaskEvent:
         pullStartedAt=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
         pullStoppedAt=datetime(2024, 5, 1, 12, 0, 1, tzinfo=UTC),
         executionStoppedAt=datetime(2024, 5, 1, 12, 5, tzinfo=UTC),
+        taskDefinitionArn="arn:aws:ecs:us-east-1:123456789012:task-definition/demo:3",
     )
 
 
@@ -343,3 +346,47 @@ def test_stale_detects_missing_and_edited_files(tmp_path: Path) -> None:
     assert stale(tmp_path) == []
     (tmp_path / "outcome.schema.json").write_text("{}\n", encoding="utf-8")
     assert stale(tmp_path) == ["outcome.schema.json"]
+
+
+def _event_with(**members: Any) -> bytes:
+    return msgspec.json.encode({"cluster": "c", "task": "t", "observedAt": 0, **members})
+
+
+def test_bounds_are_the_ones_of_schemas_bounds() -> None:
+    """Each bound of the canonical event is the constant of ``schemas.bounds``, to the unit."""
+
+    def accepted(wire: bytes) -> bool:
+        try:
+            msgspec.json.decode(wire, type=TaskEvent)
+        except msgspec.ValidationError:
+            return False
+        return True
+
+    def container(**members: Any) -> list[dict[str, Any]]:
+        return [{"containerName": "a", **members}]
+
+    at_the_bound = {
+        "taskDefinitionArn": ("n" * MAX_NAME_LENGTH, "n" * (MAX_NAME_LENGTH + 1)),
+        "reason": ("r" * MAX_TEXT_LENGTH, "r" * (MAX_TEXT_LENGTH + 1)),
+        "observedAt": (MAX_NANOTIME, MAX_NANOTIME + 1),
+        "containers": (container() * MAX_ITEMS, container() * (MAX_ITEMS + 1)),
+    }
+    for member, (inside, outside) in at_the_bound.items():
+        assert accepted(_event_with(**{member: inside})), member
+        assert not accepted(_event_with(**{member: outside})), member
+    for code, ok in ((INT32_MIN, True), (INT32_MAX, True), (INT32_MIN - 1, False), (INT32_MAX + 1, False)):
+        assert accepted(_event_with(containers=container(exitCode=code))) == ok, code
+    schema = json.loads((DEFAULT_DIR / "task-event.schema.json").read_text(encoding="utf-8"))
+    assert schema["$defs"]["TaskEvent"]["properties"]["cluster"]["maxLength"] == MAX_NAME_LENGTH
+
+
+def test_new_members_are_optional_and_omitted_by_default() -> None:
+    minimal = TaskEvent(cluster="c", task="t", observedAt=0, containers=(ContainerChange(containerName="a"),))
+    wire = msgspec.json.encode(minimal)
+    assert b"taskDefinitionArn" not in wire
+    assert b"stopRequested" not in wire
+    decoded = msgspec.json.decode(
+        _event_with(containers=[{"containerName": "a", "stopRequested": True}]), type=TaskEvent
+    )
+    assert decoded.containers[0].stopRequested is True
+    assert decoded.taskDefinitionArn is None

@@ -24,8 +24,8 @@ from devkit.fleet import Fleet, final_state_mismatches, synthetic_fleet
 from tests.conftest import Topics
 from tests.support import running, wait_for
 from worker.config import Settings
+from worker.kafka_clients import kafka_security
 from worker.pipeline import Worker
-from worker.read import kafka_security
 
 
 @pytest.fixture(scope="module")

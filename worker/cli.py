@@ -1,41 +1,47 @@
-"""Command line: ``python -m worker {run,ecs-endpoint,broker,demo}``."""
+"""Command line: ``python -m worker {run,replay}``, and in a source checkout the development
+commands (``ecs-endpoint``, ``broker``, ``demo``, ``bench``) that ``devkit.cli`` registers."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, TypeAlias, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 
 from worker.config import SETTING_HELP, ConfigError, Settings, flag_name, load_settings
 from worker.logs import configure_logging
 
-__all__ = ["main"]
+__all__ = ["DEVELOPMENT_COMMANDS", "Subcommands", "main", "run_async"]
 
 log = logging.getLogger("worker")
+T = TypeVar("T")
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers`` returns (argparse does not export its class)."""
+
+DEVELOPMENT_COMMANDS: tuple[str, ...] = ("ecs-endpoint", "broker", "demo", "bench")
+"""What ``devkit.cli.register`` adds when ``devkit`` is importable; named here only to explain
+their absence where it is not."""
+NO_DEVKIT = (
+    "the development commands need a source checkout: run them from the repository root of a "
+    "development install (pip install -e '.[dev]'); the installed package has only run and replay"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    handler = {
-        "run": _run,
-        "ecs-endpoint": _ecs_endpoint,
-        "broker": _broker,
-        "demo": _demo,
-        "bench": _bench,
-        "replay": _replay,
-    }[args.command]
-    return handler(args)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] and arguments[0] in DEVELOPMENT_COMMANDS and _devkit_register() is None:
+        print(f"error: {NO_DEVKIT}", file=sys.stderr)
+        return 2
+    args = _parser().parse_args(arguments)
+    return int(args.handler(args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,37 +53,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="TOML file of settings (also WORKER_CONFIG)")
     _add_setting_flags(run)
-
-    endpoint = commands.add_parser("ecs-endpoint", help="the local ECS endpoint (development, tests)")
-    endpoint.add_argument("--host", default="127.0.0.1")
-    endpoint.add_argument("--port", type=int, default=4566)
-    endpoint.add_argument("--throttle-rate", type=float, default=0.0)
-    endpoint.add_argument("--error-rate", type=float, default=0.0)
-    endpoint.add_argument("--latency-ms", type=float, default=0.0)
-    endpoint.add_argument("--drop-rate", type=float, default=0.0)
-    endpoint.add_argument("--quota-burst", type=int, default=None)
-    endpoint.add_argument("--quota-refill-per-s", type=float, default=None)
-
-    broker = commands.add_parser("broker", help="the embedded development broker (Tansu)")
-    broker.add_argument("--host", default="127.0.0.1")
-    broker.add_argument("--port", type=int, default=9092)
-
-    demo = commands.add_parser("demo", help="the whole pipeline on embedded parts, with a summary")
-    demo.add_argument("--tasks", type=int, default=400)
-    demo.add_argument("--partitions", type=int, default=4)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(handler=_run)
 
     replay = commands.add_parser("replay", help="decode and coalesce a captured file offline")
     replay.add_argument("file", type=Path, help="JSON lines, ctr events text or Fluent Bit output")
     replay.add_argument("--input-format", default="auto", help="force an input format")
     replay.add_argument("--linger-ms", type=int, default=500)
+    replay.add_argument(
+        "--task-definitions",
+        type=Path,
+        help="what `aws ecs describe-task-definition` prints (one answer, a JSON array, or JSON lines)",
+    )
     replay.add_argument("--json", action="store_true", help="JSON lines of requests, then a summary line")
+    replay.set_defaults(handler=_replay)
 
-    bench = commands.add_parser("bench", help="the benchmark: JSON and a table")
-    bench.add_argument("--json", action="store_true", help="print JSON only")
-    bench.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
+    register = _devkit_register()
+    if register is not None:
+        register(commands)
     return parser
+
+
+def _devkit_register() -> Callable[[Subcommands], None] | None:
+    """``devkit.cli.register`` in a source checkout; None where only the wheel is installed."""
+    try:
+        from devkit.cli import register
+    except ModuleNotFoundError as exc:
+        if exc.name != "devkit":
+            raise
+        return None
+    return register
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +110,8 @@ def _scalar(hint: Any) -> type:
     return hint if hint in (bool, int, float) else str
 
 
-def _run_async(coroutine: Coroutine[Any, Any, Any]) -> Any:
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion on uvloop where it is installed, else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:
@@ -123,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     log.info("starting", extra={"settings": settings.redacted()})
-    return int(_run_async(_serve(settings)))
+    return int(run_async(_serve(settings)))
 
 
 async def _serve(settings: Settings) -> int:
@@ -161,75 +166,29 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def _ecs_endpoint(args: argparse.Namespace) -> int:
-    from devkit.ecs_endpoint import Faults, serve
-
-    configure_logging("INFO", "text")
-    faults = Faults(
-        throttle_rate=args.throttle_rate,
-        error_rate=args.error_rate,
-        latency_ms=args.latency_ms,
-        drop_rate=args.drop_rate,
-        quota_burst=args.quota_burst,
-        quota_refill_per_s=args.quota_refill_per_s,
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        _run_async(serve(args.host, args.port, faults))
-    return 0
-
-
-def _broker(args: argparse.Namespace) -> int:
-    import time
-
-    from devkit.broker import EmbeddedBroker
-
-    configure_logging("INFO", "text")
-    with EmbeddedBroker(host=args.host, port=args.port) as broker:
-        print(
-            f"embedded broker on {broker.bootstrap}; Ctrl-C stops it (its data is in memory)",
-            flush=True,
-        )
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from devkit.demo import run_demo
-
-    configure_logging("WARNING", "text")
-    summary = _run_async(run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed))
-    print(msgspec.json.encode(summary).decode() if args.json else summary.render())
-    return 0 if summary.ok else 1
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from devkit.bench import run_bench
-
-    configure_logging("WARNING", "text")
-    report = _run_async(run_bench(quick=args.quick))
-    print(msgspec.json.encode(report).decode())
-    if not args.json:
-        print(report.render())
-    return 0
-
-
 def _replay(args: argparse.Namespace) -> int:
     from worker.decode import FORMATS
-    from worker.replay import read_records, render, replay
+    from worker.replay import read_definitions, read_records, render, replay
 
     if args.input_format not in FORMATS:
         print(f"error: --input-format must be one of {', '.join(FORMATS)}", file=sys.stderr)
         return 2
     try:
         records = list(read_records(args.file))
-    except (OSError, msgspec.DecodeError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
-    report = replay(records, input_format=args.input_format, linger_ms=args.linger_ms)
+    try:
+        definitions = read_definitions(args.task_definitions) if args.task_definitions else []
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read --task-definitions {args.task_definitions}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings({"input_format": args.input_format, "linger_ms": args.linger_ms})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = replay(records, settings, definitions)
     if args.json:
         for request in report.submissions:
             print(msgspec.json.encode(request).decode())

@@ -8,6 +8,11 @@ arriving meanwhile go into the next one. A snapshot equal to the last acknowledg
 nor is one whose task is still PENDING (the ECS agent reports RUNNING and STOPPED). Once STOPPED is
 acknowledged the task retires into a bounded cache, so late events cause no call.
 
+What a task is comes from outside, never fetched here (``worker.knowledge``): a task's events are
+held until its definition is known (``learn_definition``), and a task whose history this process
+missed is not reported until ECS's own view of it is known (``learn_view``). ``take_wants`` tells
+the resolver what to fetch.
+
 Every source record handed to ``apply`` comes back exactly once, from ``apply``, ``complete``,
 ``due`` or ``drop``: that is when its part is resolved and its offset may move on.
 """
@@ -17,18 +22,17 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from enum import Enum
 
-from schemas.ecs import SubmitTaskStateChangeRequest
 from schemas.events import TaskEvent
+from worker.knowledge import DefinitionCache, KnowledgeMixin, Wants, deferred_until
 from worker.snapshot import build_request, fingerprint
-from worker.task_state import CONTAINER_RANK, PENDING, STOPPED, TaskKey, TaskState
+from worker.task_entry import TaskEntry, statuses
+from worker.task_limits import over_limits
+from worker.task_state import PENDING, STOPPED, TaskState
+from worker.work import OutcomeResult, SourceRef, Submission, TaskKey
 
-__all__ = ["Applied", "Coalescer", "Result", "SourceRef", "Submission"]
-
-SourceRef = tuple[str, int, int]
-"""(topic, partition, offset) of the Kafka record an event came from."""
+__all__ = ["Applied", "Coalescer"]
 
 
 class Applied(Enum):
@@ -36,47 +40,20 @@ class Applied(Enum):
     UNCHANGED = "unchanged"
     RETIRED = "retired"
     """The task's STOPPED state was already acknowledged: the event is late and is ignored."""
+    HELD = "held"
+    """Held until the task's definition is known."""
 
 
-class Result(Enum):
-    ACKNOWLEDGED = "acknowledged"
-    REJECTED = "rejected"
-    FAILED = "failed"
-
-
-@dataclass(slots=True)
-class Submission:
-    key: TaskKey
-    request: SubmitTaskStateChangeRequest
-    fingerprint: str
-    sources: list[SourceRef]
-    first_event_at: int
-    """Observation time (wall-clock ns) of the oldest change this submission carries."""
-    stopped: bool
-
-
-@dataclass(slots=True)
-class _Entry:
-    state: TaskState
-    sources: list[SourceRef] = field(default_factory=list)
-    dirty: bool = False
-    due_at: int | None = None
-    first_event_at: int | None = None
-    in_flight: Submission | None = None
-    acked: str | None = None
-    reported: frozenset[str] = frozenset()
-    """Containers reported before the task was reopened (see ``Coalescer.reopen``)."""
-
-
-class Coalescer:
+class Coalescer(KnowledgeMixin):
     """Per-task state for the tasks of this process.
 
     ``linger_ns``: delay between a task's first unsent change and its submission.
     ``max_active_tasks``: above it, clean tasks (nothing unsent, nothing in flight) are evicted,
-    least recently changed first; ``saturated`` tells the caller to pause consumption when only
-    busy tasks remain. ``retired_cap``: how many retired tasks are remembered. ``max_containers``
-    and ``max_attachments`` bound one task's containers and its attachments or managed agents: an
-    event that would pass them is refused (``over_limits``) and dead-lettered by the caller.
+    least recently changed first; ``enforce_cap`` does that and tells the caller to pause
+    consumption when only busy tasks remain. ``retired_cap``: how many retired tasks are
+    remembered. ``max_containers`` and ``max_attachments`` bound one task's containers and its
+    attachments or managed agents: an event that would pass them is refused (``over_limits``) and
+    dead-lettered by the caller.
     """
 
     def __init__(
@@ -87,15 +64,24 @@ class Coalescer:
         retired_cap: int,
         max_containers: int = 100,
         max_attachments: int = 100,
+        definitions: DefinitionCache | None = None,
+        describe: bool = True,
+        settle_ns: int = 45_000_000_000,
+        stop_linger_ns: int = 35_000_000_000,
     ) -> None:
         self._linger = linger_ns
+        self.definitions = definitions if definitions is not None else DefinitionCache(1024)
+        self._wants = Wants()
+        self._describe = describe
+        self._settle = settle_ns
+        self._stop_linger = stop_linger_ns
+        self._settle_heap: list[tuple[int, int, TaskKey]] = []
         self._max_containers = max_containers
         self._max_attachments = max_attachments
         self._max_active = max_active_tasks
         self._retired_cap = retired_cap
-        self._active: OrderedDict[TaskKey, _Entry] = OrderedDict()
-        self._retired: OrderedDict[TaskKey, frozenset[str]] = OrderedDict()
-        """Retired tasks and the names of the containers they had."""
+        self._active: OrderedDict[TaskKey, TaskEntry] = OrderedDict()
+        self._retired: OrderedDict[TaskKey, None] = OrderedDict()
         self._heap: list[tuple[int, int, TaskKey]] = []
         self._seq = 0
         self.evicted = 0
@@ -104,9 +90,9 @@ class Coalescer:
     def active_count(self) -> int:
         return len(self._active)
 
-    @property
-    def saturated(self) -> bool:
-        """Over the cap with only busy tasks left: the caller should pause consumption."""
+    def enforce_cap(self) -> bool:
+        """Evict clean tasks over the cap; return True when the cap is still passed (only busy
+        tasks left): the caller should then pause consumption."""
         if len(self._active) > self._max_active:
             self._evict_clean(len(self._active) - self._max_active)
         return len(self._active) > self._max_active
@@ -114,56 +100,12 @@ class Coalescer:
     def is_retired(self, key: TaskKey) -> bool:
         return key in self._retired
 
-    def reopen(self, event: TaskEvent) -> bool:
-        """Reopen a retired task when ``event`` reports containers it never had, all STOPPED: its
-        STOPPED was then reported from a partial view (its earlier records were read by another
-        owner, or before a restart, and committed: a task with one known container, stopped,
-        counts as stopped) and these containers' ends must still reach ECS. The task stays
-        STOPPED. Returns whether it was reopened: ``apply`` the event again then."""
-        key = (event.cluster, event.task)
-        known = self._retired.get(key)
-        if known is None:
-            return False
-        new = [c for c in event.containers if c.containerName not in known]
-        if not new or any(c.status is None or CONTAINER_RANK[c.status] != STOPPED for c in new):
-            return False
-        del self._retired[key]
-        state = TaskState(key)
-        state.rank = state.explicit_rank = STOPPED
-        self._make_room()
-        self._active[key] = _Entry(state, reported=known)
-        return True
-
     def over_limits(self, event: TaskEvent) -> str | None:
-        """Why applying ``event`` would pass a per-task bound, or None."""
+        """Why applying ``event`` would pass a per-task bound, or None (``task_limits``)."""
         entry = self._active.get((event.cluster, event.task))
-        state = entry.state if entry is not None else None
-        known_items = (
-            0 if state is None else len(state.containers) + len(state.attachments) + len(state.managed_agents)
+        return over_limits(
+            None if entry is None else entry.state, event, self._max_containers, self._max_attachments
         )
-        if known_items + len(event.containers) + len(event.attachments) + len(event.managedAgents) <= min(
-            self._max_containers, self._max_attachments
-        ):
-            return None  # the common case: far below every bound, no sets to build
-        if event.containers:
-            known = state.containers if state is not None else {}
-            names = {c.containerName for c in event.containers} | known.keys()
-            if len(names) > self._max_containers:
-                return (
-                    f"task would have {len(names)} containers, "
-                    f"more than max_containers_per_task={self._max_containers}"
-                )
-        for kind, items, held in (
-            ("attachments", {a.attachmentArn for a in event.attachments}, state.attachments if state else {}),
-            (
-                "managed agents",
-                {(m.containerName, m.managedAgentName) for m in event.managedAgents},
-                state.managed_agents if state else {},
-            ),
-        ):
-            if items and len(items | held.keys()) > self._max_attachments:
-                return f"task would have more than max_attachments_per_task={self._max_attachments} {kind}"
-        return None
 
     def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
         """Merge one event. Returns what happened and the sources resolved at once."""
@@ -173,23 +115,58 @@ class Coalescer:
         entry = self._active.get(key)
         if entry is None:
             self._make_room()
-            entry = self._active[key] = _Entry(TaskState(key))
+            entry = self._active[key] = TaskEntry(TaskState(key))
+            arn = event.taskDefinitionArn
+            if arn is not None and arn not in self.definitions:
+                entry.waiting = []
+                self._wants.definition(arn, key)
+            else:
+                entry.state.know(None if arn is None else self.definitions.get(arn))
         else:
             self._active.move_to_end(key)
-        changed = entry.state.merge(event)
-        if not changed and not entry.dirty and entry.in_flight is None:
+        if entry.waiting is not None:
+            entry.waiting.append((event, now))
+            entry.sources.append(source)
+            return Applied.HELD, []
+        changed = self._merge(key, entry, event, now)
+        if not changed and not entry.dirty and entry.in_flight is None and not entry.needs_view:
             return Applied.UNCHANGED, [source]
         entry.sources.append(source)
+        return (Applied.CHANGED if changed else Applied.UNCHANGED), []
+
+    def _merge(self, key: TaskKey, entry: TaskEntry, event: TaskEvent, now: int) -> bool:
+        state = entry.state
+        missed = state.missed
+        changed = state.merge(event)
+        entry.last_event_at = now
+        entry.last_observed_at = event.observedAt
+        if state.missed and not missed:
+            if self._describe:
+                entry.needs_view = True
+                self._wants.view(key)
+            else:
+                changed |= self._fall_back(key, entry)
+        elif entry.fallback and not state.settled:
+            self._push_settle(key, entry)
         if changed:
             if not entry.dirty:
                 entry.dirty = True
                 entry.first_event_at = event.observedAt
+                entry.changed_at = now
             else:
                 entry.first_event_at = min(entry.first_event_at or event.observedAt, event.observedAt)
-            self._schedule(key, entry, now)
-        return (Applied.CHANGED if changed else Applied.UNCHANGED), []
+            if not entry.needs_view:
+                self._schedule(key, entry, now)
+        return changed
 
     def next_due_at(self) -> int | None:
+        """The next time ``due`` has work: a submission's due time or a settle check."""
+        submission = self._next_submission_at()
+        if self._settle_heap and (submission is None or self._settle_heap[0][0] < submission):
+            return self._settle_heap[0][0]
+        return submission
+
+    def _next_submission_at(self) -> int | None:
         while self._heap:
             due_at, _, key = self._heap[0]
             entry = self._active.get(key)
@@ -202,10 +179,22 @@ class Coalescer:
         """Submissions to send now, and sources resolved because there was nothing to send."""
         ready: list[Submission] = []
         resolved: list[SourceRef] = []
-        while (due_at := self.next_due_at()) is not None and due_at <= now:
+        self._settle_due(now)
+        while (due_at := self._next_submission_at()) is not None and due_at <= now:
             _, _, key = heapq.heappop(self._heap)
             entry = self._active[key]
             entry.due_at = None
+            until = deferred_until(
+                entry.state,
+                partial=entry.fallback and entry.state.missed and entry.state.definition is None,
+                last_event_at=entry.last_event_at,
+                changed_at=entry.changed_at,
+                settle_ns=self._settle,
+                stop_linger_ns=self._stop_linger if self._linger else 0,  # none while draining
+            )
+            if until is not None and until > now:
+                self._push(key, entry, until)
+                continue
             submission = self._take(key, entry)
             if submission is None:
                 resolved.extend(entry.sources)
@@ -217,13 +206,13 @@ class Coalescer:
                 ready.append(submission)
         return ready, resolved
 
-    def complete(self, submission: Submission, result: Result, now: int) -> list[SourceRef]:
+    def complete(self, submission: Submission, result: OutcomeResult, now: int) -> list[SourceRef]:
         """Record a finished submission; return the sources it resolves."""
         entry = self._active.get(submission.key)
         if entry is None or entry.in_flight is not submission:
             return list(submission.sources)
         entry.in_flight = None
-        if result is Result.ACKNOWLEDGED:
+        if result == "acknowledged":
             entry.acked = submission.fingerprint
         resolved = list(submission.sources)
         if submission.stopped and not entry.dirty:
@@ -274,24 +263,27 @@ class Coalescer:
     def keys(self) -> Collection[TaskKey]:
         return self._active.keys()
 
-    def _schedule(self, key: TaskKey, entry: _Entry, now: int) -> None:
+    def _schedule(self, key: TaskKey, entry: TaskEntry, now: int) -> None:
         due_at = now if entry.state.rank == STOPPED else now + self._linger
         if entry.due_at is not None and entry.due_at <= due_at:
             return
         self._push(key, entry, due_at)
 
-    def _push(self, key: TaskKey, entry: _Entry, due_at: int) -> None:
+    def _push(self, key: TaskKey, entry: TaskEntry, due_at: int) -> None:
         entry.due_at = due_at
         self._seq += 1
         heapq.heappush(self._heap, (due_at, self._seq, key))
 
-    def _take(self, key: TaskKey, entry: _Entry) -> Submission | None:
+    def _take(self, key: TaskKey, entry: TaskEntry) -> Submission | None:
         entry.dirty = False
         if entry.state.rank == PENDING:
             return None
         request = build_request(entry.state)
         digest = fingerprint(request)
         if digest == entry.acked:
+            return None
+        if entry.baseline is not None and statuses(request) == entry.baseline:
+            entry.acked = digest  # ECS already shows these statuses: not repeated
             return None
         submission = Submission(
             key=key,
@@ -307,10 +299,8 @@ class Coalescer:
         return submission
 
     def _retire(self, key: TaskKey) -> None:
-        entry = self._active.pop(key, None)
-        self._retired[key] = (
-            frozenset(entry.state.containers) | entry.reported if entry is not None else frozenset()
-        )
+        self._active.pop(key, None)
+        self._retired[key] = None
         while len(self._retired) > self._retired_cap:
             self._retired.popitem(last=False)
 
@@ -331,7 +321,7 @@ class Coalescer:
         self.evicted += len(clean)
 
 
-def _holds(entry: _Entry, owns: Callable[[SourceRef], bool]) -> bool:
+def _holds(entry: TaskEntry, owns: Callable[[SourceRef], bool]) -> bool:
     if any(owns(s) for s in entry.sources):
         return True
     return entry.in_flight is not None and any(owns(s) for s in entry.in_flight.sources)

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from worker.decode.registry import INPUT_FORMAT_HELP, InputFormat
+
 __all__ = ["SETTING_HELP", "ConfigError", "Settings", "env_name", "flag_name", "load_settings"]
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -32,9 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     group_id: NonEmpty = "ecs-state-worker"
     group_instance_id: str | None = None
     client_id: NonEmpty = "ecs-state-worker"
-    input_format: Literal["auto", "canonical", "docker", "fluentbit", "metricbeat", "containerd", "ctr"] = (
-        "auto"
-    )
+    input_format: InputFormat = "auto"
     max_record_bytes: Positive = 1_048_576
     max_poll_records: Positive = 500
     fetch_max_wait_ms: Positive = 100
@@ -68,6 +68,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_containers_per_task: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 100
     max_attachments_per_task: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 100
     retired_cache: Positive = 100_000
+    # Knowing the task
+    describe_tasks: bool = True
+    describe_batch_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 50
+    describe_rate_limit_per_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    describe_deadline_ms: Positive = 20_000
+    task_definition_cache: Positive = 1_024
+    settle_ms: Annotated[int, msgspec.Meta(ge=0)] = 45_000
+    stop_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 35_000
     # Operations
     drain_timeout_ms: Positive = 25_000
     metrics_port: Port = 9464
@@ -102,7 +110,7 @@ SETTING_HELP: dict[str, str] = {
     "group_id": "Consumer group id; every replica uses the same.",
     "group_instance_id": "Static membership id (e.g. the pod name): restarts do not rebalance.",
     "client_id": "Kafka client id, also written to outcome and dead-letter records.",
-    "input_format": "Input format, or auto to detect it per record.",
+    "input_format": INPUT_FORMAT_HELP,
     "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",
     "fetch_max_wait_ms": "Longest wait of a fetch for new records: bounds the delay a quiet partition adds.",
@@ -136,6 +144,22 @@ SETTING_HELP: dict[str, str] = {
     "max_containers_per_task": "Events giving a task more containers are dead-lettered (ECS allows 10).",
     "max_attachments_per_task": "Events giving a task more attachments or managed agents are dead-lettered.",
     "retired_cache": "STOPPED tasks remembered so late events cause no call.",
+    "describe_tasks": (
+        "Ask ECS (DescribeTasks) for the view of a task whose history this process missed "
+        "(after a restart or a rebalance); off: fall back to what was seen, with settle_ms."
+    ),
+    "describe_batch_ms": "How long describe requests gather before a call (up to 100 tasks per cluster).",
+    "describe_rate_limit_per_s": "DescribeTasks and DescribeTaskDefinition calls per second (this process).",
+    "describe_deadline_ms": "Give up retrying a describe call after this long (the task then falls back).",
+    "task_definition_cache": "Task definition revisions kept (each is fetched once).",
+    "settle_ms": (
+        "Without ECS's view, a STOPPED derived from a partial view waits until the task has been "
+        "quiet this long (keep above the agent's 30 s stop timeout)."
+    ),
+    "stop_linger_ms": (
+        "Once an essential container stopped, wait up to this long for the task's STOPPED before "
+        "reporting the intermediate state (the agent stops the others within its stop timeout)."
+    ),
     "drain_timeout_ms": "On SIGTERM, wait this long for in-flight work (keep under the pod's grace period).",
     "metrics_port": "Port of /metrics, /healthz and /readyz; 0 disables.",
     "log_level": "Log level.",

@@ -53,6 +53,7 @@ def check_event(event: TaskEvent) -> str | None:
 
 
 def check_network_bindings(bindings: Iterable[NetworkBinding]) -> str | None:
+    """Return the first port rule the bindings of one container break, or ``None``."""
     spans: dict[str, list[tuple[int, int, str]]] = {}
     ranges = 0
     for binding in bindings:
@@ -109,4 +110,4 @@ def _first_overlap(spans: dict[str, list[tuple[int, int, str]]]) -> str | None:
 
 def _is_ascii_number(text: str) -> bool:
     # str.isdigit() alone accepts "²" and other Unicode digits that int() rejects or ECS would.
-    return text.isascii() and text.isdigit() and len(text) <= 5
+    return text.isascii() and text.isdigit() and len(text) <= len(str(_MAX_PORT))

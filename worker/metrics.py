@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
 
+_TOTALS = ("records_consumed", "events_decoded", "ignored", "dead_lettered", "submissions", "ecs_calls")
+
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 120)
 _CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -67,8 +69,38 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.describe_calls = Counter(
+            p + "describe_calls",
+            "DescribeTasks and DescribeTaskDefinition calls, by operation and outcome code.",
+            ["operation", "code"],
+            registry=r,
+        )
+        self.knowledge_fallbacks = Counter(
+            p + "knowledge_fallbacks",
+            "Describe answers that could not be had (the tasks fell back to what was seen), by cause.",
+            ["operation", "code"],
+            registry=r,
+        )
+        self.definitions_cached = Gauge(
+            p + "task_definitions_cached", "Task definition revisions held.", registry=r
+        )
         self.last_progress = Gauge(
             p + "last_progress_timestamp_seconds",
             "Unix time of the last unit of progress.",
             registry=r,
         )
+
+    def totals(self) -> dict[str, float]:
+        """The process's counters summed over their labels (``submissions`` by result), for the
+        log line at stop: ``{"records_consumed": 1200.0, "submissions_acknowledged": 310.0...}``."""
+        totals: dict[str, float] = {}
+        for family in self.registry.collect():
+            name = family.name.removeprefix("ecs_state_worker_")
+            if name not in _TOTALS:
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                key = f"{name}_{sample.labels['result']}" if name == "submissions" else name
+                totals[key] = totals.get(key, 0.0) + sample.value
+        return totals

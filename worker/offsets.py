@@ -5,6 +5,16 @@ whose task has not yet reported it, a dead-letter record not yet acknowledged...
 offset of a partition is the lowest offset still holding claims, or one past the highest tracked
 offset when none does: everything below it is resolved. Records arrive in offset order per
 partition, so this is a queue, and each operation is O(1) amortised.
+
+Every assignment of a partition opens a new **epoch** (as Confluent's Parallel Consumer fences
+work): records are tracked under the epoch current when they were read, and a release names the
+epoch of its ``SourceRef``. A release from an earlier epoch, work still in flight when the
+partition was revoked and finished after it was assigned back, releases nothing: that record was
+read again under the new epoch, and only the new work may let the offset pass it.
+
+A partition's lifecycle in the book::
+
+    unassigned --assign()--> owned (epoch n) --revoke()--> unassigned --assign()--> owned (n+1)
 """
 
 from __future__ import annotations
@@ -12,19 +22,24 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from worker.work import SourceRef
+
 __all__ = ["OffsetBook", "PartitionOffsets", "TopicPartitionKey"]
 
 TopicPartitionKey = tuple[str, int]
 
 
 class PartitionOffsets:
-    __slots__ = ("_claims", "_order", "committed", "highest")
+    """The claims of one partition under one assignment (``epoch``)."""
 
-    def __init__(self, committed: int | None = None) -> None:
+    __slots__ = ("_claims", "_order", "committed", "epoch", "highest")
+
+    def __init__(self, committed: int | None = None, epoch: int = 0) -> None:
         self._claims: dict[int, int] = {}
         self._order: deque[int] = deque()
         self.highest: int | None = None
         self.committed = committed
+        self.epoch = epoch
 
     def track(self, offset: int, claims: int) -> None:
         if self.highest is not None and offset <= self.highest:
@@ -57,14 +72,20 @@ class PartitionOffsets:
 
 
 class OffsetBook:
-    """The ``PartitionOffsets`` of the partitions this process owns."""
+    """The ``PartitionOffsets`` of the partitions this process owns, each under its epoch."""
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartitionKey, PartitionOffsets] = {}
+        self._epochs: dict[TopicPartitionKey, int] = {}
+        """The last epoch of every partition ever assigned (kept after revocation)."""
 
     def assign(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Own ``partitions`` under a new epoch each; one already owned keeps its epoch."""
         for tp in partitions:
-            self._partitions.setdefault((tp[0], tp[1]), PartitionOffsets())
+            key = (tp[0], tp[1])
+            if key not in self._partitions:
+                epoch = self._epochs[key] = self._epochs.get(key, 0) + 1
+                self._partitions[key] = PartitionOffsets(epoch=epoch)
 
     def revoke(self, partitions: Iterable[TopicPartitionKey]) -> None:
         for tp in partitions:
@@ -73,15 +94,28 @@ class OffsetBook:
     def owns(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self._partitions
 
-    def track(self, topic: str, partition: int, offset: int, claims: int) -> None:
+    def epoch(self, topic: str, partition: int) -> int | None:
+        """The current epoch of an owned partition, None when it is not owned."""
         book = self._partitions.get((topic, partition))
-        if book is not None:
-            book.track(offset, claims)
+        return None if book is None else book.epoch
 
-    def release(self, topic: str, partition: int, offset: int, count: int = 1) -> None:
+    def track(self, topic: str, partition: int, offset: int, claims: int) -> SourceRef | None:
+        """Track a record read now; returns its ``SourceRef`` (under the current epoch), or None
+        when the partition is not owned (the record must be read again by its owner)."""
         book = self._partitions.get((topic, partition))
-        if book is not None:
-            book.release(offset, count)
+        if book is None:
+            return None
+        book.track(offset, claims)
+        return SourceRef(topic, partition, offset, book.epoch)
+
+    def release(self, source: SourceRef, count: int = 1) -> bool:
+        """Release ``count`` claims of ``source``'s record. Returns False, releasing nothing, when
+        the partition is not owned or is owned under another epoch than the source's."""
+        book = self._partitions.get((source.topic, source.partition))
+        if book is None or book.epoch != source.epoch:
+            return False
+        book.release(source.offset, count)
+        return True
 
     def to_commit(self) -> dict[TopicPartitionKey, int]:
         """Committable offsets that moved since the last ``mark_committed``."""

@@ -1,11 +1,12 @@
 """``python -m worker replay FILE``: decode and coalesce a captured stream offline.
 
 Each line of FILE is one record (JSON lines, ``ctr events`` text, Fluent Bit output); a file that
-opens with ``[`` is a JSON array of records. Records are decoded exactly as the worker decodes
-them and coalesced with the events' own observation times as the clock, so linger behaves as it
-would live; every submission is taken as acknowledged. The result is the state changes that would
-be submitted, with counts of ignored and bad records by reason: a check of a stream before the
-worker is pointed at ECS. No broker, no ECS.
+opens with ``[`` is a JSON array of records. Records go through the worker's own intake
+(``worker.intake``: decode, validate, the per-task bounds, the reopen and linger policy) with the
+events' own observation times as the clock, so linger behaves as it would live; every submission
+is taken as acknowledged. The result is the state changes that would be submitted, with counts of
+ignored and bad records by reason: a check of a stream before the worker is pointed at ECS. No
+broker, no ECS.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from pathlib import Path
 import msgspec
 
 from schemas.ecs import SubmitTaskStateChangeRequest
-from worker.coalesce import Coalescer, Result
-from worker.decode import RecordDecoder
-from worker.ecs_rules import check_event
+from worker.config import Settings
+from worker.intake import LATE_EVENT, Intake
+from worker.offsets import OffsetBook
+from worker.task_definition import TaskDefinition, definition_from_botocore
+from worker.work import NS_PER_MS
 
-__all__ = ["ReplayReport", "read_records", "replay"]
+__all__ = ["ReplayReport", "read_definitions", "read_records", "replay"]
+
+_TOPIC = "replay"
+"""The pseudo-partition the records of a file are tracked in, one offset per record."""
 
 
 @dataclass(slots=True)
@@ -34,6 +40,8 @@ class ReplayReport:
     bad: Counter[str] = field(default_factory=Counter)
     late: int = 0
     """Events for tasks whose STOPPED was already reported."""
+    without_definition: list[str] = field(default_factory=list)
+    """Task definitions the events name that were not given."""
 
     def summary(self) -> dict[str, object]:
         tasks = {(s.cluster, s.task) for s in self.submissions}
@@ -43,6 +51,7 @@ class ReplayReport:
             "submissions": len(self.submissions),
             "tasks": len(tasks),
             "late_events": self.late,
+            "without_definition": self.without_definition,
             "ignored": dict(self.ignored.most_common()),
             "bad": dict(self.bad.most_common()),
         }
@@ -59,42 +68,84 @@ def read_records(path: Path) -> Iterator[bytes]:
             yield line
 
 
-def replay(records: Iterable[bytes], *, input_format: str = "auto", linger_ms: int = 500) -> ReplayReport:
-    decoder = RecordDecoder(input_format=input_format)
-    coalescer = Coalescer(linger_ns=linger_ms * 1_000_000, max_active_tasks=10**9, retired_cap=10**9)
+def read_definitions(path: Path) -> list[TaskDefinition]:
+    """Task definitions from a file of what ``aws ecs describe-task-definition`` prints: one
+    answer, a JSON array of them, or JSON lines. Raises ``ValueError`` naming what is wrong."""
+    data = path.read_bytes()
+    try:
+        if data.lstrip()[:1] == b"[":
+            answers = msgspec.json.decode(data, type=list[dict[str, object]])
+        else:
+            answers = [
+                msgspec.json.decode(line, type=dict[str, object])
+                for line in data.splitlines()
+                if line.strip()
+            ]
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from exc
+    return [definition_from_botocore(answer) for answer in answers]
+
+
+def replay(
+    records: Iterable[bytes],
+    settings: Settings | None = None,
+    definitions: Iterable[TaskDefinition] = (),
+) -> ReplayReport:
+    """Run ``records`` through the worker's own intake (``worker.intake``, with the per-task
+    bounds, the linger policy and the agent's status rules of ``settings``), the events' own
+    observation times as the clock; every submission is taken as acknowledged.
+
+    Offline there is no ECS to ask: task definitions come from ``definitions`` (a task whose
+    definition is not among them is judged by the containers seen, and counted in
+    ``without_definition``), and a task whose history the file misses is judged by what was seen,
+    its derived STOPPED held until it is quiet for ``settle_ms``, as the worker does when it
+    cannot ask ECS. At the end of the file time runs on past every wait."""
+    settings = settings or Settings()
+    intake = Intake.from_settings(settings, OffsetBook(), describe=False)
+    for definition in definitions:
+        intake.coalescer.definitions.put(definition.arn, definition)
+    intake.book.assign([(_TOPIC, 0)])
     report = ReplayReport()
     clock = 0
     for offset, record in enumerate(records):
         report.records += 1
-        decoded = decoder.decode(record)
-        report.ignored.update(decoded.ignored)
-        for item in decoded.bad:
+        batch = intake.read(_TOPIC, 0, offset, record)
+        assert batch is not None  # the pseudo-partition is owned
+        for _, item in batch.bad:
             report.bad[f"{item.error_class}: {_first_line(item.reason)}"] += 1
-        for event in decoded.events:
-            broken = check_event(event)
-            if broken is not None:
-                report.bad[f"EcsRuleViolation: {broken}"] += 1
-                continue
+        for event in batch.events:
             report.events += 1
             clock = max(clock, event.observedAt)
-            _send_due(coalescer, clock, report)
-            if coalescer.is_retired((event.cluster, event.task)):
-                report.late += 1
-            coalescer.apply(event, ("replay", 0, offset), clock)
-    coalescer.set_linger(0)
-    coalescer.flush_all(clock)
-    _send_due(coalescer, clock, report)
+            _send_due(intake, clock, report)
+            intake.apply(event, batch.source, clock, clock)
+            _no_definition(intake, clock, report)
+    end = clock + (settings.settle_ms + settings.stop_linger_ms + settings.linger_ms) * NS_PER_MS + 1
+    _send_due(intake, end, report)
+    intake.coalescer.set_linger(0)
+    intake.coalescer.flush_all(end)
+    _send_due(intake, end, report)
+    ignored, _ = intake.take_tallies()
+    report.late = ignored.pop(LATE_EVENT, 0)
+    report.ignored = ignored
     return report
 
 
-def _send_due(coalescer: Coalescer, now: int, report: ReplayReport) -> None:
+def _no_definition(intake: Intake, now: int, report: ReplayReport) -> None:
+    """Definitions not given: the tasks of each are judged by the containers seen."""
+    arns, _ = intake.coalescer.take_wants()
+    for arn in arns:
+        report.without_definition.append(arn)
+        intake.coalescer.learn_definition(arn, None, now)
+
+
+def _send_due(intake: Intake, now: int, report: ReplayReport) -> None:
     while True:
-        ready, _ = coalescer.due(now)
+        ready, _ = intake.coalescer.due(now)
         if not ready:
             return
         for submission in ready:
             report.submissions.append(submission.request)
-            coalescer.complete(submission, Result.ACKNOWLEDGED, now)
+            intake.coalescer.complete(submission, "acknowledged", now)
 
 
 def _first_line(text: str, limit: int = 120) -> str:
@@ -119,4 +170,11 @@ def render(report: ReplayReport) -> str:
     for title, counts in (("ignored", report.ignored), ("bad", report.bad)):
         lines.append(f"{title}: {sum(counts.values())}")
         lines.extend(f"  {count:6}  {reason}" for reason, count in counts.most_common())
+    if report.without_definition:
+        lines.append(
+            f"no task definition given for {len(report.without_definition)} revisions (their tasks were "
+            "judged by the containers seen; pass --task-definitions): "
+            + ", ".join(report.without_definition[:5])
+            + (" ..." if len(report.without_definition) > 5 else "")
+        )
     return "\n".join(lines)

@@ -14,7 +14,6 @@ import logging
 import platform
 import time
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -34,13 +33,13 @@ from tenacity import (
 
 from schemas.ecs import SubmitTaskStateChangeRequest
 from worker import __version__
-from worker.coalesce import Result, Submission
 from worker.config import Settings
 from worker.errors import classify
 from worker.metrics import Metrics
 from worker.ratelimit import AsyncRateLimiter
+from worker.work import Submission, SubmitResult
 
-__all__ = ["USER_AGENT", "EcsClient", "SubmitResult", "Submitter", "open_ecs_client", "request_params"]
+__all__ = ["USER_AGENT", "EcsClient", "Submitter", "open_ecs_client", "request_params"]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +51,6 @@ USER_AGENT = (
 
 class EcsClient(Protocol):
     async def submit_task_state_change(self, **params: Any) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    result: Result
-    attempts: int
-    finished_at: int
-    """Wall-clock nanoseconds."""
-    acknowledgment: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
 
 
 def request_params(request: SubmitTaskStateChangeRequest) -> dict[str, Any]:
@@ -91,9 +79,9 @@ def open_ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
 
 
 class _Retryable(Exception):
-    def __init__(self, cause: BaseException, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.cause, self.code, self.message = cause, code, message
+        self.code, self.message = code, message
 
 
 class Submitter:
@@ -129,19 +117,15 @@ class Submitter:
                     attempts = attempt.retry_state.attempt_number
                     answer = await self._call(params)
             return SubmitResult(
-                Result.ACKNOWLEDGED,
+                "acknowledged",
                 attempts,
                 time.time_ns(),
                 acknowledgment=answer.get("acknowledgment"),
             )
         except _Retryable as exhausted:
-            return SubmitResult(
-                Result.FAILED, attempts, time.time_ns(), None, exhausted.code, exhausted.message
-            )
+            return SubmitResult("failed", attempts, time.time_ns(), None, exhausted.code, exhausted.message)
         except _Terminal as rejected:
-            return SubmitResult(
-                Result.REJECTED, attempts, time.time_ns(), None, rejected.code, rejected.message
-            )
+            return SubmitResult("rejected", attempts, time.time_ns(), None, rejected.code, rejected.message)
 
     async def _call(self, params: dict[str, Any]) -> dict[str, Any]:
         await self._limiter.acquire()
@@ -158,7 +142,7 @@ class Submitter:
                     self._limiter.on_throttled()
                     self._metrics.rate_limit.set(self._limiter.bucket.rate)
                 if verdict.retryable:
-                    raise _Retryable(exc, verdict.code, verdict.message) from exc
+                    raise _Retryable(verdict.code, verdict.message) from exc
                 raise _Terminal(verdict.code, verdict.message) from exc
             finally:
                 self._metrics.in_flight.dec()

@@ -3,15 +3,26 @@
 Statuses are ranked PENDING < RUNNING < STOPPED; the runtime-level states the ECS agent knows
 (CREATED, PULLED...) count as PENDING. A status never goes backwards: an event of a lower rank only
 fills members that are still unknown, so duplicated and out-of-order events are harmless.
+
+Once the task's definition is known (``TaskState.definition``), the agent's rules apply
+(``worker.agent_rules``): the task's status counts every container of the definition; a container
+not in it (one of the agent's internal containers) is never merged; an exit the agent restarts
+under a restart policy is held back, not reported, and becomes final only if a stop is then
+asked of the container; ``executionStoppedAt`` is the observation time of the first essential
+container's stop. ECS's own view (``merge_view``) fills what was reported before this process
+read the task, never lowering what it has observed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from schemas.ecs import NetworkBinding
 from schemas.events import ContainerChange, ManagedAgentChange, TaskEvent
+from worker.agent_rules import PENDING, RUNNING, STOPPED, earliest_rank, missed_history, should_restart
+from worker.task_definition import EcsTaskView, TaskDefinition
+from worker.work import TaskKey
 
 __all__ = [
     "CONTAINER_RANK",
@@ -26,7 +37,6 @@ __all__ = [
     "TaskState",
 ]
 
-PENDING, RUNNING, STOPPED = 0, 1, 2
 STATUS_NAMES = ("PENDING", "RUNNING", "STOPPED")
 CONTAINER_RANK: dict[str, int] = {
     "NONE": PENDING,
@@ -54,9 +64,6 @@ TASK_RANK: dict[str, int] = {
 }
 _AGENT_RANK = {"PENDING": PENDING, "RUNNING": RUNNING, "STOPPED": STOPPED}
 
-TaskKey = tuple[str, str]
-"""(cluster, task ARN)"""
-
 
 @dataclass(slots=True)
 class ContainerState:
@@ -66,6 +73,11 @@ class ContainerState:
     exit_code: int | None = None
     reason: str | None = None
     network_bindings: tuple[NetworkBinding, ...] | None = None
+    started_at: int | None = None
+    """Observation time (ns) of the container's start or last restart."""
+    stop_requested: bool = False
+    held_exit: ContainerChange | None = None
+    """An exit the agent restarts (restart policy): not reported unless it becomes final."""
 
     def merge(self, change: ContainerChange) -> bool:
         # Spelled out member by member: this runs for every event.
@@ -122,16 +134,17 @@ class TaskState:
     pull_started_at: datetime | None = None
     pull_stopped_at: datetime | None = None
     execution_stopped_at: datetime | None = None
+    definition: TaskDefinition | None = None
+    missed: bool = False
+    """Part of the task's history happened before this process read it (``agent_rules``)."""
+    settled: bool = False
+    """The full view could not be had: the status derives from the containers seen."""
 
     def merge(self, event: TaskEvent) -> bool:
         """Fold one event in; return whether anything reportable changed."""
         changed = False
         for change in event.containers:
-            container = self.containers.get(change.containerName)
-            if container is None:
-                container = self.containers[change.containerName] = ContainerState()
-                changed = True
-            changed |= container.merge(change)
+            changed |= self._merge_container(change, event.observedAt)
         if event.status is not None:
             explicit = TASK_RANK[event.status]
             if explicit > self.explicit_rank:
@@ -162,11 +175,120 @@ class TaskState:
         return changed
 
     def _derived_rank(self) -> int:
-        lowest = STOPPED
-        for container in self.containers.values():
-            if container.rank < lowest:
-                lowest = container.rank
-        return lowest if self.containers and lowest > PENDING else PENDING
+        definition = None if self.settled else self.definition
+        if definition is None:
+            lowest = STOPPED
+            for container in self.containers.values():
+                if container.rank < lowest:
+                    lowest = container.rank
+            return lowest if self.containers and lowest > PENDING else PENDING
+        return earliest_rank({n: c.rank for n, c in self.containers.items()}, definition)
+
+    def _merge_container(self, change: ContainerChange, observed_at: int) -> bool:
+        name = change.containerName
+        definition = self.definition
+        if definition is not None and name not in definition.containers:
+            return False  # not in the definition: one of the agent's internal containers
+        container = self.containers.get(name)
+        rank = -1 if change.status is None else CONTAINER_RANK[change.status]
+        changed = False
+        if container is None:
+            if definition is None:
+                self.missed |= rank > PENDING
+            elif not self.missed:
+                self.missed = missed_history(definition, self.containers, name, rank)
+            container = self.containers[name] = ContainerState()
+            changed = True
+        if change.stopRequested or rank >= RUNNING or container.held_exit is not None:
+            return self._merge_lifecycle(container, change, rank, observed_at) or changed
+        return container.merge(change) or changed
+
+    def _merge_lifecycle(
+        self, container: ContainerState, change: ContainerChange, rank: int, at: int
+    ) -> bool:
+        """A start, an exit or a stop request: the restart policy and executionStoppedAt."""
+        changed = False
+        if change.stopRequested:
+            container.stop_requested = True
+        if rank == RUNNING:
+            if container.held_exit is not None or container.rank < RUNNING:
+                container.started_at = at  # started, or restarted by the agent
+            container.held_exit = None
+        elif rank == STOPPED and container.held_exit is None and container.rank < STOPPED:
+            definition = self.definition.containers.get(change.containerName) if self.definition else None
+            if should_restart(
+                definition,
+                exit_code=change.exitCode,
+                stop_requested=container.stop_requested,
+                started_at=container.started_at,
+                exited_at=at,
+            ):
+                container.held_exit = change
+                return False
+        if container.held_exit is not None and (rank == STOPPED or container.stop_requested):
+            held, container.held_exit = container.held_exit, None
+            changed |= container.merge(held)  # the held exit is final after all
+        changed |= container.merge(change)
+        if container.rank == STOPPED and self.execution_stopped_at is None and self._essential(change):
+            self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
+            changed = True
+        return changed
+
+    def _essential(self, change: ContainerChange) -> bool:
+        return self.definition is not None and self.definition.essential(change.containerName)
+
+    def stopping(self) -> bool:
+        """An essential container has stopped: the agent is stopping the others (within its stop
+        timeout), so the task's STOPPED follows."""
+        definition = self.definition
+        if definition is None:
+            return False
+        return any(c.rank == STOPPED and definition.essential(n) for n, c in self.containers.items())
+
+    def know(self, definition: TaskDefinition | None) -> bool:
+        """Set the task's definition (None: none can be had) and drop containers outside it.
+        Returns whether anything reportable changed."""
+        self.definition = definition
+        if definition is not None:
+            for name in [n for n in self.containers if n not in definition.containers]:
+                del self.containers[name]
+        return self._rerank()
+
+    def settle(self) -> bool:
+        """Give up waiting for a full view (fallback): derive the status from the containers seen."""
+        self.settled = True
+        return self._rerank()
+
+    def merge_view(self, view: EcsTaskView) -> bool:
+        """Fold in ECS's view of the task (what was reported so far), never lowering what this
+        process observed. Returns whether anything reportable changed."""
+        for seen in view.containers:
+            if seen.lastStatus not in CONTAINER_RANK:
+                continue
+            change = ContainerChange(
+                containerName=seen.name,
+                status=seen.lastStatus,  # type: ignore[arg-type]  # checked above
+                exitCode=seen.exitCode,
+                reason=seen.reason,
+                runtimeId=seen.runtimeId,
+            )
+            container = self.containers.get(seen.name)
+            if container is None:
+                if self.definition is not None and seen.name not in self.definition.containers:
+                    continue
+                container = self.containers[seen.name] = ContainerState()
+            container.merge(change)
+        if view.lastStatus in TASK_RANK:
+            self.explicit_rank = max(self.explicit_rank, TASK_RANK[view.lastStatus])
+        self._rerank()
+        return True
+
+    def _rerank(self) -> bool:
+        rank = max(self.rank, self.explicit_rank, self._derived_rank())
+        if rank == self.rank:
+            return False
+        self.rank = rank
+        return True
 
     def _merge_agent(self, agent: ManagedAgentChange) -> bool:
         key = (agent.containerName, agent.managedAgentName)

@@ -3,14 +3,16 @@
 ``RecordDecoder.decode`` never raises on input: every record ends as events, as ignored items
 (with a reason) or as bad items (with a reason, for the dead-letter topic). It decodes the
 canonical format, Docker and Podman events (alone or shipped by Fluent Bit or Metricbeat) and
-containerd events (``ctr events`` lines or JSON bodies); see ``worker.decode.detect`` for how the
-format of an item is chosen, ``worker.decode.docker`` and ``worker.decode.containerd`` for the
-mapping onto container statuses, and ``worker.decode.reasons`` for why items are ignored.
+containerd events (``ctr events`` lines or JSON bodies); see ``worker.decode.registry`` for the
+formats and how the format of an item is chosen, ``worker.decode.docker`` and
+``worker.decode.containerd`` for the mapping onto container statuses, ``worker.decode.reasons``
+for why items are ignored and ``worker.decode.bad_items`` for why they are refused.
 """
 
 from __future__ import annotations
 
-from worker.decode.decoder import FORMATS, RecordDecoder
+from worker.decode.decoder import RecordDecoder
+from worker.decode.registry import FORMATS, InputFormat
 from worker.decode.result import BadItem, DecodeResult
 
-__all__ = ["FORMATS", "BadItem", "DecodeResult", "RecordDecoder"]
+__all__ = ["FORMATS", "BadItem", "DecodeResult", "InputFormat", "RecordDecoder"]

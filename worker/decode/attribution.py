@@ -5,14 +5,15 @@ under the same ids, so a containerd event can be attributed to an ECS task when 
 (or Podman, or Metricbeat-shipped) event for the same id was decoded earlier by the same decoder.
 The index holds at most ``capacity`` ids (least recently used evicted first; about 0.5 KiB each),
 is filled by every labelled container event and is never cleared on ``destroy``, because a
-runtime's events may be shipped out of order with the Docker ones.
+runtime's events may be shipped out of order with the Docker ones. An entry also keeps the task's
+definition, so that it is worked out once per container, not once per event.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from worker.decode.labels import EcsContainer
+from worker.decode.labels import EcsContainer, task_definition_arn
 
 __all__ = ["DEFAULT_CAPACITY", "ContainerIndex"]
 
@@ -30,10 +31,6 @@ class ContainerIndex:
         self._capacity = capacity
         self._entries: OrderedDict[str, EcsContainer] = OrderedDict()
 
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -41,6 +38,7 @@ class ContainerIndex:
         return runtime_id in self._entries
 
     def remember(self, runtime_id: str, container: EcsContainer) -> None:
+        """Record that ``runtime_id`` is ``container`` (the most recently used id)."""
         if not runtime_id or self._capacity == 0:
             return
         entries = self._entries
@@ -53,17 +51,33 @@ class ContainerIndex:
             entries.popitem(last=False)
 
     def lookup(self, runtime_id: str) -> EcsContainer | None:
+        """The ECS container ``runtime_id`` is, or None when it was not seen (or was evicted)."""
         container = self._entries.get(runtime_id)
         if container is not None:
             self._entries.move_to_end(runtime_id)
         return container
 
-    def remember_labels(self, runtime_id: str, cluster: str, task: str, container_name: str) -> None:
-        """``remember`` without building an ``EcsContainer`` when the id is known (the hot path)."""
-        if not runtime_id or self._capacity == 0:
-            return
-        entry = self._entries.get(runtime_id)
-        if entry is not None and entry.task == task and entry.container_name == container_name:
+    def remember_labels(
+        self,
+        runtime_id: str,
+        cluster: str,
+        task: str,
+        container_name: str,
+        family: str | None,
+        version: str | None,
+    ) -> str | None:
+        """``remember`` from label values, returning the task definition's name
+        (``worker.decode.labels.task_definition_arn``). The hot path: when the id is known, neither
+        an ``EcsContainer`` nor the name is built again (a task's definition never changes)."""
+        entry = self._entries.get(runtime_id) if runtime_id else None
+        if (
+            entry is not None
+            and entry.task == task
+            and entry.container_name == container_name
+            and (entry.task_definition is not None or not (family and version))
+        ):
             self._entries.move_to_end(runtime_id)
-            return
-        self.remember(runtime_id, EcsContainer(cluster, task, container_name))
+            return entry.task_definition
+        container = EcsContainer(cluster, task, container_name, task_definition_arn(task, family, version))
+        self.remember(runtime_id, container)
+        return container.task_definition

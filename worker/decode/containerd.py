@@ -53,14 +53,15 @@ from typing import Annotated
 
 import msgspec
 
+from schemas.bounds import INT32_MAX
 from schemas.events import ContainerStatus
 from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
-from worker.decode.emit import OOM_REASON, container_event
-from worker.decode.errors import DECODE_ERROR, UNRECOGNISED, UNRECOGNISED_REASON, InvalidItem
-from worker.decode.formats import ABSENT, BelowFluentBit, JsonFormat, present
+from worker.decode.bad_items import DECODE_ERROR, UNRECOGNISED, UNRECOGNISED_REASON, InvalidItem
+from worker.decode.event_builder import OOM_REASON, container_event
+from worker.decode.format_contract import ABSENT, DecodeContext, JsonFormat, present
 from worker.decode.result import DecodeResult
-from worker.decode.timeparse import go_time_ns, rfc3339_ns, unix_seconds_ns
+from worker.decode.timeparse import MAX_SECONDS, go_time_ns, rfc3339_ns, unix_seconds_ns
 
 __all__ = [
     "UNMAPPED_TOPICS",
@@ -84,22 +85,23 @@ UNMAPPED_TOPICS = frozenset(
 )
 _EXEC_TOPICS = frozenset({"/tasks/exec-added", "/tasks/exec-started"})
 _OTHER_OBJECTS = ("/images/", "/snapshot/", "/namespaces/", "/content/", "/sandboxes/")
+_UINT32_MAX = 2**32 - 1
 
 
 class ProtoTimestamp(msgspec.Struct, kw_only=True):
     """``google.protobuf.Timestamp`` as Go's encoding/json writes it (zero members omitted)."""
 
-    seconds: Annotated[int, msgspec.Meta(ge=0, le=(2**63 - 1) // 1_000_000_000 - 1)] = 0
+    seconds: Annotated[int, msgspec.Meta(ge=0, le=MAX_SECONDS)] = 0
     nanos: Annotated[int, msgspec.Meta(ge=0, le=999_999_999)] = 0
 
 
-class ContainerdEvent(BelowFluentBit, kw_only=True):
+class ContainerdEvent(msgspec.Struct, kw_only=True, gc=False):
     """The members of containerd's task and container events that the mapping reads."""
 
     container_id: str = ""
     id: str = ""
     exec_id: str = ""
-    exit_status: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 0
+    exit_status: Annotated[int, msgspec.Meta(ge=0, le=_UINT32_MAX)] = 0
     exited_at: str | ProtoTimestamp | None = None
     pid: msgspec.Raw = ABSENT
     bundle: msgspec.Raw = ABSENT
@@ -136,7 +138,8 @@ def _exited_at_ns(exited_at: str | ProtoTimestamp) -> int:
 
 
 def _int32(exit_status: int) -> int:
-    return exit_status - 2**32 if exit_status >= 2**31 else exit_status
+    """A uint32 exit status as the int32 of the same bits (two's complement)."""
+    return exit_status - (_UINT32_MAX + 1) if exit_status > INT32_MAX else exit_status
 
 
 def apply_topic(
@@ -193,32 +196,18 @@ def apply_topic(
         into.ignored.append(reasons.CONTAINERD_UNKNOWN_TOPIC)
 
 
-_decoder = msgspec.json.Decoder(ContainerdEvent)
+_body_decoder = msgspec.json.Decoder(ContainerdEvent)
 
 
 class ContainerdFormat(JsonFormat[ContainerdEvent]):
-    """containerd event bodies alone (JSON, no topic)."""
+    """containerd event bodies alone (JSON, no topic); dated by the record when they have no time."""
 
-    name = "containerd"
-    label = "containerd"
-
-    def __init__(self, known: ContainerIndex) -> None:
-        super().__init__(_decoder)
-        self._known = known
-        self.record_time_ns: int | None = None
-        """The record's timestamp, for bodies without a time of their own (set per record)."""
-
-    def claims(self, doc: ContainerdEvent) -> bool:
-        if doc.outranked():
-            return False
-        return bool(
-            doc.container_id or doc.exited_at is not None or doc.exec_id or (doc.id and present(doc.runtime))
-        )
+    document = ContainerdEvent
 
     def apply(self, doc: ContainerdEvent, index: int, into: DecodeResult) -> None:
         topic = infer_topic(doc)
         if topic is not None:
-            apply_topic(topic, doc, self.record_time_ns, into, self._known)
+            apply_topic(topic, doc, self.context.record_time_ns, into, self.context.known)
         elif doc.container_id:
             into.ignored.append(reasons.CONTAINERD_NOT_INFERABLE)
         else:
@@ -237,14 +226,12 @@ def parse_ctr_line(line: bytes) -> tuple[int, str, bytes]:
 
 
 class CtrFormat:
-    """``ctr events`` text lines."""
+    """``ctr events`` text lines (a ``TextFormat``)."""
 
-    name = "ctr"
-    label = "containerd"
-
-    def __init__(self, known: ContainerIndex) -> None:
-        self._known = known
+    def __init__(self, context: DecodeContext) -> None:
+        self._context = context
 
     def decode(self, item: bytes, index: int, into: DecodeResult) -> None:
+        """Decode one line; errors propagate (``worker.decode.bad_items``)."""
         time_ns, topic, body = parse_ctr_line(item)
-        apply_topic(topic, _decoder.decode(body), time_ns, into, self._known)
+        apply_topic(topic, _body_decoder.decode(body), time_ns, into, self._context.known)

@@ -2,7 +2,7 @@
 
 A record is split into items (``worker.decode.framing``); each item is decoded on its own, by the
 format the ``content-type`` header or the ``input_format`` setting names, or else by detection
-(``worker.decode.detect``). In ``auto`` mode the format that matched the previous JSON item is
+(``worker.decode.registry``). In ``auto`` mode the format that matched the previous JSON item is
 tried first with its typed decoder, so a stream of one format costs one typed decode per item.
 
 ``decode`` never raises: every item ends as events, as ignored (with a reason from
@@ -14,14 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from worker.decode.attribution import DEFAULT_CAPACITY, ContainerIndex
-from worker.decode.canonical import CanonicalFormat
-from worker.decode.containerd import ContainerdFormat, CtrFormat
-from worker.decode.detect import classify, format_from_headers, probe_decoder
-from worker.decode.docker import DockerFormat
-from worker.decode.errors import (
+from worker.decode.bad_items import (
     EMPTY_RECORD,
     PARSE_ERRORS,
     RECORD_TOO_LARGE,
@@ -29,26 +23,24 @@ from worker.decode.errors import (
     UNRECOGNISED_REASON,
     bad_item_for,
 )
-from worker.decode.eventbridge import EventBridgeFormat
-from worker.decode.formats import JsonFormat
+from worker.decode.format_contract import DecodeContext, JsonFormat
 from worker.decode.framing import split_items
+from worker.decode.registry import FORMATS, FormatSet, detect, format_from_headers, label
 from worker.decode.result import BadItem, DecodeResult
-from worker.decode.shippers import FluentBitFormat, MetricbeatFormat
 
-__all__ = ["FORMATS", "RecordDecoder"]
+__all__ = ["RecordDecoder"]
 
-FORMATS = ("auto", "canonical", "docker", "fluentbit", "metricbeat", "containerd", "ctr")
-"""The accepted ``input_format`` names (Podman's events are ``docker``)."""
-
-_DIGITS = frozenset(b"0123456789")
 _OPEN_BRACE = 0x7B
+_FIRST_GUESS = "docker"
+"""The format the fast path tries before any item was decoded: the most common one."""
 
 
 class RecordDecoder:
     """Decodes records of one input topic. Keep one per process: it is reused for every record.
 
-    ``known_containers_cap`` bounds the index of labelled container ids used to attribute
-    containerd events to ECS tasks (0 disables attribution).
+    ``input_format``: one of ``FORMATS`` (``auto``: detect it per item). ``max_record_bytes``:
+    larger records are bad. ``known_containers_cap`` bounds the index of labelled container ids
+    used to attribute containerd events to ECS tasks (0 disables attribution).
     """
 
     def __init__(
@@ -63,26 +55,9 @@ class RecordDecoder:
         self._format = input_format
         self._max_record_bytes = max_record_bytes
         self.known_containers = ContainerIndex(known_containers_cap)
-        known = self.known_containers
-        docker = DockerFormat(known)
-        self._containerd = ContainerdFormat(known)
-        self._ctr = CtrFormat(known)
-        self._json: dict[str, JsonFormat[Any]] = {
-            f.name: f
-            for f in (
-                docker,
-                CanonicalFormat(),
-                EventBridgeFormat(),
-                MetricbeatFormat(known),
-                FluentBitFormat(docker),
-                self._containerd,
-            )
-        }
-        self._last: JsonFormat[Any] = docker
-
-    @property
-    def input_format(self) -> str:
-        return self._format
+        self._context = DecodeContext(self.known_containers)
+        self._formats = FormatSet(self._context)
+        self._last: JsonFormat[Any] = self._formats.json[_FIRST_GUESS]
 
     def decode(
         self,
@@ -97,7 +72,7 @@ class RecordDecoder:
             # The hot path: one compact JSON document of the format of the previous record.
             # Anything unusual (several items, an error, another format) takes the full path.
             fast = DecodeResult(format=self._last.name)
-            self._containerd.record_time_ns = record_timestamp_ns
+            self._context.record_time_ns = record_timestamp_ns
             try:
                 if (
                     b"\n" not in value
@@ -136,7 +111,7 @@ class RecordDecoder:
         if not items:
             result.bad.append(BadItem("record is empty or blank", EMPTY_RECORD))
             return
-        self._containerd.record_time_ns = timestamp_ns
+        self._context.record_time_ns = timestamp_ns
         for index, item in enumerate(items):
             try:
                 name = self._decode_item(item, index, fmt, result)
@@ -148,43 +123,29 @@ class RecordDecoder:
 
     def _decode_item(self, item: bytes, index: int, fmt: str, into: DecodeResult) -> str | None:
         """Decode one item; return the name of the format it was decoded as."""
-        if fmt == "ctr":
-            self._ctr.decode(item, index, into)
-            return "ctr"
-        if fmt != "auto":
-            self._json[fmt].decode(item, index, into)
-            return fmt
-        if item[0] == _OPEN_BRACE:
+        if fmt == "auto":
             last = self._last
-            if last.try_fast(item, index, into):
+            if item[0] == _OPEN_BRACE and last.try_fast(item, index, into):
                 return last.name
-        elif item[0] in _DIGITS:
-            self._ctr.decode(item, index, into)
-            return "ctr"
-        try:
-            probe = probe_decoder.decode(item)
-        except msgspec.ValidationError:  # valid JSON, but not an object
-            probe = None
-        name = None if probe is None else classify(probe)
-        if name is None:
-            into.bad.append(BadItem(UNRECOGNISED_REASON, UNRECOGNISED, index))
-            return None
-        chosen = self._json[name]
-        chosen.decode(item, index, into)
-        self._last = chosen
-        return name
+            detected = detect(item)
+            if detected is None:
+                into.bad.append(BadItem(UNRECOGNISED_REASON, UNRECOGNISED, index))
+                return None
+            self._formats.by_name[detected].decode(item, index, into)
+            self._last = self._formats.json.get(detected, last)
+            return detected
+        self._formats.by_name[fmt].decode(item, index, into)
+        return fmt
 
     def _label(self, item: bytes, fmt: str) -> str:
         """How a bad-item reason names the format an item failed to decode as."""
-        if fmt == "ctr":
-            return "containerd"
         if fmt != "auto":
-            return self._json[fmt].label
+            return label(fmt)
         try:
-            name = classify(probe_decoder.decode(item))
+            detected = detect(item)
         except PARSE_ERRORS:
             return "JSON"
-        return "JSON" if name is None else self._json[name].label
+        return "JSON" if detected is None else label(detected)
 
 
 def _note_format(result: DecodeResult, name: str) -> None:

@@ -5,7 +5,7 @@ without them (Docker 29+); only ``Type``, ``Action``, ``Actor.ID``, ``Actor.Attr
 ``timeNano`` and ``time`` are read. ``timeNano`` is an int64 beyond 2**53 and is decoded as an int;
 without it, ``time`` (seconds) is used. Every attribute value is a string. Podman's
 Docker-compatible events are decoded here too (``containerExitCode``, ``died``, ``exec_died``,
-``remove``).
+``remove``; its ``kill`` is Docker's).
 
 An event is ignored unless it is a container event (``Type == "container"``; else "docker: not a
 container event (<type>)") of a container carrying the ECS agent's labels (``worker.decode.labels``;
@@ -27,8 +27,10 @@ destroy (Podman: remove)        ``STOPPED``, no exit code (the container is gone
 oom                             a change with only ``reason`` = "OutOfMemoryError: Container
                                 killed due to memory usage", no status: the ``die`` that
                                 follows sets ``STOPPED`` and the coalescer merges both
-kill                            ignored, "docker: kill (a signal; the die that follows carries
-                                the exit code)"
+kill                            a change with only ``stopRequested``, no status: a stop was
+                                asked (``docker stop``, ``docker kill``, the ECS agent), so the
+                                ``die`` that follows is not a natural exit. The signal is not
+                                kept (it is not ECS's ``reason``).
 restart                         ignored, "docker: restart (a status never goes backwards)"
 health_status                   ignored, "docker: health_status (not a task state change)"
 exec_create, exec_start,        ignored, "docker: exec process event (not the container's
@@ -45,8 +47,10 @@ anything else                   ignored, "docker: unknown container action"
 ==============================  ===============================================================
 
 The container's ``runtimeId`` is ``Actor.ID``. When the ``image`` attribute is pinned by digest
-(``repo@sha256:<64 hex>``) that digest is the ``imageDigest``. Every labelled container event
-also records ``Actor.ID`` in the decoder's container index, for containerd attribution.
+(``repo@sha256:<64 hex>``) that digest is the ``imageDigest``. The task definition labels give
+the event's ``taskDefinitionArn`` (``worker.decode.labels.task_definition_arn``). Every labelled
+container event also records ``Actor.ID`` in the decoder's container index, for containerd
+attribution.
 """
 
 from __future__ import annotations
@@ -56,31 +60,37 @@ from typing import Annotated
 
 import msgspec
 
+from schemas.bounds import INT32_MAX, INT32_MIN, MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
 from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
-from worker.decode.emit import OOM_REASON, container_event
-from worker.decode.errors import InvalidItem
-from worker.decode.formats import BelowCanonical, JsonFormat
+from worker.decode.bad_items import InvalidItem
+from worker.decode.event_builder import OOM_REASON, container_event
+from worker.decode.format_contract import JsonFormat
 from worker.decode.labels import (
     CLUSTER_LABEL,
     CONTAINER_NAME_LABEL,
     PAUSE_CONTAINER_NAME,
     TASK_ARN_LABEL,
+    TASK_DEFINITION_FAMILY_LABEL,
+    TASK_DEFINITION_VERSION_LABEL,
     ecs_container_from_labels,
 )
 from worker.decode.result import DecodeResult
-from worker.decode.timeparse import MAX_NS, unix_seconds_ns
+from worker.decode.timeparse import MAX_SECONDS, unix_seconds_ns
 
 __all__ = [
     "EXEC_ACTIONS",
     "NO_STATE_CHANGE",
     "STATUS_ACTIONS",
+    "Change",
     "DockerActor",
     "DockerAttributes",
     "DockerEvent",
     "DockerFormat",
     "apply_container_event",
+    "apply_docker_event",
+    "docker_event_decoder",
     "map_action",
     "parse_exit_code",
 ]
@@ -123,7 +133,8 @@ _EXIT_CODE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 
 
-Label = Annotated[str, msgspec.Meta(max_length=2048)]  # schemas.events.Name
+Label = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
+"""An ECS label value; an empty one counts as absent, a longer one than a name makes the item bad."""
 
 
 class DockerAttributes(msgspec.Struct, kw_only=True, gc=False):
@@ -132,22 +143,30 @@ class DockerAttributes(msgspec.Struct, kw_only=True, gc=False):
     task: Label | None = msgspec.field(default=None, name=TASK_ARN_LABEL)
     cluster: Label | None = msgspec.field(default=None, name=CLUSTER_LABEL)
     container: Label | None = msgspec.field(default=None, name=CONTAINER_NAME_LABEL)
+    family: Label | None = msgspec.field(default=None, name=TASK_DEFINITION_FAMILY_LABEL)
+    version: Label | None = msgspec.field(default=None, name=TASK_DEFINITION_VERSION_LABEL)
     exitCode: str | None = None
     containerExitCode: str | None = None
     image: str | None = None
 
 
 class DockerActor(msgspec.Struct, kw_only=True, gc=False):
-    ID: Annotated[str, msgspec.Meta(max_length=65536)] = ""
+    ID: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)] = ""
     Attributes: DockerAttributes | None = None
 
 
-class DockerEvent(BelowCanonical, kw_only=True, gc=False):
+class DockerEvent(msgspec.Struct, kw_only=True, gc=False):
+    """The members of a Docker or Podman event that the mapping reads."""
+
     Type: str
     Action: str
     Actor: DockerActor
-    time: Annotated[int, msgspec.Meta(ge=0, le=MAX_NS // 1_000_000_000)] | None = None
-    timeNano: Annotated[int, msgspec.Meta(ge=0, le=MAX_NS)] | None = None
+    time: Annotated[int, msgspec.Meta(ge=0, le=MAX_SECONDS)] | None = None
+    timeNano: Annotated[int, msgspec.Meta(ge=0, le=MAX_NANOTIME)] | None = None
+
+
+docker_event_decoder = msgspec.json.Decoder(DockerEvent)
+"""Docker events inside another format's document (Fluent Bit's ``message``)."""
 
 
 def parse_exit_code(text: str) -> int:
@@ -155,7 +174,7 @@ def parse_exit_code(text: str) -> int:
     if _EXIT_CODE.fullmatch(text) is None:
         raise InvalidItem(f"docker: exit code {text[:32]!r} is not an integer")
     code = int(text)
-    if not -(2**31) <= code < 2**31:
+    if not INT32_MIN <= code <= INT32_MAX:
         raise InvalidItem(f"docker: exit code {code} is outside int32")
     return code
 
@@ -170,27 +189,34 @@ def _image_digest(image: str | None) -> str | None:
     return digest if _DIGEST.fullmatch(digest) else None
 
 
-Change = tuple["ContainerStatus | None", "int | None", "str | None"]
-"""(status, exit code, reason) of one container change."""
+Change = tuple["ContainerStatus | None", "int | None", "str | None", bool]
+"""(status, exit code, reason, stop requested) of one container change."""
+
+_STATUS_CHANGES: dict[str, Change] = {
+    verb: (status, None, None, False) for verb, status in STATUS_ACTIONS.items()
+}
+_OOM: Change = (None, None, OOM_REASON, False)
+_STOP_REQUESTED: Change = (None, None, None, True)
 
 
 def map_action(action: str, exit_code: str | None) -> Change | str:
     """The container change a container event's action means, or why it is ignored."""
     verb = action.partition(": ")[0] if ": " in action else action
-    status = STATUS_ACTIONS.get(verb)
-    if status is not None:
-        return status, None, None
+    change = _STATUS_CHANGES.get(verb)
+    if change is not None:
+        return change
     if verb in _DIE_ACTIONS:
-        return "STOPPED", None if exit_code is None else parse_exit_code(exit_code), None
+        return "STOPPED", None if exit_code is None else parse_exit_code(exit_code), None, False
+    if verb == "kill":
+        return _STOP_REQUESTED
     if verb == "oom":
-        return None, None, OOM_REASON
+        return _OOM
     return _IGNORED.get(verb) or (
         reasons.docker_no_state_change(verb) if verb in NO_STATE_CHANGE else reasons.DOCKER_UNKNOWN_ACTION
     )
 
 
 _IGNORED = {
-    "kill": reasons.DOCKER_KILL,
     "restart": reasons.DOCKER_RESTART,
     "health_status": reasons.DOCKER_HEALTH,
     **dict.fromkeys(EXEC_ACTIONS, reasons.DOCKER_EXEC),
@@ -223,7 +249,7 @@ def apply_container_event(
     if isinstance(change, str):
         into.ignored.append(change)
         return
-    status, code, reason = change
+    status, code, reason, stop_requested = change
     into.events.append(
         container_event(
             container,
@@ -232,7 +258,61 @@ def apply_container_event(
             status=status,
             exit_code=code,
             reason=reason,
+            stop_requested=stop_requested,
             image_digest=_image_digest(attributes.get("image")),
+        )
+    )
+
+
+def apply_docker_event(
+    doc: DockerEvent, into: DecodeResult, known: ContainerIndex, fallback_ns: int | None = None
+) -> None:
+    """Map one typed Docker event onto ``into``; ``fallback_ns`` (a shipper's timestamp) dates an
+    event without a time of its own. ``apply_container_event`` flattened: it runs per event."""
+    if doc.timeNano:
+        observed_at = doc.timeNano
+    elif doc.time:
+        observed_at = unix_seconds_ns(doc.time)
+    elif fallback_ns is not None:
+        observed_at = fallback_ns
+    else:
+        raise InvalidItem("docker: event has neither timeNano nor time")
+    if doc.Type != "container":
+        into.ignored.append(reasons.docker_not_container(doc.Type))
+        return
+    labels = doc.Actor.Attributes
+    if labels is None or not (labels.task and labels.cluster and labels.container):
+        into.ignored.append(reasons.DOCKER_NO_LABELS)
+        return
+    if labels.container == PAUSE_CONTAINER_NAME:
+        into.ignored.append(reasons.DOCKER_PAUSE_CONTAINER)
+        return
+    actor_id = doc.Actor.ID
+    task_definition = known.remember_labels(
+        actor_id, labels.cluster, labels.task, labels.container, labels.family, labels.version
+    )
+    exit_code = labels.exitCode if labels.exitCode is not None else labels.containerExitCode
+    change = map_action(doc.Action, exit_code)
+    if isinstance(change, str):
+        into.ignored.append(change)
+        return
+    status, code, reason, stop_requested = change
+    container = ContainerChange(
+        containerName=labels.container,
+        runtimeId=actor_id or None,
+        imageDigest=_image_digest(labels.image),
+        status=status,
+        exitCode=code,
+        reason=reason,
+        stopRequested=stop_requested,
+    )
+    into.events.append(
+        TaskEvent(
+            cluster=labels.cluster,
+            task=labels.task,
+            observedAt=observed_at,
+            containers=(container,),
+            taskDefinitionArn=task_definition,
         )
     )
 
@@ -240,61 +320,7 @@ def apply_container_event(
 class DockerFormat(JsonFormat[DockerEvent]):
     """Docker and Podman events; the hot path."""
 
-    name = "docker"
-    label = "docker"
-
-    def __init__(self, known: ContainerIndex) -> None:
-        super().__init__(msgspec.json.Decoder(DockerEvent))
-        self._known = known
-
-    def claims(self, doc: DockerEvent) -> bool:
-        return not doc.outranked()
+    document = DockerEvent
 
     def apply(self, doc: DockerEvent, index: int, into: DecodeResult) -> None:
-        self.apply_with_fallback(doc, into, None)
-
-    def apply_with_fallback(self, doc: DockerEvent, into: DecodeResult, fallback_ns: int | None) -> None:
-        """Apply ``doc``; ``fallback_ns`` (a shipper's timestamp) is used when it has no time."""
-        if doc.timeNano:
-            observed_at = doc.timeNano
-        elif doc.time:
-            observed_at = unix_seconds_ns(doc.time)
-        elif fallback_ns is not None:
-            observed_at = fallback_ns
-        else:
-            raise InvalidItem("docker: event has neither timeNano nor time")
-        self._apply(doc, observed_at, into)
-
-    def _apply(self, doc: DockerEvent, observed_at: int, into: DecodeResult) -> None:
-        """``apply_container_event`` for the typed attributes, flattened: it runs per event."""
-        if doc.Type != "container":
-            into.ignored.append(reasons.docker_not_container(doc.Type))
-            return
-        labels = doc.Actor.Attributes
-        if labels is None or not (labels.task and labels.cluster and labels.container):
-            into.ignored.append(reasons.DOCKER_NO_LABELS)
-            return
-        if labels.container == PAUSE_CONTAINER_NAME:
-            into.ignored.append(reasons.DOCKER_PAUSE_CONTAINER)
-            return
-        actor_id = doc.Actor.ID
-        self._known.remember_labels(actor_id, labels.cluster, labels.task, labels.container)
-        exit_code = labels.exitCode if labels.exitCode is not None else labels.containerExitCode
-        change = map_action(doc.Action, exit_code)
-        if isinstance(change, str):
-            into.ignored.append(change)
-            return
-        status, code, reason = change
-        container = ContainerChange(
-            containerName=labels.container,
-            runtimeId=actor_id or None,
-            imageDigest=_image_digest(labels.image),
-            status=status,
-            exitCode=code,
-            reason=reason,
-        )
-        into.events.append(
-            TaskEvent(
-                cluster=labels.cluster, task=labels.task, observedAt=observed_at, containers=(container,)
-            )
-        )
+        apply_docker_event(doc, into, self.context.known)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from worker.decode import reasons
-from worker.decode.formats import JsonFormat
+from worker.decode.format_contract import JsonFormat
 from worker.decode.result import DecodeResult
 
 __all__ = ["EventBridgeEnvelope", "EventBridgeFormat"]
@@ -19,16 +19,16 @@ _TASK_STATE_CHANGE = "ECS Task State Change"
 
 
 class EventBridgeEnvelope(msgspec.Struct, kw_only=True):
+    """The members of an EventBridge event that say where it comes from."""
+
     detail_type: str = msgspec.field(name="detail-type")
     source: str = ""
 
 
 class EventBridgeFormat(JsonFormat[EventBridgeEnvelope]):
-    name = "eventbridge"
-    label = "EventBridge"
+    """EventBridge events: all ignored, with the reason why."""
 
-    def __init__(self) -> None:
-        super().__init__(msgspec.json.Decoder(EventBridgeEnvelope))
+    document = EventBridgeEnvelope
 
     def apply(self, doc: EventBridgeEnvelope, index: int, into: DecodeResult) -> None:
         if doc.source != "aws.ecs":

@@ -19,7 +19,6 @@ __all__ = [
     "CONTAINERD_UNKNOWN_TOPIC",
     "DOCKER_EXEC",
     "DOCKER_HEALTH",
-    "DOCKER_KILL",
     "DOCKER_NO_LABELS",
     "DOCKER_PAUSE_CONTAINER",
     "DOCKER_RESTART",
@@ -35,7 +34,6 @@ __all__ = [
 # Docker, Podman, and Docker events shipped by Fluent Bit or Metricbeat.
 DOCKER_NO_LABELS = "docker: container without ECS labels"
 DOCKER_PAUSE_CONTAINER = "docker: ECS agent pause container (not reported)"
-DOCKER_KILL = "docker: kill (a signal; the die that follows carries the exit code)"
 DOCKER_RESTART = "docker: restart (a status never goes backwards)"
 DOCKER_HEALTH = "docker: health_status (not a task state change)"
 DOCKER_EXEC = "docker: exec process event (not the container's state)"

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import msgspec
 
-from worker.decode.attribution import ContainerIndex
-from worker.decode.docker import DockerFormat, apply_container_event
-from worker.decode.errors import InvalidItem, bad_item_for
-from worker.decode.formats import BelowDocker, BelowMetricbeat, JsonFormat
+from worker.decode.bad_items import EMPTY_RECORD, InvalidItem, bad_item_for
+from worker.decode.docker import apply_container_event, apply_docker_event, docker_event_decoder
+from worker.decode.format_contract import JsonFormat
 from worker.decode.framing import split_items
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import rfc3339_ns, seconds_ns
@@ -35,21 +34,17 @@ __all__ = [
 ]
 
 
-class FluentBitRecord(BelowMetricbeat, kw_only=True):
+class FluentBitRecord(msgspec.Struct, kw_only=True):
+    """A Fluent Bit ``docker_events`` record: the raw events and when Fluent Bit read them."""
+
     message: str
     timestamp: float | str | None = msgspec.field(default=None, name="@timestamp")
 
 
 class FluentBitFormat(JsonFormat[FluentBitRecord]):
-    name = "fluentbit"
-    label = "Fluent Bit"
+    """Fluent Bit records; each event of the message is decoded as a Docker event."""
 
-    def __init__(self, docker: DockerFormat) -> None:
-        super().__init__(msgspec.json.Decoder(FluentBitRecord))
-        self._docker = docker
-
-    def claims(self, doc: FluentBitRecord) -> bool:
-        return not doc.outranked()
+    document = FluentBitRecord
 
     def apply(self, doc: FluentBitRecord, index: int, into: DecodeResult) -> None:
         if doc.timestamp is None:
@@ -60,21 +55,25 @@ class FluentBitFormat(JsonFormat[FluentBitRecord]):
             fallback = seconds_ns(doc.timestamp)
         events = split_items(doc.message.encode())
         if not events:
-            raise InvalidItem("Fluent Bit record with an empty message", "EmptyRecord")
-        docker = self._docker
+            raise InvalidItem("Fluent Bit record with an empty message", EMPTY_RECORD)
+        known = self.context.known
         for event in events:
             try:
-                docker.apply_with_fallback(docker.parse(event), into, fallback)
+                apply_docker_event(docker_event_decoder.decode(event), into, known, fallback)
             except Exception as exc:  # each event of the message is judged on its own
                 into.bad.append(bad_item_for(exc, index, "docker"))
 
 
 class MetricbeatActor(msgspec.Struct, kw_only=True):
+    """``docker.event.actor``: the container's id and its labels (keys de-dotted by default)."""
+
     id: str = ""
     attributes: dict[str, str] | None = None
 
 
 class MetricbeatDockerEvent(msgspec.Struct, kw_only=True):
+    """``docker.event``: the Docker event's members, in Metricbeat's spelling."""
+
     type: str = ""
     action: str = ""
     status: str = ""
@@ -82,29 +81,29 @@ class MetricbeatDockerEvent(msgspec.Struct, kw_only=True):
 
 
 class MetricbeatDocker(msgspec.Struct, kw_only=True):
+    """``docker``: only ``docker.event`` is read."""
+
     event: MetricbeatDockerEvent
 
 
 class MetricbeatEcsEvent(msgspec.Struct, kw_only=True):
+    """``event`` (Elastic Common Schema): its ``action`` when ``docker.event`` has none."""
+
     action: str = ""
 
 
-class MetricbeatDocument(BelowDocker, kw_only=True):
+class MetricbeatDocument(msgspec.Struct, kw_only=True):
+    """A Metricbeat ``docker.event`` document."""
+
     docker: MetricbeatDocker
     timestamp: str = msgspec.field(name="@timestamp")
     event: MetricbeatEcsEvent | None = None
 
 
 class MetricbeatFormat(JsonFormat[MetricbeatDocument]):
-    name = "metricbeat"
-    label = "Metricbeat docker.event"
+    """Metricbeat ``docker.event`` documents, mapped as Docker events."""
 
-    def __init__(self, known: ContainerIndex) -> None:
-        super().__init__(msgspec.json.Decoder(MetricbeatDocument))
-        self._known = known
-
-    def claims(self, doc: MetricbeatDocument) -> bool:
-        return not doc.outranked()
+    document = MetricbeatDocument
 
     def apply(self, doc: MetricbeatDocument, index: int, into: DecodeResult) -> None:
         event = doc.docker.event
@@ -119,5 +118,5 @@ class MetricbeatFormat(JsonFormat[MetricbeatDocument]):
             actor.attributes if actor.attributes is not None else {},
             rfc3339_ns(doc.timestamp),
             into,
-            self._known,
+            self.context.known,
         )

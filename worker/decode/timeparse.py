@@ -2,7 +2,7 @@
 
 ``datetime`` keeps microseconds only, so the fraction of a second is parsed separately. Every
 parser raises ``InvalidItem`` on malformed input or on a time outside ``schemas.events.NanoTime``
-(0 .. 2**63-1 ns, i.e. 1970-01-01 .. 2262-04-11).
+(0 .. ``schemas.bounds.MAX_NANOTIME`` ns, i.e. 1970-01-01 .. 2262-04-11).
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-from worker.decode.errors import InvalidItem
+from schemas.bounds import MAX_NANOTIME
+from worker.decode.bad_items import DECODE_ERROR, InvalidItem
 
-__all__ = ["MAX_NS", "check_ns", "go_time_ns", "rfc3339_ns", "seconds_ns", "unix_seconds_ns"]
+__all__ = ["MAX_SECONDS", "check_ns", "go_time_ns", "rfc3339_ns", "seconds_ns", "unix_seconds_ns"]
 
-MAX_NS = 2**63 - 1
 _NS_PER_S = 1_000_000_000
+MAX_SECONDS = MAX_NANOTIME // _NS_PER_S
+"""The latest whole second since the epoch that is a valid time."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _RFC3339 = re.compile(
@@ -30,7 +32,8 @@ _GO_OFFSET = re.compile(rb"([+-])(\d{2})(\d{2})")
 
 
 def check_ns(ns: int) -> int:
-    if not 0 <= ns <= MAX_NS:
+    """``ns`` itself, or ``InvalidItem`` when it is outside ``schemas.events.NanoTime``."""
+    if not 0 <= ns <= MAX_NANOTIME:
         raise InvalidItem(f"time {ns} ns is outside 1970-01-01..2262-04-11")
     return ns
 
@@ -66,7 +69,7 @@ def go_time_ns(date: bytes, clock: bytes, offset: bytes) -> int:
     c = _GO_CLOCK.fullmatch(clock)
     o = _GO_OFFSET.fullmatch(offset)
     if d is None or c is None or o is None:
-        raise InvalidItem("invalid Go time in ctr line", "DecodeError")
+        raise InvalidItem("invalid Go time in ctr line", DECODE_ERROR)
     fields = (int(d[1]), int(d[2]), int(d[3]), int(c[1]), int(c[2]), int(c[3]))
     fraction = c[4].decode("ascii") if c[4] else None
     return _to_ns(fields, fraction, o[1].decode("ascii"), int(o[2]), int(o[3]))

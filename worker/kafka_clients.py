@@ -1,21 +1,20 @@
-"""Stage 1, read: the Kafka consumer and producer, built from the settings. The Kafka edge.
+"""The Kafka clients (aiokafka consumer and producer), built from the settings. The Kafka edge.
 
-Offsets are never auto-committed: ``pipeline`` commits explicit offsets from ``offsets`` once
-everything below them is resolved. ``PartitionListener`` hands rebalances to the pipeline.
+Offsets are never auto-committed: ``worker.partitions`` commits explicit offsets from the offset
+book once everything below them is resolved, and is the consumer's rebalance listener.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
 from worker.config import Settings
 
-__all__ = ["PartitionListener", "kafka_security", "make_consumer", "make_producer"]
+__all__ = ["kafka_security", "make_consumer", "make_producer"]
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
@@ -66,19 +65,3 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         request_timeout_ms=30_000,
         **kafka_security(settings),
     )
-
-
-class PartitionListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(
-        self,
-        on_assigned: Callable[[list[tuple[str, int]]], Awaitable[None]],
-        on_revoked: Callable[[list[tuple[str, int]]], Awaitable[None]],
-    ) -> None:
-        self._on_assigned = on_assigned
-        self._on_revoked = on_revoked
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._on_revoked([(tp.topic, tp.partition) for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self._on_assigned([(tp.topic, tp.partition) for tp in assigned])

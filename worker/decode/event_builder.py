@@ -1,24 +1,21 @@
 """Building the canonical ``TaskEvent`` for one observed container change.
 
 ``msgspec.Struct`` constructors do not check ``Meta`` constraints, so the bounds of
-``schemas.events`` that runtime input could break are checked here.
+``schemas.events`` (``schemas.bounds``) that runtime input could break are checked here.
 """
 
 from __future__ import annotations
 
+from schemas.bounds import INT32_MAX, INT32_MIN, MAX_TEXT_LENGTH
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
-from worker.decode.errors import InvalidItem
+from worker.decode.bad_items import InvalidItem
 from worker.decode.labels import EcsContainer
 from worker.decode.timeparse import check_ns
 
-__all__ = ["INT32_MAX", "INT32_MIN", "OOM_REASON", "container_event"]
+__all__ = ["OOM_REASON", "container_event"]
 
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 """The container reason ECS reports for an out-of-memory kill."""
-
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
-_MAX_TEXT = 65536  # schemas.events.Text
 
 
 def container_event(
@@ -30,11 +27,13 @@ def container_event(
     exit_code: int | None = None,
     reason: str | None = None,
     image_digest: str | None = None,
+    stop_requested: bool = False,
 ) -> TaskEvent:
-    """One task event holding one container change."""
+    """One task event holding one change of ``container`` (with its task's definition, if known);
+    ``InvalidItem`` when a value is out of bounds."""
     check_ns(observed_at)
-    if runtime_id is not None and len(runtime_id) > _MAX_TEXT:
-        raise InvalidItem(f"container id is longer than {_MAX_TEXT} characters")
+    if runtime_id is not None and len(runtime_id) > MAX_TEXT_LENGTH:
+        raise InvalidItem(f"container id is longer than {MAX_TEXT_LENGTH} characters")
     if exit_code is not None and not INT32_MIN <= exit_code <= INT32_MAX:
         raise InvalidItem(f"exit code {exit_code} is outside int32")
     change = ContainerChange(
@@ -44,10 +43,12 @@ def container_event(
         status=status,
         exitCode=exit_code,
         reason=reason,
+        stopRequested=stop_requested,
     )
     return TaskEvent(
         cluster=container.cluster,
         task=container.task,
         observedAt=observed_at,
         containers=(change,),
+        taskDefinitionArn=container.task_definition,
     )

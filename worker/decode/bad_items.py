@@ -1,9 +1,11 @@
-"""Errors raised inside the decoders and how they become ``BadItem`` s.
+"""Why input is refused: the error classes of bad items, ``InvalidItem``, and ``bad_item_for``.
 
-Decoders raise; ``worker.decode.decoder`` catches and turns each error into one ``BadItem`` for the
-dead-letter topic, so ``RecordDecoder.decode`` itself never raises. The ``error_class`` values a
-well-behaved decoder produces are the members of ``BAD_ITEM_CLASSES``; anything else is the class
-name of an unexpected exception caught by the last-resort handler (a bug to fix).
+Decoders raise (``InvalidItem`` for a value they refuse, msgspec's errors for malformed or
+mistyped JSON); ``worker.decode.decoder`` catches and turns each error into one ``BadItem`` for
+the dead-letter topic, so ``RecordDecoder.decode`` itself never raises. The ``error_class``
+values a well-behaved decoder produces are the members of ``BAD_ITEM_CLASSES``; anything else is
+the class name of an unexpected exception caught by the last-resort handler (a bug to fix).
+(``worker.errors`` is another taxonomy: the failures of ECS calls.)
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ UNRECOGNISED = "UnrecognisedFormat"
 RECURSION_ERROR = "RecursionError"
 
 UNRECOGNISED_REASON = "unrecognised event format"
+
+_MAX_BUG_REASON = 1024
+"""Characters of an unexpected exception's repr kept in its reason (it may quote the input)."""
 
 BAD_ITEM_CLASSES = frozenset(
     {EMPTY_RECORD, RECORD_TOO_LARGE, DECODE_ERROR, VALIDATION_ERROR, UNRECOGNISED, RECURSION_ERROR}
@@ -68,4 +73,4 @@ def bad_item_for(exc: Exception, index: int, what: str) -> BadItem:
     if isinstance(exc, RecursionError):
         return BadItem("malformed JSON: nested too deeply", RECURSION_ERROR, index)
     # Last resort: a bug in a decoder. Still a BadItem, so one record cannot stop the pipeline.
-    return BadItem(f"internal decoder error: {exc!r}"[:1024], type(exc).__name__, index)
+    return BadItem(f"internal decoder error: {exc!r}"[:_MAX_BUG_REASON], type(exc).__name__, index)

@@ -1,16 +1,17 @@
-"""The pure part of stage 5 (worker.record): outcome records and dead-letter headers."""
+"""Stage 5 (worker.publish): outcome records, dead letters, and writing them through a sink."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import msgspec
+import pytest
 
 from schemas.ecs import SubmitTaskStateChangeRequest
 from schemas.records import DEAD_LETTER_HEADER_PREFIX, DeadLetter, Outcome, SourceRecords
-from worker.coalesce import Result, Submission
-from worker.record import build_outcome, dead_letter_headers
-from worker.submit import SubmitResult
+from worker.metrics import Metrics
+from worker.publish import Publisher, build_outcome, dead_letter_headers
+from worker.work import SourceRef, Submission, SubmitResult
 
 TASK = "arn:aws:ecs:us-east-1:123456789012:task/demo/abc"
 FIRST = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z in ns
@@ -22,7 +23,7 @@ def submission(sources: list[tuple[str, int, int]], status: str = "RUNNING") -> 
         key=("demo", TASK),
         request=request,
         fingerprint="f00d",
-        sources=sources,
+        sources=[SourceRef(t, p, o, 1) for t, p, o in sources],
         first_event_at=FIRST,
         stopped=status == "STOPPED",
     )
@@ -30,7 +31,7 @@ def submission(sources: list[tuple[str, int, int]], status: str = "RUNNING") -> 
 
 def test_outcome_of_an_acknowledged_submission() -> None:
     sub = submission([("in", 1, 7), ("in", 0, 5), ("in", 1, 3), ("in", 1, 7), ("alt", 0, 9)])
-    result = SubmitResult(Result.ACKNOWLEDGED, 2, FIRST + 1_234_567_891, acknowledgment="ACK")
+    result = SubmitResult("acknowledged", 2, FIRST + 1_234_567_891, acknowledgment="ACK")
     outcome = build_outcome(sub, result, "worker-0")
     assert outcome == Outcome(
         cluster="demo",
@@ -58,9 +59,7 @@ def test_outcome_of_an_acknowledged_submission() -> None:
 
 def test_outcome_of_a_failed_submission() -> None:
     sub = submission([("in", 0, 1)], status="STOPPED")
-    result = SubmitResult(
-        Result.FAILED, 8, FIRST + 2_000_000_000, None, "ThrottlingException", "Rate exceeded"
-    )
+    result = SubmitResult("failed", 8, FIRST + 2_000_000_000, None, "ThrottlingException", "Rate exceeded")
     outcome = build_outcome(sub, result, "w")
     assert (outcome.result, outcome.status, outcome.attempts) == ("failed", "STOPPED", 8)
     assert (outcome.errorCode, outcome.errorMessage, outcome.acknowledgment) == (
@@ -76,7 +75,7 @@ def test_outcome_of_a_failed_submission() -> None:
 
 
 def test_outcome_with_no_sources() -> None:
-    outcome = build_outcome(submission([]), SubmitResult(Result.REJECTED, 1, FIRST), "w")
+    outcome = build_outcome(submission([]), SubmitResult("rejected", 1, FIRST), "w")
     assert outcome.sources == []
     assert outcome.result == "rejected"
     assert outcome.latencyMs == 0.0
@@ -113,3 +112,53 @@ def test_dead_letter_headers_omit_unset_members() -> None:
         "errors.message": b"m",
         "errors.worker": b"w-1",
     }
+
+
+class _FlakySink:
+    """A sink whose first ``failures`` writes fail, as a producer does while the broker is away."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.written: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker away")
+        self.written.append((topic, key, value, headers))
+
+
+def _publisher(sink: _FlakySink, giving_up: bool = False) -> Publisher:
+    return Publisher(
+        sink,
+        outcome_topic="out",
+        dlq_topic="dlq",
+        worker="w",
+        metrics=Metrics(),
+        giving_up=lambda: giving_up,
+        max_backoff_s=0.01,
+    )
+
+
+async def test_publisher_retries_until_the_broker_acknowledges() -> None:
+    sink = _FlakySink(failures=3)
+    publisher = _publisher(sink)
+    result = SubmitResult("failed", 8, FIRST + 1, error_code="ServerException", error_message="boom")
+    await publisher.dead_letter_submission(submission([("in", 0, 1)]), result)
+    assert len(sink.written) == 1
+    topic, key, value, headers = sink.written[0]
+    assert (topic, key) == ("dlq", TASK.encode())
+    assert msgspec.json.decode(value or b"", type=SubmitTaskStateChangeRequest).task == TASK
+    assert dict(headers or [])["errors.stage"] == b"submit"
+    assert publisher._metrics.totals()["dead_lettered"] == 1
+
+
+async def test_publisher_gives_up_once_the_drain_deadline_passed() -> None:
+    sink = _FlakySink(failures=1)
+    with pytest.raises(ConnectionError):
+        await _publisher(sink, giving_up=True).outcome(
+            submission([]), SubmitResult("acknowledged", 1, FIRST + 1)
+        )
+    assert sink.written == []

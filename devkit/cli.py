@@ -1,0 +1,102 @@
+"""The development commands of ``python -m worker``: ``ecs-endpoint``, ``broker``, ``demo``, ``bench``.
+
+``worker.cli`` registers them when this package is importable (a source checkout, run from the
+repository root); the production wheel holds neither this module nor what it runs. Each handler
+imports its stand-in only when called, so ``python -m worker run`` never loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import msgspec
+
+from worker.cli import Subcommands, run_async
+from worker.logs import configure_logging
+
+__all__ = ["register"]
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``worker.cli.DEVELOPMENT_COMMANDS`` to ``python -m worker``; each sets its ``handler``."""
+    endpoint = commands.add_parser("ecs-endpoint", help="the local ECS endpoint (development, tests)")
+    endpoint.add_argument("--host", default="127.0.0.1")
+    endpoint.add_argument("--port", type=int, default=4566)
+    endpoint.add_argument("--throttle-rate", type=float, default=0.0)
+    endpoint.add_argument("--error-rate", type=float, default=0.0)
+    endpoint.add_argument("--latency-ms", type=float, default=0.0)
+    endpoint.add_argument("--drop-rate", type=float, default=0.0)
+    endpoint.add_argument("--quota-burst", type=int, default=None)
+    endpoint.add_argument("--quota-refill-per-s", type=float, default=None)
+    endpoint.set_defaults(handler=_ecs_endpoint)
+
+    broker = commands.add_parser("broker", help="the embedded development broker (Tansu)")
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(handler=_broker)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on embedded parts, with a summary")
+    demo.add_argument("--tasks", type=int, default=400)
+    demo.add_argument("--partitions", type=int, default=4)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.set_defaults(handler=_demo)
+
+    bench = commands.add_parser("bench", help="the benchmark: JSON and a table")
+    bench.add_argument("--json", action="store_true", help="print JSON only")
+    bench.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
+    bench.set_defaults(handler=_bench)
+
+
+def _ecs_endpoint(args: argparse.Namespace) -> int:
+    from devkit.ecs_endpoint import Faults, serve
+
+    configure_logging("INFO", "text")
+    faults = Faults(
+        throttle_rate=args.throttle_rate,
+        error_rate=args.error_rate,
+        latency_ms=args.latency_ms,
+        drop_rate=args.drop_rate,
+        quota_burst=args.quota_burst,
+        quota_refill_per_s=args.quota_refill_per_s,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(serve(args.host, args.port, faults))
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from devkit.broker import EmbeddedBroker
+
+    configure_logging("INFO", "text")
+    with EmbeddedBroker(host=args.host, port=args.port) as broker:
+        print(
+            f"embedded broker on {broker.bootstrap}; Ctrl-C stops it (its data is in memory)",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from devkit.demo import run_demo
+
+    configure_logging("WARNING", "text")
+    summary = run_async(run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed))
+    print(msgspec.json.encode(summary).decode() if args.json else summary.render())
+    return 0 if summary.ok else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from devkit.bench import run_bench
+
+    configure_logging("WARNING", "text")
+    report = run_async(run_bench(quick=args.quick))
+    print(msgspec.json.encode(report).decode())
+    if not args.json:
+        print(report.render())
+    return 0

@@ -1,0 +1,234 @@
+"""``run_scenario``: one scenario on fresh parts (embedded broker behind a TCP proxy, recording
+ECS endpoint, worker processes), from start to quiescence, then its report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from devkit.broker import EmbeddedBroker, free_port
+from devkit.demo import POISON_RECORDS
+from devkit.ecs_endpoint import Faults
+from devkit.fleet import Fleet, final_state_mismatches, synthetic_fleet
+from devkit.harness.injector import Injector, RecordingEndpoint
+from devkit.harness.report import Observed, Produced, Report, build_report
+from devkit.harness.scenarios import Scenario
+from devkit.harness.workers import Run, wait_ready
+from devkit.proxy import TcpProxy
+from devkit.topics import create_topics, read_all
+
+__all__ = ["run_scenario"]
+
+
+async def run_scenario(scenario: Scenario, *, keep_logs: bool = False) -> Report:
+    """Run one scenario on fresh parts and report; logs are kept (``Report.log_dir``) on failure."""
+    began = time.monotonic()
+    log_dir = Path(tempfile.mkdtemp(prefix=f"faults-{scenario.name}-"))
+    fleet = synthetic_fleet(
+        scenario.tasks, seed=scenario.seed, spread_s=scenario.spread_s, running_share=scenario.running_share
+    )
+    base = Faults(quota_burst=scenario.quota_burst, quota_refill_per_s=scenario.quota_refill_per_s)
+    run, parts = _prepare(scenario, log_dir, base)
+    report: Report | None = None
+    try:
+        await parts.start(run)
+        report = await _exercise(run, parts, fleet, base)
+        report.wall_s = round(time.monotonic() - began, 1)
+        return report
+    finally:
+        await parts.stop(run)
+        if report is not None and report.ok and not keep_logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        elif report is not None:
+            report.log_dir = str(log_dir)
+
+
+@dataclass
+class _Parts:
+    """The scenario's own broker, the proxy it advertises, the endpoint, a consumer of the group
+    (to read its committed offsets) and the running fault injections."""
+
+    broker: EmbeddedBroker
+    proxy: TcpProxy
+    endpoint: RecordingEndpoint
+    consumer: AIOKafkaConsumer | None = None
+    injections: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, run: Run) -> None:
+        await self.proxy.start()
+        await asyncio.to_thread(self.broker.start)
+        await self.endpoint.start()
+        run.endpoint_url = self.endpoint.url
+        await create_topics(
+            run.bootstrap,
+            {run.input_topic: run.scenario.partitions, run.outcome_topic: 3, run.dlq_topic: 1},
+        )
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=run.bootstrap, group_id=run.group, enable_auto_commit=False
+        )
+        await self.consumer.start()
+
+    async def stop(self, run: Run) -> None:
+        for task in self.injections:
+            task.cancel()
+        await asyncio.gather(*self.injections, return_exceptions=True)
+        await run.kill_all()
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        await self.endpoint.stop()
+        await self.proxy.stop()
+        await asyncio.to_thread(self.broker.stop)
+
+
+def _prepare(scenario: Scenario, log_dir: Path, base: Faults) -> tuple[Run, _Parts]:
+    peak_workers = scenario.workers + sum(1 for f in scenario.faults if f.kind == "join")
+    proxy_port = free_port()
+    # No log_file: EmbeddedBroker.start() leaves that file open (a ResourceWarning).
+    broker = EmbeddedBroker(advertised=f"127.0.0.1:{proxy_port}")
+    proxy = TcpProxy(target_port=broker.port, port=proxy_port)
+    parts = _Parts(broker, proxy, RecordingEndpoint(faults=base, seed=scenario.seed))
+    run = Run(
+        scenario=scenario,
+        log_dir=log_dir,
+        bootstrap=proxy.address,
+        endpoint_url="",
+        group=f"faults-{scenario.name}",
+        input_topic="container-events",
+        outcome_topic="ecs-state-outcomes",
+        dlq_topic="ecs-state-dlq",
+        per_worker_rate=scenario.quota_refill_per_s / peak_workers,
+        per_worker_burst=max(1, scenario.quota_burst // peak_workers),
+        rng=random.Random(scenario.seed),
+    )
+    return run, parts
+
+
+async def _exercise(run: Run, parts: _Parts, fleet: Fleet, base: Faults) -> Report:
+    """Start the workers, produce the fleet while the faults happen, wait for quiescence, stop the
+    workers with SIGTERM, and report from what the broker and the endpoint recorded."""
+    scenario = run.scenario
+    consumer = parts.consumer
+    assert consumer is not None, "the parts are not started"
+    first = [run.spawn() for _ in range(scenario.workers)]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        if not await wait_ready(session, first, 60):
+            run.problems.append("the workers did not all become ready within 60s")
+    run.t0 = time.monotonic()
+    run.note(f"production starts: {len(fleet.steps)} events, {scenario.tasks} tasks")
+    injector = Injector(run, parts.endpoint, parts.proxy, base)
+    parts.injections.extend(asyncio.create_task(injector.inject(f)) for f in scenario.faults)
+    produced = await _produce(run.bootstrap, run.input_topic, fleet, scenario.poison, run.t0)
+    run.note(f"production done: {produced.events} records")
+    await asyncio.gather(*parts.injections)
+    settled_at = time.monotonic()
+    quiet = await _quiesce(run, parts.endpoint, fleet, produced.ends, consumer)
+    drain_s = round(time.monotonic() - settled_at, 1) if quiet else None
+    run.note("quiescent" if quiet else "not quiescent: timed out")
+    await _stop_workers(run)
+    return await _observe(run, parts.endpoint, consumer, fleet, produced, drain_s)
+
+
+async def _stop_workers(run: Run) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        for proc in run.live:  # /readyz: assigned partitions at least once
+            if not await wait_ready(session, [proc], 1.0):
+                run.problems.append(f"{proc.name} never received an assignment: its join never completed")
+    for proc in list(run.live):
+        await run.terminate(proc)
+
+
+async def _observe(
+    run: Run,
+    endpoint: RecordingEndpoint,
+    consumer: AIOKafkaConsumer,
+    fleet: Fleet,
+    produced: Produced,
+    drain_s: float | None,
+) -> Report:
+    """Read the records back (only once the workers are stopped: every outcome and dead letter is
+    written) and check the promises on them."""
+    seen = Observed(
+        scenario=run.scenario,
+        expected=fleet.expected,
+        input_topic=run.input_topic,
+        produced=produced,
+        endpoint_state=endpoint.state(),
+        accepted_requests=endpoint.accepted_requests,
+        quota_refusals=endpoint.quota_refusals,
+        outcome_records=await read_all(run.bootstrap, run.outcome_topic, timeout_s=60),
+        letters=await read_all(run.bootstrap, run.dlq_topic, timeout_s=60),
+        committed=await _committed(consumer, run.input_topic, run.scenario.partitions),
+        timeline=run.records,
+        problems=run.problems,
+        unclean_exits=run.unclean_exits,
+        max_exit_s=run.exit_s,
+        drain_s=drain_s,
+    )
+    return build_report(seen)
+
+
+async def _produce(bootstrap: str, topic: str, fleet: Fleet, poison: int, t0: float) -> Produced:
+    """Send the fleet's steps on its schedule (keyed by task ARN) and ``poison`` poison records;
+    end offsets come from the broker's acknowledgements (Tansu's ListOffsets can lag)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, request_timeout_ms=120_000)
+    await producer.start()
+    try:
+        pending: list[asyncio.Future[Any]] = []
+        poison_futures: list[asyncio.Future[Any]] = []
+        every = max(1, len(fleet.steps) // (poison + 1))
+        for index, step in enumerate(fleet.steps):
+            delay = t0 + step.at_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            value = fleet.render(step, time.time_ns())
+            pending.append(await producer.send(topic, value=value, key=step.task.encode()))
+            if index % every == every - 1 and len(poison_futures) < poison:
+                bad = POISON_RECORDS[len(poison_futures) % len(POISON_RECORDS)]
+                key = f"poison-{len(poison_futures)}".encode()
+                poison_futures.append(await producer.send(topic, value=bad, key=key))
+        metas = await asyncio.gather(*pending, *poison_futures)
+        ends: dict[int, int] = {}
+        for meta in metas:
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        bad_at = [(m.partition, m.offset) for m in metas[len(pending) :]]
+        return Produced(ends, bad_at, len(metas))
+    finally:
+        await producer.stop()
+
+
+async def _committed(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> dict[int, int]:
+    result: dict[int, int] = {}
+    for partition in range(partitions):
+        offset = await consumer.committed(TopicPartition(topic, partition))
+        result[partition] = offset or 0
+    return result
+
+
+async def _quiesce(
+    run: Run, endpoint: RecordingEndpoint, fleet: Fleet, ends: dict[int, int], consumer: AIOKafkaConsumer
+) -> bool:
+    """Wait until every task is final at the endpoint and the group's committed offsets are at
+    ``ends``; False when ``quiesce_timeout_s`` passes first."""
+    deadline = time.monotonic() + run.scenario.quiesce_timeout_s
+    want = {p: ends.get(p, 0) for p in range(run.scenario.partitions)}
+    while time.monotonic() < deadline:
+        if not final_state_mismatches(fleet.expected, endpoint.state()):
+            with contextlib.suppress(Exception):  # the coordinator may be moving: ask again
+                committed = await asyncio.wait_for(
+                    _committed(consumer, run.input_topic, run.scenario.partitions), 10
+                )
+                if committed == want:
+                    return True
+        await asyncio.sleep(0.25)
+    return False

@@ -1,0 +1,77 @@
+"""The ECS agent's rules for a task's status, on the full container set of its definition. Pure.
+
+- **Task status** is the earliest status among the task's containers, every container of the
+  definition counted, one never seen as PENDING: RUNNING once every container has reached RUNNING
+  or has stopped (an init container that completed), STOPPED once every container has stopped
+  (agent: ``Task.updateTaskKnownStatus`` takes the earliest known status of its containers).
+  Without a definition only the containers seen are counted, as before this module existed.
+- **Restarts** (agent: ``restart.RestartTracker.ShouldRestart``): an exit is restarted, and so not
+  reported, when the container's restart policy is enabled, no stop was asked of it (its desired
+  status is not STOPPED), it has an exit code not in ``ignoredExitCodes``, and it ran at least
+  ``restartAttemptPeriod`` seconds since it started or last restarted.
+- **Missed history**: a view is partial when a container of the definition is first seen past
+  PENDING (its creation and start happened before this process read the task: another owner, or
+  before a restart) or when a container is seen before a container it ``dependsOn`` (the agent
+  creates a dependent only once its dependencies' conditions are met). Then ECS's own view is
+  asked for (``DescribeTasks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+
+from worker.task_definition import ContainerDefinition, TaskDefinition
+
+__all__ = ["PENDING", "RUNNING", "STOPPED", "earliest_rank", "missed_history", "should_restart"]
+
+PENDING, RUNNING, STOPPED = 0, 1, 2
+_NS_PER_S = 1_000_000_000
+
+
+def earliest_rank(ranks: Mapping[str, int], definition: TaskDefinition | None) -> int:
+    """The task rank that container ranks (by name; -1 = seen, status unknown) give: the earliest
+    of every container of ``definition`` (one not in ``ranks`` counts as PENDING), or of the
+    containers in ``ranks`` without a definition. PENDING when there is none."""
+    if definition is None:
+        names: Iterable[str] = ranks
+        if not ranks:
+            return PENDING
+    else:
+        names = definition.containers
+    lowest = STOPPED
+    for name in names:
+        rank = ranks.get(name, PENDING)
+        if rank < lowest:
+            lowest = rank
+    return max(lowest, PENDING)
+
+
+def should_restart(
+    container: ContainerDefinition | None,
+    *,
+    exit_code: int | None,
+    stop_requested: bool,
+    started_at: int | None,
+    exited_at: int,
+) -> bool:
+    """Whether the agent restarts a container that exited at ``exited_at`` (ns) with
+    ``exit_code``, having started (or last restarted) at ``started_at`` (ns; None = not seen)."""
+    policy = None if container is None else container.restartPolicy
+    if policy is None or not policy.enabled or stop_requested or exit_code is None:
+        return False
+    if exit_code in policy.ignoredExitCodes:
+        return False
+    if started_at is None:
+        return False  # its start was not seen: the period cannot be known, take the exit as final
+    return exited_at - started_at >= policy.restartAttemptPeriod * _NS_PER_S
+
+
+def missed_history(definition: TaskDefinition, seen: Collection[str], name: str, first_rank: int) -> bool:
+    """Whether first seeing container ``name`` at ``first_rank``, with the containers ``seen``
+    before it, shows that this process missed part of the task's history."""
+    if first_rank > PENDING:
+        return True
+    container = definition.containers.get(name)
+    if container is None:
+        return False
+    return any(d.containerName not in seen for d in container.dependsOn)

@@ -1,0 +1,130 @@
+"""Stage 1, consume: fetch records from the input topic and hand them to the intake.
+
+Per batch: records of a partition this process does not track are fetched again (never skipped);
+every other record goes through ``worker.intake`` (decode -> validate -> apply); a record with bad
+items is dead-lettered in the background and its last claim released once the broker has the
+dead letter. Consumption pauses while the coalescer is over its task cap with only busy tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from worker.dispatch import Dispatcher
+from worker.intake import Intake, RecordBatch
+from worker.metrics import Metrics
+from worker.publish import Publisher
+
+__all__ = ["ConsumeLoop"]
+
+log = logging.getLogger(__name__)
+_FETCH_TIMEOUT_MS = 100
+
+
+class ConsumeLoop:
+    """``run()`` fetches until ``stopping()`` is true; ``on_progress`` is called per batch, and
+    ``on_wants`` when the coalescer then wants a definition or a view (``worker.resolve``)."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        *,
+        intake: Intake,
+        dispatcher: Dispatcher,
+        publisher: Publisher,
+        metrics: Metrics,
+        max_poll_records: int,
+        stopping: Callable[[], bool],
+        on_progress: Callable[[], None],
+        on_wants: Callable[[], None],
+    ) -> None:
+        self._consumer = consumer
+        self._intake = intake
+        self._dispatcher = dispatcher
+        self._publisher = publisher
+        self._metrics = metrics
+        self._max_poll_records = max_poll_records
+        self._stopping = stopping
+        self._on_progress = on_progress
+        self._on_wants = on_wants
+        self._paused = False
+
+    async def run(self) -> None:
+        consumer, intake = self._consumer, self._intake
+        while not self._stopping():
+            self._apply_backpressure()
+            batches = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=self._max_poll_records)
+            now, wall = time.monotonic_ns(), time.time_ns()
+            for tp, records in batches.items():
+                if not intake.book.owns(tp.topic, tp.partition):
+                    self._refetch_later(tp, records[0].offset)
+                    continue
+                for record in records:
+                    self._take(record, now, wall)
+                self._metrics.records_consumed.labels(str(tp.partition)).inc(len(records))
+            self._publish_tallies()
+            if batches:
+                self._on_progress()
+                self._dispatcher.wake()
+                if intake.coalescer.wants_pending():
+                    self._on_wants()
+            self._metrics.active_tasks.set(intake.coalescer.active_count)
+
+    def _take(self, record: Any, now: int, wall: int) -> None:
+        batch = self._intake.read(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.value,
+            record.headers or (),
+            timestamp_ms=record.timestamp,
+        )
+        if batch is None:  # owned: checked per partition by the caller
+            return
+        self._intake.admit(batch, now, wall)
+        if batch.bad:
+            self._dispatcher.spawn(self._dead_letter(record, batch))
+
+    async def _dead_letter(self, record: Any, batch: RecordBatch) -> None:
+        await self._publisher.dead_letter_input(record, batch.bad)
+        self._dispatcher.release([batch.source])
+
+    def _refetch_later(self, tp: TopicPartition, offset: int) -> None:
+        """Records of a partition this worker does not (yet) track are never skipped: the fetch
+        position goes back to them, for this worker once it tracks the partition, or for its
+        owner."""
+        log.warning(
+            "records of an untracked partition: fetching them again", extra={"partition": tp.partition}
+        )
+        with contextlib.suppress(Exception):  # not assigned any more: its owner reads them
+            self._consumer.seek(tp, offset)
+
+    def _publish_tallies(self) -> None:
+        """Counted per record, published per batch: a labelled metric costs more than a count."""
+        ignored, decoded = self._intake.take_tallies()
+        for reason, count in ignored.items():
+            self._metrics.ignored.labels(reason).inc(count)
+        for fmt, count in decoded.items():
+            self._metrics.events_decoded.labels(fmt).inc(count)
+
+    def _apply_backpressure(self) -> None:
+        saturated = self._intake.coalescer.enforce_cap()
+        if saturated != self._paused:
+            partitions = self._consumer.assignment()
+            if saturated:
+                self._consumer.pause(*partitions)
+                log.warning(
+                    "task cap reached: pausing consumption",
+                    extra={"active_tasks": self._intake.coalescer.active_count},
+                )
+            else:
+                self._consumer.resume(*partitions)
+                log.info("resuming consumption")
+            self._paused = saturated
+            self._metrics.paused.set(1 if saturated else 0)

@@ -1,0 +1,334 @@
+"""The input formats, in order of precedence: every other statement about formats derives from here.
+
+``SPECS`` lists one ``FormatSpec`` per format. From it come:
+
+- the accepted ``input_format`` names (``FORMATS``, checked against ``InputFormat``, the type of the
+  setting) and the setting's help text (``INPUT_FORMAT_HELP``);
+- the ``content-type`` header values that name a format (``format_from_headers``): a specific
+  type wins over the configured ``input_format``, as it is said by the producer of the record;
+  a generic one (``application/json``...), another one or none follows the setting;
+- detection (``detect``), per item: a text format by the first byte of the item (``ctr`` lines
+  start with a date), else a JSON object by its keys: the first JSON format in ``SPECS`` whose
+  ``detected_by`` holds; none: bad, "unrecognised event format" (so is valid JSON that is not an
+  object). The typed decoder of the chosen format then validates the item;
+- the fast path's check (``FormatSet``): each JSON format's typed decoder also keeps, raw, the keys
+  of the formats ranked above it, and it claims a document only when none of them is present and
+  its own ``detected_by`` holds, so that the fast path never decides otherwise than detection.
+
+Adding an input format: write its module (a ``JsonFormat`` or a ``TextFormat``, see
+``worker.decode.format_contract``), add its spec to ``SPECS`` at its rank and its name to
+``InputFormat``.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Literal, NamedTuple, get_args
+
+import msgspec
+
+from worker.decode.canonical import CanonicalFormat
+from worker.decode.containerd import ContainerdFormat, CtrFormat
+from worker.decode.docker import DockerFormat
+from worker.decode.eventbridge import EventBridgeFormat
+from worker.decode.format_contract import ABSENT, DecodeContext, JsonFormat, TextFormat
+from worker.decode.shippers import FluentBitFormat, MetricbeatFormat
+
+__all__ = [
+    "FORMATS",
+    "INPUT_FORMAT_HELP",
+    "SPECS",
+    "FormatSet",
+    "FormatSpec",
+    "InputFormat",
+    "JsonSpec",
+    "Member",
+    "TextSpec",
+    "all_of",
+    "any_of",
+    "detect",
+    "format_from_headers",
+    "label",
+    "string",
+]
+
+InputFormat = Literal["auto", "canonical", "docker", "metricbeat", "fluentbit", "containerd", "ctr"]
+"""The type of the ``input_format`` setting: ``auto`` and the selectable formats, in ``SPECS`` order."""
+
+
+class Member(NamedTuple):
+    """A key a JSON document has; ``string``: its value is a JSON string."""
+
+    key: str
+    string: bool = False
+
+
+Signature = tuple[tuple[Member, ...], ...]
+"""Alternatives, any of which identifies a format; each is members the document has, all of them."""
+
+
+def any_of(*keys: str) -> Signature:
+    """Any one of ``keys`` present."""
+    return tuple((Member(key),) for key in keys)
+
+
+def all_of(*keys: str) -> Signature:
+    """All of ``keys`` present."""
+    return (tuple(Member(key) for key in keys),)
+
+
+def string(key: str) -> Signature:
+    """``key`` present, with a JSON string value."""
+    return ((Member(key, string=True),),)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FormatSpec:
+    """What every format declares. ``label`` names it in bad-item reasons ("invalid docker event");
+    ``selectable``: whether ``input_format`` may force it."""
+
+    name: str
+    label: str
+    summary: str
+    content_types: tuple[str, ...] = ()
+    selectable: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JsonSpec(FormatSpec):
+    """A JSON format: its class and the keys that identify its documents."""
+
+    format: type[JsonFormat[Any]]
+    detected_by: Signature
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TextSpec(FormatSpec):
+    """A text format: how it is built and the bytes its items start with."""
+
+    format: Callable[[DecodeContext], TextFormat]
+    first_bytes: bytes
+
+
+SPECS: tuple[JsonSpec | TextSpec, ...] = (
+    JsonSpec(
+        name="eventbridge",
+        label="EventBridge",
+        summary="EventBridge events, ECS's own output: ignored",
+        format=EventBridgeFormat,
+        detected_by=any_of("detail-type"),
+        selectable=False,
+    ),
+    JsonSpec(
+        name="canonical",
+        label="canonical",
+        summary="schemas.events.TaskEvent as JSON",
+        format=CanonicalFormat,
+        detected_by=all_of("cluster", "task"),
+        content_types=("application/vnd.ecs-state.event+json",),
+    ),
+    JsonSpec(
+        name="docker",
+        label="docker",
+        summary="Docker and Podman events",
+        format=DockerFormat,
+        detected_by=any_of("Type", "Action", "Actor"),
+        content_types=("application/vnd.docker.event+json",),
+    ),
+    JsonSpec(
+        name="metricbeat",
+        label="Metricbeat docker.event",
+        summary="Metricbeat docker.event documents",
+        format=MetricbeatFormat,
+        detected_by=any_of("docker"),
+    ),
+    JsonSpec(
+        name="fluentbit",
+        label="Fluent Bit",
+        summary="Fluent Bit docker_events records",
+        format=FluentBitFormat,
+        detected_by=string("message"),
+    ),
+    JsonSpec(
+        name="containerd",
+        label="containerd",
+        summary="containerd event bodies without their ctr line",
+        format=ContainerdFormat,
+        detected_by=any_of("container_id", "exited_at", "exec_id") + all_of("id", "runtime"),
+    ),
+    TextSpec(
+        name="ctr",
+        label="containerd",
+        summary="ctr events lines",
+        format=CtrFormat,
+        first_bytes=b"0123456789",
+        content_types=("application/x-ctr-events", "text/plain"),
+    ),
+)
+
+FORMATS: tuple[str, ...] = ("auto", *(spec.name for spec in SPECS if spec.selectable))
+"""The accepted ``input_format`` names (Podman's events are ``docker``)."""
+
+if get_args(InputFormat) != FORMATS:
+    raise TypeError(f"InputFormat must list {FORMATS}, in this order")
+
+INPUT_FORMAT_HELP = "Input format, or auto to detect it per item: " + "; ".join(
+    f"{spec.name} ({spec.summary})" for spec in SPECS if spec.selectable
+)
+
+_BY_NAME = {spec.name: spec for spec in SPECS}
+_CONTENT_TYPES = {content_type: spec.name for spec in SPECS for content_type in spec.content_types}
+_JSON_SPECS = [spec for spec in SPECS if isinstance(spec, JsonSpec)]
+_TEXT_BY_FIRST_BYTE = {b: spec.name for spec in SPECS if isinstance(spec, TextSpec) for b in spec.first_bytes}
+if ord("{") in _TEXT_BY_FIRST_BYTE:
+    raise TypeError("a text format may not claim items starting with '{' (JSON objects)")
+
+
+def label(name: str) -> str:
+    """How bad-item reasons name the format ``name``."""
+    return _BY_NAME[name].label
+
+
+def format_from_headers(headers: Sequence[tuple[str, bytes | str | None]], default: str) -> str:
+    """The format the record's (first) ``content-type`` header names, or ``default``."""
+    for key, value in headers:
+        if not value or key.lower() != "content-type":
+            continue
+        text = value if isinstance(value, str) else value.decode("latin-1")
+        return _CONTENT_TYPES.get(text.split(";", 1)[0].strip().lower(), default)
+    return default
+
+
+# Detection ---------------------------------------------------------------------------------------
+
+
+def _attr(key: str) -> str:
+    """The Struct attribute that holds a detection key raw."""
+    return "key_" + "".join(c if c.isalnum() else "_" for c in key)
+
+
+def _with_raw_members(name: str, base: type[msgspec.Struct], keys: Sequence[str], **options: bool) -> Any:
+    """A subclass of ``base`` (its options inherited unless given) that also keeps ``keys`` raw."""
+
+    def body(namespace: dict[str, Any]) -> None:
+        namespace["__module__"] = __name__
+        namespace["__annotations__"] = {_attr(key): msgspec.Raw for key in keys}
+        namespace.update({_attr(key): msgspec.field(default=ABSENT, name=key) for key in keys})
+
+    return types.new_class(name, (base,), {"kw_only": True, **options}, body)
+
+
+def _raw_matches(raw: msgspec.Raw, string_value: bool) -> bool:
+    return len(raw) > 0 and (not string_value or memoryview(raw)[0] == 0x22)
+
+
+_ALL_KEYS = sorted({m.key for spec in _JSON_SPECS for alt in spec.detected_by for m in alt})
+_Probe = _with_raw_members("Probe", msgspec.Struct, _ALL_KEYS, gc=False)
+"""Every key detection looks at, kept raw: skimming a document costs one pass, no objects."""
+_probe_decoder = msgspec.json.Decoder(_Probe)
+_DETECTION = [
+    (spec.name, [[(_attr(m.key), m.string) for m in alt] for alt in spec.detected_by]) for spec in _JSON_SPECS
+]
+
+
+def detect(item: bytes) -> str | None:
+    """The format of ``item`` by its shape, or None. Raises msgspec's errors for malformed JSON."""
+    text_format = _TEXT_BY_FIRST_BYTE.get(item[0])
+    if text_format is not None:
+        return text_format
+    try:
+        probe = _probe_decoder.decode(item)
+    except msgspec.ValidationError:  # valid JSON, but not an object
+        return None
+    for name, alternatives in _DETECTION:
+        for alternative in alternatives:
+            if all(_raw_matches(getattr(probe, attr), is_str) for attr, is_str in alternative):
+                return name
+    return None
+
+
+# The fast path's check -----------------------------------------------------------------------------
+
+
+def _typed_matches(value: Any, default: Any, string_value: bool) -> bool:
+    """Whether a decoded member surely was in the document (a value other than its default)."""
+    if isinstance(value, msgspec.Raw):
+        return _raw_matches(value, string_value)
+    return value != default and (not string_value or isinstance(value, str))
+
+
+def _default(field: msgspec.structs.FieldInfo) -> Any:
+    if field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return field.default
+
+
+def _own_check(spec: JsonSpec, fields: dict[str, msgspec.structs.FieldInfo]) -> Callable[[Any], bool] | None:
+    """Whether a decoded document has the format's own keys; None when decoding says so already."""
+    if missing := sorted({m.key for alt in spec.detected_by for m in alt} - fields.keys()):
+        raise TypeError(f"{spec.format.document.__name__} does not read {missing}, keys that detect it")
+    alternatives = []
+    for alt in spec.detected_by:
+        if all(fields[m.key].required and (not m.string or fields[m.key].type is str) for m in alt):
+            return None
+        alternatives.append([(fields[m.key].name, _default(fields[m.key]), m.string) for m in alt])
+
+    def own(doc: Any) -> bool:
+        return any(all(_typed_matches(getattr(doc, a), d, s) for a, d, s in alt) for alt in alternatives)
+
+    return own
+
+
+def _none_present(keys: Sequence[str]) -> Callable[[Any], bool]:
+    """Whether none of ``keys``, kept raw, is in a decoded document. On the hot path: an absent
+    member is the ``ABSENT`` default itself, so one tuple comparison in C answers."""
+    if not keys:
+        return lambda doc: True
+    if len(keys) == 1:
+        get_one = attrgetter(_attr(keys[0]))
+        return lambda doc: get_one(doc) is ABSENT
+    get_all = attrgetter(*(_attr(key) for key in keys))
+    all_absent = (ABSENT,) * len(keys)
+    return lambda doc: get_all(doc) == all_absent
+
+
+def _rank(
+    spec: JsonSpec, above: Sequence[JsonSpec]
+) -> tuple[msgspec.json.Decoder[Any], Callable[[Any], bool]]:
+    """The typed decoder and ``claims`` check of ``spec`` given the formats ranked ``above`` it."""
+    document = spec.format.document
+    fields = {f.encode_name: f for f in msgspec.structs.fields(document)}
+    marker_keys = sorted({m.key for higher in above for alt in higher.detected_by for m in alt})
+    if clash := [key for key in marker_keys if key in fields]:
+        raise TypeError(f"{document.__name__} reads {clash}, keys of formats ranked above {spec.name}")
+    ranked: Any = document
+    if document.__struct_config__.forbid_unknown_fields:
+        marker_keys = []  # any key of a format above fails the typed decode
+    elif marker_keys:
+        ranked = _with_raw_members(f"{document.__name__}Ranked", document, marker_keys)
+    none_present = _none_present(marker_keys)
+    own = _own_check(spec, fields)
+    if own is None:
+        return msgspec.json.Decoder(ranked), none_present
+    return msgspec.json.Decoder(ranked), lambda doc: none_present(doc) and own(doc)
+
+
+_RANKED = {spec.name: _rank(spec, _JSON_SPECS[:rank]) for rank, spec in enumerate(_JSON_SPECS)}
+
+
+class FormatSet:
+    """The formats of one ``RecordDecoder``, built from ``SPECS`` around its context."""
+
+    __slots__ = ("by_name", "json")
+
+    def __init__(self, context: DecodeContext) -> None:
+        self.json: dict[str, JsonFormat[Any]] = {
+            spec.name: spec.format(spec.name, context, *_RANKED[spec.name]) for spec in _JSON_SPECS
+        }
+        self.by_name: dict[str, JsonFormat[Any] | TextFormat] = {
+            spec.name: self.json[spec.name] if isinstance(spec, JsonSpec) else spec.format(context)
+            for spec in SPECS
+        }

@@ -1,0 +1,159 @@
+"""Dispatch: start the submissions that are due, finish them, and drain on demand.
+
+The schedule loop asks the coalescer for due submissions (sleeping until the next due time or a
+wake-up) and runs each as its own asyncio task: submit (``worker.submit``), publish its outcome
+and, when retries ran out, its dead letter (``worker.publish``), then hand the result back to the
+coalescer and release the records it resolves in the offset book. Background work (dead letters
+of input records too) is tracked so that a drain and a stop can wait for it or cancel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from worker.coalesce import Coalescer
+from worker.metrics import Metrics
+from worker.offsets import OffsetBook, TopicPartitionKey
+from worker.publish import Publisher
+from worker.submit import Submitter
+from worker.work import NS_PER_MS, SourceRef, Submission
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger(__name__)
+_DRAIN_POLL_S = 0.02
+
+
+class Dispatcher:
+    """Runs submissions for the tasks of ``coalescer``; ``on_progress`` is called per finished one.
+
+    ``drain_timeout_ms`` bounds a drain; ``linger_ms`` is restored after it (a drain sends with no
+    linger, so that changes arriving meanwhile go at once).
+    """
+
+    def __init__(
+        self,
+        *,
+        coalescer: Coalescer,
+        book: OffsetBook,
+        submitter: Submitter,
+        publisher: Publisher,
+        metrics: Metrics,
+        linger_ms: int,
+        drain_timeout_ms: int,
+        on_progress: Callable[[], None],
+    ) -> None:
+        self._coalescer = coalescer
+        self._book = book
+        self._submitter = submitter
+        self._publisher = publisher
+        self._metrics = metrics
+        self._linger_ns = linger_ms * NS_PER_MS
+        self._drain_timeout_s = drain_timeout_ms / 1000
+        self._on_progress = on_progress
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
+        self._drain_deadline = 0.0
+
+    @property
+    def background(self) -> int:
+        """Submissions and dead letters under way."""
+        return len(self._tasks)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def past_drain_deadline(self) -> bool:
+        """True once a drain has run out of time: writes stop retrying then."""
+        return self._draining and time.monotonic() >= self._drain_deadline
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run background work; a failure is logged and its offsets stay uncommitted."""
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def release(self, sources: Iterable[SourceRef]) -> None:
+        for source in sources:
+            self._book.release(source)
+
+    # -- the schedule loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        coalescer = self._coalescer
+        while True:
+            ready, resolved = coalescer.due(time.monotonic_ns())
+            if resolved:
+                self._metrics.skipped_unchanged.inc()
+            self.release(resolved)
+            for submission in ready:
+                self.spawn(self._finish(submission))
+            due_at = coalescer.next_due_at()
+            timeout = None if due_at is None else max(0.0, (due_at - time.monotonic_ns()) / 1e9)
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: no task is made per wake-up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    async def _finish(self, submission: Submission) -> None:
+        result = await self._submitter.submit(submission)
+        await self._publisher.outcome(submission, result)
+        if result.result == "failed":
+            await self._publisher.dead_letter_submission(submission, result)
+        if result.result == "acknowledged":
+            self._metrics.event_to_ack.observe(max(0, result.finished_at - submission.first_event_at) / 1e9)
+        else:
+            log.error(
+                "submission %s: %s %s",
+                result.result,
+                result.error_code,
+                result.error_message,
+                extra={"task": submission.key[1], "cluster": submission.key[0], "attempts": result.attempts},
+            )
+        self._metrics.submissions.labels(result.result).inc()
+        self._on_progress()
+        self.release(self._coalescer.complete(submission, result.result, time.monotonic_ns()))
+        self._wake.set()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed; its offsets stay uncommitted", exc_info=task.exception())
+
+    # -- drain (rebalance, shutdown) -------------------------------------------------------------
+
+    async def drain(self, partitions: set[TopicPartitionKey] | None) -> None:
+        """Send every pending change now and wait, up to the drain deadline, until the work of
+        ``partitions`` (all when None, background work included) is resolved."""
+        self._drain_deadline = time.monotonic() + self._drain_timeout_s
+        self._draining = True
+        try:
+            self._coalescer.set_linger(0)
+            self._coalescer.flush_all(time.monotonic_ns())
+            self._wake.set()
+            while time.monotonic() < self._drain_deadline:
+                incomplete = self._book.incomplete()
+                if partitions is not None:
+                    incomplete = {tp: n for tp, n in incomplete.items() if tp in partitions}
+                if not any(incomplete.values()) and (partitions is not None or not self._tasks):
+                    return
+                await asyncio.sleep(_DRAIN_POLL_S)
+            log.warning("drain deadline passed with work unresolved: it will be re-read")
+        finally:
+            self._coalescer.set_linger(self._linger_ns)
+            self._draining = False
+
+    def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
+        return self._coalescer.drop(owns)

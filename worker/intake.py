@@ -1,0 +1,148 @@
+"""Intake: one Kafka record -> decoded, validated events merged into their tasks. Pure.
+
+The single path from record bytes into the coalescer, used alike by the worker, ``replay`` and
+the benchmark, so that what ``replay`` shows is what the worker would do:
+
+1. ``read``: decode (``worker.decode``), check each event against ECS's rules
+   (``worker.ecs_rules``) and the per-task bounds (``Coalescer.over_limits``), and track the record
+   in the offset book with one claim per event kept, plus one for its dead letter when an item
+   is bad;
+2. ``apply``: merge each event into its task, with the intake policy: a fresh change lingers from
+   its observation, not from its arrival; an event for a task whose STOPPED was acknowledged is
+   late, ignored and counted.
+
+Between the two is where later stages plug in: re-keying events by task and resolving what a
+task is (its definition, ECS's own view) act on a ``RecordBatch``'s events before they are
+applied. The caller owns I/O: it dead-letters a batch's ``bad`` items and then releases the
+record's last claim.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from schemas.events import TaskEvent
+from schemas.records import Stage
+from worker.coalesce import Applied, Coalescer
+from worker.config import Settings
+from worker.decode import BadItem, RecordDecoder
+from worker.ecs_rules import check_event
+from worker.knowledge import DefinitionCache
+from worker.offsets import OffsetBook
+from worker.work import NS_PER_MS, SourceRef
+
+__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer"]
+
+LATE_EVENT = "task already stopped and reported"
+"""The ignored-item reason of an event for a retired task."""
+
+
+def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coalescer:
+    """The coalescer the settings describe: the same for the worker, ``replay`` and the benchmark.
+    ``describe`` overrides ``settings.describe_tasks`` (offline there is no ECS to ask)."""
+    return Coalescer(
+        linger_ns=settings.linger_ms * NS_PER_MS,
+        max_active_tasks=settings.max_active_tasks,
+        retired_cap=settings.retired_cache,
+        max_containers=settings.max_containers_per_task,
+        max_attachments=settings.max_attachments_per_task,
+        definitions=DefinitionCache(settings.task_definition_cache),
+        describe=settings.describe_tasks if describe is None else describe,
+        settle_ns=settings.settle_ms * NS_PER_MS,
+        stop_linger_ns=settings.stop_linger_ms * NS_PER_MS,
+    )
+
+
+@dataclass(slots=True)
+class RecordBatch:
+    """One record's decoded events, ready to apply, and its bad items, to dead-letter."""
+
+    source: SourceRef
+    events: list[TaskEvent]
+    bad: list[tuple[Stage, BadItem]]
+
+
+@dataclass(slots=True)
+class Intake:
+    """Decode -> validate -> apply for the records of the partitions in ``book``.
+
+    ``ignored`` and ``decoded`` count ignored items (by reason) and decoded events (by format)
+    since the caller last took them (``take_tallies``), so that labelled metrics are updated per
+    batch of records, not per record.
+    """
+
+    decoder: RecordDecoder
+    coalescer: Coalescer
+    book: OffsetBook
+    linger_ns: int
+    ignored: Counter[str] = field(default_factory=Counter)
+    decoded: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, book: OffsetBook, *, describe: bool | None = None) -> Intake:
+        decoder = RecordDecoder(
+            input_format=settings.input_format, max_record_bytes=settings.max_record_bytes
+        )
+        coalescer = build_coalescer(settings, describe=describe)
+        return cls(decoder, coalescer, book, settings.linger_ms * NS_PER_MS)
+
+    def read(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        *,
+        timestamp_ms: int | None = None,
+    ) -> RecordBatch | None:
+        """Decode and validate one record and track it; None when its partition is not owned
+        (nothing is tracked: the record must be read again by the partition's owner)."""
+        if not self.book.owns(topic, partition):
+            return None
+        decoded = self.decoder.decode(
+            value, headers, record_timestamp_ns=None if timestamp_ms is None else timestamp_ms * NS_PER_MS
+        )
+        events: list[TaskEvent] = []
+        bad: list[tuple[Stage, BadItem]] = [("decode", item) for item in decoded.bad]
+        for index, event in enumerate(decoded.events):
+            broken = check_event(event) or self.coalescer.over_limits(event)
+            if broken is None:
+                events.append(event)
+            else:
+                bad.append(("validate", BadItem(broken, "EcsRuleViolation", index)))
+        source = self.book.track(topic, partition, offset, len(events) + (1 if bad else 0))
+        assert source is not None  # owned, checked above
+        if decoded.ignored:
+            self.ignored.update(decoded.ignored)
+        if events:
+            self.decoded[decoded.format] += len(events)
+        return RecordBatch(source, events, bad)
+
+    def apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int) -> Applied:
+        """Merge one event of ``source``. ``now`` is the coalescer's monotonic clock (ns), ``wall``
+        the same instant on the wall clock (ns), to date the change back to its observation."""
+        # A fresh change's linger counts from its observation, not from its arrival here: time in
+        # transit (the shipper, Kafka) is not added to it. An older one (a backlog after a
+        # restart, a skewed clock) lingers from its arrival, so that a backlog is coalesced.
+        age = wall - event.observedAt
+        coalescer = self.coalescer
+        applied, resolved = coalescer.apply(event, source, now - age if 0 < age < self.linger_ns else now)
+        if applied is Applied.RETIRED:
+            self.ignored[LATE_EVENT] += 1
+        for done in resolved:
+            self.book.release(done)
+        return applied
+
+    def admit(self, batch: RecordBatch, now: int, wall: int) -> None:
+        """Apply every event of ``batch`` at one instant."""
+        for event in batch.events:
+            self.apply(event, batch.source, now, wall)
+
+    def take_tallies(self) -> tuple[Counter[str], Counter[str]]:
+        """The ignored and decoded counts since the last call; the counters start again."""
+        tallies = (self.ignored, self.decoded)
+        self.ignored, self.decoded = Counter(), Counter()
+        return tallies

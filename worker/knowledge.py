@@ -1,0 +1,223 @@
+"""What the coalescer waits for before it reports a task, and what it asks the resolver for. Pure.
+
+A task's events are held until its definition is known (or known to be unavailable); a task whose
+history this process missed (``agent_rules.missed_history``) is not reported until ECS's own view
+of it is known (or known to be unavailable). The coalescer records those wants here; the resolver
+(``worker.resolve``) takes them, fetches in batches, and hands the answers back to the coalescer.
+
+Without ECS's view (describe denied, throttled, failing; or offline) a task falls back to what was
+seen, with one guard (``deferred_until``): a STOPPED derived from a view known to be partial waits
+until the task has been quiet for ``settle``, above the agent's 30 s stop timeout, so that the
+containers still to stop are seen first. And a task whose essential container stopped waits up to
+``stop_linger`` for its STOPPED, which the agent brings within its stop timeout, rather than
+spending a call on the intermediate state.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+
+from schemas.events import TaskEvent
+from worker.agent_rules import STOPPED
+from worker.snapshot import build_request
+from worker.task_definition import EcsTaskView, TaskDefinition
+from worker.task_entry import TaskEntry, statuses
+from worker.task_state import TaskState
+from worker.work import SourceRef, TaskKey
+
+__all__ = ["DefinitionCache", "KnowledgeMixin", "Wants", "deferred_until"]
+
+
+class DefinitionCache:
+    """Task definitions by ARN (or ``family:revision``), least recently used evicted past
+    ``capacity``. A revision never changes, so an entry never goes stale; ``None`` records a
+    definition that could not be had (it is asked again once evicted)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[str, TaskDefinition | None] = OrderedDict()
+
+    def __contains__(self, arn: str) -> bool:
+        return arn in self._entries
+
+    def get(self, arn: str) -> TaskDefinition | None:
+        definition = self._entries.get(arn)
+        if arn in self._entries:
+            self._entries.move_to_end(arn)
+        return definition
+
+    def put(self, arn: str, definition: TaskDefinition | None) -> None:
+        self._entries[arn] = definition
+        self._entries.move_to_end(arn)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Wants:
+    """Definitions and views wanted, and the tasks waiting for each definition."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, set[TaskKey]] = {}
+        self._new_definitions: list[str] = []
+        self._new_views: list[TaskKey] = []
+
+    def definition(self, arn: str, key: TaskKey) -> None:
+        tasks = self.waiting.get(arn)
+        if tasks is None:
+            tasks = self.waiting[arn] = set()
+            self._new_definitions.append(arn)
+        tasks.add(key)
+
+    def view(self, key: TaskKey) -> None:
+        self._new_views.append(key)
+
+    def take(self) -> tuple[list[str], list[TaskKey]]:
+        """The definitions and views wanted since the last call."""
+        taken = (self._new_definitions, self._new_views)
+        self._new_definitions, self._new_views = [], []
+        return taken
+
+    def answered(self, arn: str) -> set[TaskKey]:
+        """The tasks that waited for ``arn``; it is no longer wanted."""
+        return self.waiting.pop(arn, set())
+
+    def pending(self) -> bool:
+        return bool(self._new_definitions or self._new_views)
+
+
+def deferred_until(
+    state: TaskState,
+    *,
+    partial: bool,
+    last_event_at: int,
+    changed_at: int,
+    settle_ns: int,
+    stop_linger_ns: int,
+) -> int | None:
+    """The time (monotonic ns) before which a due change of ``state`` must not be sent, or None.
+
+    ``partial``: the view is known partial and ECS's view could not be had. ``last_event_at``: the
+    task's last event; ``changed_at``: its first unsent change."""
+    if partial and state.rank == STOPPED and state.explicit_rank < STOPPED and not state.settled:
+        return last_event_at + settle_ns
+    if state.rank < STOPPED and state.stopping():
+        return changed_at + stop_linger_ns
+    return None
+
+
+class KnowledgeMixin:
+    """The coalescer's side of knowing a task: what it wants, and what it does with the answers.
+    Mixed into ``Coalescer``, whose task table and scheduling it uses."""
+
+    definitions: DefinitionCache
+    _active: OrderedDict[TaskKey, TaskEntry]
+    _wants: Wants
+    _settle: int
+    _settle_heap: list[tuple[int, int, TaskKey]]
+    _seq: int
+
+    def _schedule(self, key: TaskKey, entry: TaskEntry, now: int) -> None:
+        raise NotImplementedError
+
+    def _retire(self, key: TaskKey) -> None:
+        raise NotImplementedError
+
+    def _merge(self, key: TaskKey, entry: TaskEntry, event: TaskEvent, now: int) -> bool:
+        raise NotImplementedError
+
+    def wants_pending(self) -> bool:
+        return self._wants.pending()
+
+    def take_wants(self) -> tuple[list[str], list[TaskKey]]:
+        """Definitions (ARNs) and tasks (to describe) wanted since the last call."""
+        return self._wants.take()
+
+    def learn_definition(self, arn: str, definition: TaskDefinition | None, now: int) -> list[SourceRef]:
+        """The definition ``arn`` (None: it cannot be had): merge the events held for it. Returns
+        the sources resolved at once."""
+        self.definitions.put(arn, definition)
+        resolved: list[SourceRef] = []
+        for key in self._wants.answered(arn):
+            entry = self._active.get(key)
+            if entry is None or entry.waiting is None:
+                continue
+            held, entry.waiting = entry.waiting, None
+            entry.state.know(definition)
+            for event, at in held:
+                self._merge(key, entry, event, at)
+            resolved.extend(self._settled_sources(entry))
+        return resolved
+
+    def learn_view(self, key: TaskKey, view: EcsTaskView | None, now: int) -> list[SourceRef]:
+        """ECS's view of a task (None: it cannot be had; the task falls back to what was seen).
+        A task ECS shows STOPPED retires without a call. Returns the sources resolved at once."""
+        entry = self._active.get(key)
+        if entry is None or not entry.needs_view:
+            return []
+        entry.needs_view = False
+        if view is None:
+            if self._fall_back(key, entry) and not entry.dirty:
+                entry.dirty = True
+                entry.changed_at = now
+        else:
+            reported = TaskState(key, definition=entry.state.definition)
+            reported.merge_view(view)
+            entry.baseline = statuses(build_request(reported))
+            entry.state.merge_view(view)
+            if reported.rank == STOPPED and entry.in_flight is None:
+                resolved = entry.sources
+                self._retire(key)
+                return resolved
+        if entry.dirty:
+            self._schedule(key, entry, now)
+            return []
+        return self._settled_sources(entry)
+
+    def learn_missing(self, key: TaskKey) -> list[SourceRef]:
+        """ECS does not know the task (``DescribeTasks``: MISSING): nothing can be reported to it,
+        so the task retires without a call. Returns the sources resolved."""
+        entry = self._active.get(key)
+        if entry is None or not entry.needs_view or entry.in_flight is not None:
+            return []
+        resolved = entry.sources
+        self._retire(key)
+        return resolved
+
+    def _fall_back(self, key: TaskKey, entry: TaskEntry) -> bool:
+        """The view is partial and ECS's cannot be had. Returns whether the status changed."""
+        entry.fallback = True
+        if self._settle == 0:
+            return entry.state.settle()  # no settle time: what was seen is taken as the whole task
+        self._push_settle(key, entry)
+        return False
+
+    def _push_settle(self, key: TaskKey, entry: TaskEntry) -> None:
+        self._seq += 1
+        heapq.heappush(self._settle_heap, (entry.last_event_at + self._settle, self._seq, key))
+
+    def _settled_sources(self, entry: TaskEntry) -> list[SourceRef]:
+        """An entry with nothing to send and nothing in flight resolves its sources."""
+        if entry.dirty or entry.in_flight is not None or entry.needs_view or entry.waiting is not None:
+            return []
+        resolved, entry.sources = entry.sources, []
+        return resolved
+
+    def _settle_due(self, now: int) -> None:
+        """Fallback tasks quiet for ``settle``: derive their status from the containers seen."""
+        heap = self._settle_heap
+        while heap and heap[0][0] <= now:
+            _, _, key = heapq.heappop(heap)
+            entry = self._active.get(key)
+            if entry is None or not entry.fallback or entry.state.settled:
+                continue
+            if entry.last_event_at + self._settle > now:
+                self._push_settle(key, entry)  # not quiet yet
+            elif entry.state.settle() and not entry.dirty:
+                entry.dirty = True
+                entry.changed_at = now
+                entry.first_event_at = entry.first_event_at or entry.last_observed_at
+                self._schedule(key, entry, now)

@@ -1,0 +1,134 @@
+"""Partitions: assignment and its epochs, the offset book, commits, lag, and the rebalance listener.
+
+Whoever holds the offsets handles their revocation (as Confluent's Parallel Consumer does): this
+object is the consumer's ``ConsumerRebalanceListener``. On assignment each partition opens a new
+epoch in the ``OffsetBook``. On revocation its work is drained (sent and resolved, up to the drain
+deadline), what is resolved is committed, the unresolved sources are given up (the next owner
+re-reads them) and the partition leaves the book, so that a completion arriving later, from the
+old epoch, releases nothing.
+
+Lifecycle of a partition here::
+
+    assigned (epoch n, tracked) --revoked--> drain -> commit -> drop -> untracked
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from worker.metrics import Metrics
+from worker.offsets import OffsetBook, TopicPartitionKey
+from worker.work import SourceRef
+
+__all__ = ["COMMIT_TIMEOUT_S", "Drainer", "Partitions"]
+
+log = logging.getLogger(__name__)
+
+COMMIT_TIMEOUT_S = 3.0
+"""Bound on one commit: after a broker outage aiokafka can wait out its 40 s request timeout,
+more than a pod's grace period leaves after the drain."""
+_POSITION_TIMEOUT_S = 1.0
+
+
+class Drainer(Protocol):
+    """What a revocation needs from the rest of the pipeline."""
+
+    async def drain(self, partitions: set[TopicPartitionKey] | None) -> None:
+        """Send every pending change now and wait, up to the drain deadline, until the work of
+        ``partitions`` (all when None) is resolved."""
+
+    def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
+        """Give up the unresolved sources for which ``owns`` is true; return them."""
+
+
+class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The partitions this process owns. ``attach`` the consumer and the drainer before the
+    consumer starts; ``ready`` is set at the first assignment."""
+
+    def __init__(self, book: OffsetBook, metrics: Metrics) -> None:
+        self.book = book
+        self.ready = asyncio.Event()
+        self._metrics = metrics
+        self._consumer: Any = None
+        self._drainer: Drainer | None = None
+
+    def attach(self, consumer: Any, drainer: Drainer) -> None:
+        self._consumer = consumer
+        self._drainer = drainer
+
+    # -- rebalance listener (called by aiokafka's coordinator) -----------------------------------
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        partitions = [(tp.topic, tp.partition) for tp in assigned]
+        self.book.assign(partitions)
+        self.ready.set()
+        log.info(
+            "partitions assigned",
+            extra={"partitions": [(t, p, self.book.epoch(t, p)) for t, p in partitions]},
+        )
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        partitions = [(tp.topic, tp.partition) for tp in revoked]
+        await self.revoke(partitions)
+
+    async def revoke(self, partitions: list[TopicPartitionKey]) -> None:
+        """Drain, commit, drop, untrack: see the module docstring."""
+        assert self._drainer is not None
+        revoked = set(partitions)
+        log.info("partitions revoked: draining their work", extra={"partitions": partitions})
+        await self._drainer.drain(revoked)
+        await self.commit(revoked)
+        for source in self._drainer.drop(lambda s: (s.topic, s.partition) in revoked):
+            self.book.release(source)
+        self.book.revoke(partitions)
+
+    # -- commits and lag -------------------------------------------------------------------------
+
+    async def run_commits(self, interval_s: float) -> None:
+        """Every ``interval_s``: commit what moved, then publish the offset gauges."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.commit()
+            await self.report_offsets()
+
+    async def commit(self, partitions: Iterable[TopicPartitionKey] | None = None) -> None:
+        """Commit the committable offsets that moved (of ``partitions``, or all owned). A failed
+        commit is logged and left to the next one: the next owner re-reads (at-least-once)."""
+        moves = self.book.to_commit()
+        if partitions is not None:
+            wanted = set(partitions)
+            moves = {tp: o for tp, o in moves.items() if tp in wanted}
+        if not moves or self._consumer is None:
+            return
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in moves.items()})
+        except Exception as exc:
+            log.warning("offset commit failed: %s", exc, extra={"error_class": type(exc).__name__})
+            return
+        self.book.mark_committed(moves)
+        for (topic, partition), offset in moves.items():
+            self._metrics.committed_offset.labels(topic, str(partition)).set(offset)
+
+    async def report_offsets(self) -> None:
+        """Incomplete offsets and the lag of the fetch position, per owned partition."""
+        for (topic, partition), count in self.book.incomplete().items():
+            self._metrics.incomplete_offsets.labels(topic, str(partition)).set(count)
+            tp = TopicPartition(topic, partition)
+            high = self._consumer.highwater(tp)
+            if high is None:  # nothing fetched yet: no position to compare with
+                continue
+            # Lag of the fetch position: records not yet read. (Read but unresolved records are
+            # incomplete_offsets; committed_offset trails both.)
+            with contextlib.suppress(Exception):  # the partition was revoked meanwhile
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel() that
+                # lands as the wrapped call completes, and this loop then never stops.
+                async with asyncio.timeout(_POSITION_TIMEOUT_S):
+                    position = await self._consumer.position(tp)
+                self._metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - position))

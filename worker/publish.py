@@ -1,0 +1,226 @@
+"""Stage 5, publish: outcome records and dead-letter records, written to Kafka.
+
+Building the records is pure (``build_outcome``, ``input_dead_letter``, ``submit_dead_letter``,
+``dead_letter_headers``). ``Publisher`` writes them through a ``Sink`` and returns only once the
+broker has acknowledged them, retrying (tenacity, the project's one retry style) until it does or
+until the worker gives up draining. The caller releases an offset only after that return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import msgspec
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_never, wait_exponential
+
+from schemas.records import DEAD_LETTER_HEADER_PREFIX, DeadLetter, Outcome, SourceRecords, Stage
+from worker.decode import BadItem
+from worker.metrics import Metrics
+from worker.work import Submission, SubmitResult
+
+__all__ = [
+    "KafkaSink",
+    "Publisher",
+    "Sink",
+    "build_outcome",
+    "dead_letter_headers",
+    "input_dead_letter",
+    "submit_dead_letter",
+]
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+_MAX_LISTED_ITEMS = 10
+"""Bad items named one by one in a dead letter's message; the rest are counted."""
+
+
+class Sink(Protocol):
+    """Where records go: ``send`` returns once the broker has acknowledged the record and raises
+    when it could not be written."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+    ) -> None: ...
+
+
+class KafkaSink:
+    """A ``Sink`` on an aiokafka producer.
+
+    One sender at a time enqueues: aiokafka wakes every sender waiting for room in a batch whenever
+    one drains, which with thousands of submissions finishing at once costs more than the calls.
+    The acknowledgements are still awaited concurrently.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._enqueue = asyncio.Lock()
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        async with self._enqueue:
+            delivered = await self._producer.send(topic, value=value, key=key, headers=headers)
+        await delivered
+
+
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def build_outcome(submission: Submission, result: SubmitResult, worker: str) -> Outcome:
+    """The outcome record of a finished submission; its sources grouped by partition, sorted."""
+    by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for source in submission.sources:
+        by_partition[(source.topic, source.partition)].append(source.offset)
+    cluster, task = submission.key
+    return Outcome(
+        cluster=cluster,
+        task=task,
+        status=submission.request.status or "",
+        result=result.result,
+        attempts=result.attempts,
+        fingerprint=submission.fingerprint,
+        request=submission.request,
+        firstEventAt=_utc(submission.first_event_at),
+        completedAt=_utc(result.finished_at),
+        latencyMs=round((result.finished_at - submission.first_event_at) / 1e6, 3),
+        sources=[
+            SourceRecords(topic=t, partition=p, offsets=sorted(set(o)))
+            for (t, p), o in sorted(by_partition.items())
+        ],
+        acknowledgment=result.acknowledgment,
+        errorCode=result.error_code,
+        errorMessage=result.error_message,
+        worker=worker,
+    )
+
+
+def input_dead_letter(
+    topic: str, partition: int, offset: int, bad: Sequence[tuple[Stage, BadItem]], worker: str
+) -> DeadLetter:
+    """The dead letter of an input record with bad items (decode or validate stage); the stage and
+    error class are the first item's, the message lists the first ten."""
+    stage, first = bad[0]
+    message = "; ".join(f"item {item.index}: {item.reason}" for _, item in bad[:_MAX_LISTED_ITEMS])
+    if len(bad) > _MAX_LISTED_ITEMS:
+        message += f"; and {len(bad) - _MAX_LISTED_ITEMS} more"
+    return DeadLetter(
+        stage=stage,
+        errorClass=first.error_class,
+        message=message,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        item=first.index,
+        worker=worker,
+    )
+
+
+def submit_dead_letter(result: SubmitResult, worker: str) -> DeadLetter:
+    """The dead letter of a submission whose retries ran out."""
+    return DeadLetter(
+        stage="submit",
+        errorClass=result.error_code or "Unknown",
+        message=f"retries exhausted after {result.attempts} attempts: {result.error_message}",
+        worker=worker,
+    )
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """``errors.<member>`` headers, UTF-8, for the members that are set."""
+    fields: dict[str, Any] = msgspec.structs.asdict(letter)
+    return [
+        (DEAD_LETTER_HEADER_PREFIX + name, str(value).encode("utf-8"))
+        for name, value in fields.items()
+        if value is not None
+    ]
+
+
+class Publisher:
+    """Writes outcome and dead-letter records and waits for the broker's acknowledgement.
+
+    A failed write is retried with exponential backoff (0.1 s doubling up to ``max_backoff_s``)
+    for as long as ``giving_up()`` is false; then the last error is raised.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        outcome_topic: str,
+        dlq_topic: str,
+        worker: str,
+        metrics: Metrics,
+        giving_up: Callable[[], bool] = lambda: False,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self._sink = sink
+        self._outcome_topic = outcome_topic
+        self._dlq_topic = dlq_topic
+        self.worker = worker
+        self._metrics = metrics
+        self._giving_up = giving_up
+        self._wait = wait_exponential(multiplier=0.1, min=0.1, max=max_backoff_s)
+
+    async def outcome(self, submission: Submission, result: SubmitResult) -> None:
+        outcome = build_outcome(submission, result, self.worker)
+        await self._send(self._outcome_topic, submission.key[1].encode(), _encoder.encode(outcome), None)
+
+    async def dead_letter_input(self, record: Any, bad: Sequence[tuple[Stage, BadItem]]) -> None:
+        """Dead-letter an input record (a Kafka record: topic, partition, offset, key, value) with
+        its own key and bytes, and log why."""
+        letter = input_dead_letter(record.topic, record.partition, record.offset, bad, self.worker)
+        log.error(
+            "dead-lettering input record: %s",
+            letter.message,
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "stage": letter.stage,
+            },
+        )
+        await self._dead_letter(record.key, record.value, letter)
+
+    async def dead_letter_submission(self, submission: Submission, result: SubmitResult) -> None:
+        """Dead-letter a submission whose retries ran out: the JSON request, keyed by task ARN."""
+        letter = submit_dead_letter(result, self.worker)
+        await self._dead_letter(submission.key[1].encode(), _encoder.encode(submission.request), letter)
+
+    async def _dead_letter(self, key: bytes | None, value: bytes | None, letter: DeadLetter) -> None:
+        await self._send(self._dlq_topic, key, value, dead_letter_headers(letter))
+        self._metrics.dead_lettered.labels(letter.stage, letter.errorClass).inc()
+
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        retrying = AsyncRetrying(
+            stop=stop_never,
+            wait=self._wait,
+            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and not self._giving_up()),
+            before_sleep=_log_retry(topic),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._sink.send(topic, key, value, headers)
+
+
+def _log_retry(topic: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "producing to %s failed, retrying in %.1fs: %s",
+            topic,
+            delay,
+            exc,
+            extra={"topic": topic, "error_class": type(exc).__name__},
+        )
+
+    return before_sleep

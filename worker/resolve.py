@@ -1,0 +1,215 @@
+"""Resolve: fetch what the coalescer waits for, in batches, without stalling other tasks.
+
+- **Definitions** (``DescribeTaskDefinition``): one call per revision, cached by the coalescer's
+  ``DefinitionCache``; concurrent wants of one revision make one call.
+- **ECS's view** (``DescribeTasks``): the tasks wanted within ``describe_batch_ms`` are asked
+  together, up to 100 per call and cluster (ECS's limit). A task ECS does not know (``MISSING``:
+  stopped longer ago than ECS keeps tasks, or another account's) is retired without a call.
+
+Describe calls have their own rate limit and retry policy (throttling and server errors retried
+with backoff until ``describe_deadline_ms``): they never take a submission's slot or token. When
+an answer cannot be had (denied, throttled past the deadline, failing), the coalescer is told so
+and the task falls back to what was seen (``worker.knowledge``); each cause is logged once and
+counted in ``ecs_state_worker_knowledge_fallbacks_total``. IAM: ``ecs:DescribeTasks`` and
+``ecs:DescribeTaskDefinition``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
+
+from worker.coalesce import Coalescer
+from worker.errors import classify
+from worker.metrics import Metrics
+from worker.ratelimit import AsyncRateLimiter
+from worker.task_definition import EcsTaskView, definition_from_botocore, view_from_botocore
+from worker.work import SourceRef, TaskKey
+
+__all__ = ["DESCRIBE_TASKS_LIMIT", "Resolver"]
+
+log = logging.getLogger(__name__)
+
+DESCRIBE_TASKS_LIMIT = 100
+"""Tasks per ``DescribeTasks`` call (ECS's limit)."""
+_MISSING = "MISSING"
+
+
+class _Retry(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Unanswered(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Resolver:
+    """Runs the fetches the coalescer wants; ``release`` takes the sources an answer resolves and
+    ``wake`` tells the dispatcher that tasks may be due."""
+
+    def __init__(
+        self,
+        client: Any,
+        coalescer: Coalescer,
+        *,
+        metrics: Metrics,
+        batch_ms: int,
+        rate_per_s: float,
+        deadline_ms: int,
+        release: Callable[[Iterable[SourceRef]], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self._client = client
+        self._coalescer = coalescer
+        self._metrics = metrics
+        self._batch_s = batch_ms / 1000
+        self._limiter = AsyncRateLimiter(rate=rate_per_s, burst=max(1, int(rate_per_s)))
+        self._deadline_s = deadline_ms / 1000
+        self._release = release
+        self._wake_dispatcher = wake
+        self._wanted = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._logged: set[str] = set()
+
+    def wake(self) -> None:
+        """Something may be wanted: called after each batch of records is admitted."""
+        self._wanted.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted.clear()
+                if self._batch_s:
+                    await asyncio.sleep(self._batch_s)
+                self.fetch_wanted()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def fetch_wanted(self) -> None:
+        """Start the fetches for everything wanted now."""
+        arns, keys = self._coalescer.take_wants()
+        for arn in arns:
+            self._spawn(self._definition(arn))
+        by_cluster: dict[str, list[TaskKey]] = defaultdict(list)
+        for key in keys:
+            by_cluster[key[0]].append(key)
+        for cluster, wanted in by_cluster.items():
+            for start in range(0, len(wanted), DESCRIBE_TASKS_LIMIT):
+                self._spawn(self._describe(cluster, wanted[start : start + DESCRIBE_TASKS_LIMIT]))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _definition(self, arn: str) -> None:
+        try:
+            answer = await self._call("DescribeTaskDefinition", taskDefinition=arn)
+            definition = definition_from_botocore(answer)
+        except (_Unanswered, ValueError) as exc:
+            self._fell_back("DescribeTaskDefinition", getattr(exc, "code", "Malformed"), arn)
+            definition = None
+        self._release(self._coalescer.learn_definition(arn, definition, time.monotonic_ns()))
+        self._metrics.definitions_cached.set(len(self._coalescer.definitions))
+        self._wake_dispatcher()
+
+    async def _describe(self, cluster: str, keys: list[TaskKey]) -> None:
+        views: dict[str, EcsTaskView | str] = {}
+        try:
+            answer = await self._call("DescribeTasks", cluster=cluster, tasks=[task for _, task in keys])
+            views = _views(answer)
+        except (_Unanswered, ValueError) as exc:
+            self._fell_back("DescribeTasks", getattr(exc, "code", "Malformed"), cluster)
+        now = time.monotonic_ns()
+        for key in keys:
+            view = views.get(key[1]) or views.get(key[1].rsplit("/", 1)[-1])
+            if view == _MISSING:
+                self._metrics.ignored.labels("task unknown to ECS (DescribeTasks: MISSING)").inc()
+                self._once(
+                    f"missing:{cluster}",
+                    "ECS does not know tasks of cluster %s (DescribeTasks: MISSING): they are not "
+                    "reported (stopped longer ago than ECS keeps tasks, or another account or Region)",
+                    cluster,
+                )
+                self._release(self._coalescer.learn_missing(key))
+            else:
+                self._release(
+                    self._coalescer.learn_view(key, view if isinstance(view, EcsTaskView) else None, now)
+                )
+        self._wake_dispatcher()
+
+    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        method = getattr(self._client, _snake(operation))
+        retrying = AsyncRetrying(
+            stop=stop_before_delay(self._deadline_s),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.2),
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Retry)),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._limiter.acquire()
+                    try:
+                        answer: dict[str, Any] = await method(**params)
+                    except Exception as exc:  # sorted by classify(); nothing is swallowed
+                        verdict = classify(exc)
+                        self._metrics.describe_calls.labels(operation, verdict.code).inc()
+                        if verdict.throttled:
+                            self._limiter.on_throttled()
+                        if verdict.retryable:
+                            raise _Retry(verdict.code) from exc
+                        raise _Unanswered(verdict.code) from exc
+                    self._metrics.describe_calls.labels(operation, "OK").inc()
+                    self._limiter.on_success()
+                    return answer
+        except _Retry as exhausted:
+            raise _Unanswered(exhausted.code) from exhausted
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _fell_back(self, operation: str, code: str, subject: str) -> None:
+        self._metrics.knowledge_fallbacks.labels(operation, code).inc()
+        self._once(
+            f"{operation}:{code}",
+            "%s failed (%s), first for %s: falling back to the events seen (see settle_ms)",
+            operation,
+            code,
+            subject,
+        )
+
+    def _once(self, cause: str, message: str, *args: object) -> None:
+        """Log a warning once per cause: a denied role says it once, not per task."""
+        if cause not in self._logged:
+            self._logged.add(cause)
+            log.warning(message, *args, extra={"cause": cause})
+
+
+def _views(answer: dict[str, Any]) -> dict[str, EcsTaskView | str]:
+    """ECS's views by task ARN (and by task id), and ``MISSING`` for the tasks it does not know."""
+    views: dict[str, EcsTaskView | str] = {}
+    for task in answer.get("tasks") or ():
+        view = view_from_botocore(task)
+        views[view.taskArn] = view
+        views[view.taskArn.rsplit("/", 1)[-1]] = view
+    for failure in answer.get("failures") or ():
+        if failure.get("reason") == _MISSING and failure.get("arn"):
+            views.setdefault(failure["arn"], _MISSING)
+            views.setdefault(failure["arn"].rsplit("/", 1)[-1], _MISSING)
+    return views
+
+
+def _snake(operation: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")

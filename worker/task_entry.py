@@ -1,0 +1,47 @@
+"""One task's entry in the coalescer: its merged state and what is known of its reporting. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.ecs import SubmitTaskStateChangeRequest
+from schemas.events import TaskEvent
+from worker.task_state import TaskState
+from worker.work import SourceRef, Submission
+
+__all__ = ["TaskEntry", "statuses"]
+
+
+@dataclass(slots=True)
+class TaskEntry:
+    """One task in the coalescer: its state and its reporting bookkeeping."""
+
+    state: TaskState
+    sources: list[SourceRef] = field(default_factory=list)
+    dirty: bool = False
+    due_at: int | None = None
+    first_event_at: int | None = None
+    in_flight: Submission | None = None
+    acked: str | None = None
+    waiting: list[tuple[TaskEvent, int]] | None = None
+    """Events held until the definition is known, with their arrival times."""
+    needs_view: bool = False
+    """ECS's view was asked for: nothing is sent until it is known."""
+    fallback: bool = False
+    """The view is known partial and ECS's view could not be had."""
+    baseline: tuple[object, ...] | None = None
+    """The statuses ECS already shows (``_statuses``): a request with the same is not sent."""
+    last_event_at: int = 0
+    """Arrival (monotonic ns) of the task's last event."""
+    last_observed_at: int = 0
+    """Observation (wall-clock ns) of the task's last event."""
+    changed_at: int = 0
+    """Arrival (monotonic ns) of the first unsent change."""
+
+
+def statuses(request: SubmitTaskStateChangeRequest) -> tuple[object, ...]:
+    """What a request says of statuses: the task's, and each container's status and exit code."""
+    return (
+        request.status,
+        tuple((c.containerName, c.status, c.exitCode) for c in request.containers or ()),
+    )
