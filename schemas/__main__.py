@@ -10,6 +10,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str]) -> int:
+    """Write the schema files, or with ``--check`` exit 1 when they are stale."""
     if "--check" in argv:
         names = stale()
         if names:

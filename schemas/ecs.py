@@ -33,6 +33,8 @@ class _Shape(
 
 
 class NetworkBinding(_Shape, frozen=True):
+    """A container's port mapping."""
+
     bindIP: str | None = None
     containerPort: int | None = None
     hostPort: int | None = None
@@ -42,6 +44,8 @@ class NetworkBinding(_Shape, frozen=True):
 
 
 class ContainerStateChange(_Shape, frozen=True):
+    """One container's state, as the request reports it."""
+
     containerName: str | None = None
     imageDigest: str | None = None
     runtimeId: str | None = None
@@ -52,11 +56,15 @@ class ContainerStateChange(_Shape, frozen=True):
 
 
 class AttachmentStateChange(_Shape, frozen=True):
+    """One attachment's state."""
+
     attachmentArn: str
     status: str
 
 
 class ManagedAgentStateChange(_Shape, frozen=True):
+    """One managed agent's state."""
+
     containerName: str
     managedAgentName: ManagedAgentName
     status: str
@@ -64,6 +72,8 @@ class ManagedAgentStateChange(_Shape, frozen=True):
 
 
 class SubmitTaskStateChangeRequest(_Shape, frozen=True):
+    """The parameters of one ``SubmitTaskStateChange`` call."""
+
     cluster: str | None = None
     task: str | None = None
     status: str | None = None
@@ -77,4 +87,6 @@ class SubmitTaskStateChangeRequest(_Shape, frozen=True):
 
 
 class SubmitTaskStateChangeResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What ECS answers."""
+
     acknowledgment: str | None = None

@@ -91,11 +91,15 @@ class ContainerChange(_Event, frozen=True):
 
 
 class AttachmentChange(_Event, frozen=True):
+    """One attachment's (an ENI's) new status."""
+
     attachmentArn: Name
     status: Name
 
 
 class ManagedAgentChange(_Event, frozen=True):
+    """One managed agent's (ECS Exec's) new status."""
+
     containerName: Name
     managedAgentName: ManagedAgentName
     status: Name

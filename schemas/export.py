@@ -36,6 +36,7 @@ def render() -> dict[str, str]:
 
 
 def write(directory: Path = DEFAULT_DIR) -> list[Path]:
+    """Write every schema file to ``directory``; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render().items():

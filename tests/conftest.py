@@ -75,6 +75,9 @@ def worker_settings(
         "retry_max_ms": 200,
         "rate_limit_per_s": 2_000.0,
         "rate_limit_burst": 2_000,
+        "describe_batch_ms": 20,
+        "settle_ms": 2_000,
+        "stop_linger_ms": 1_500,
     }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]

@@ -155,7 +155,7 @@ class Resolver:
         method = getattr(self._client, _snake(operation))
         retrying = AsyncRetrying(
             stop=stop_before_delay(self._deadline_s),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.2),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
             retry=retry_if_exception(lambda exc: isinstance(exc, _Retry)),
             reraise=True,
         )

@@ -151,6 +151,8 @@ class DockerAttributes(msgspec.Struct, kw_only=True, gc=False):
 
 
 class DockerActor(msgspec.Struct, kw_only=True, gc=False):
+    """The container an event is about: its runtime id and its labels."""
+
     ID: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)] = ""
     Attributes: DockerAttributes | None = None
 

@@ -46,6 +46,7 @@ __all__ = [
     "InputFormat",
     "JsonSpec",
     "Member",
+    "Signature",
     "TextSpec",
     "all_of",
     "any_of",
@@ -113,6 +114,7 @@ class TextSpec(FormatSpec):
     first_bytes: bytes
 
 
+# In order of precedence: detection picks the first JSON format whose ``detected_by`` holds.
 SPECS: tuple[JsonSpec | TextSpec, ...] = (
     JsonSpec(
         name="eventbridge",
