@@ -41,6 +41,7 @@ def register(commands: Subcommands) -> None:
     demo.add_argument("--tasks", type=int, default=400)
     demo.add_argument("--partitions", type=int, default=4)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--format", choices=("docker", "canonical"), default="docker", help="event format")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.set_defaults(handler=_demo)
 
@@ -86,7 +87,9 @@ def _demo(args: argparse.Namespace) -> int:
     from devkit.demo import run_demo
 
     configure_logging("WARNING", "text")
-    summary = run_async(run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed))
+    summary = run_async(
+        run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed, fmt=args.format)
+    )
     print(msgspec.json.encode(summary).decode() if args.json else summary.render())
     return 0 if summary.ok else 1
 

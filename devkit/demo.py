@@ -1,6 +1,8 @@
 """``make demo``: the whole pipeline on embedded parts — Tansu, the local ECS endpoint and one
-worker — fed a synthetic fleet's events (with duplicates, reordering and a few poison records),
-run until everything is processed, then summarised."""
+worker — fed a synthetic fleet launched at the endpoint (its definitions registered, its tasks run)
+and its Docker events, twenty times faster than real time (with duplicates, reordering and a few
+poison records), run until everything is processed, then summarised: calls per task, the
+describe calls, the endpoint's flags and every task's final state (exit codes included)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,25 @@ import msgspec
 
 from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import LocalEcsEndpoint
-from devkit.fleet import ExpectedTask, Format, final_state_mismatches, synthetic_fleet
-from devkit.topics import create_topics, produce_fleet, read_all
+from devkit.fleet import (
+    ExpectedTask,
+    Fleet,
+    Format,
+    check_final,
+    final_state_mismatches,
+    flag_counts,
+    launch,
+    synthetic_fleet,
+)
+from devkit.topics import create_topics, outcome_latencies_ms, produce_fleet, read_all
 from schemas.records import Outcome
 from worker.config import Settings
 from worker.pipeline import Worker
 
-__all__ = ["POISON_RECORDS", "DemoSummary", "run_demo"]
+__all__ = ["DEMO_PACE", "POISON_RECORDS", "DemoSummary", "run_demo"]
+
+DEMO_PACE = 0.05
+"""The fleet's schedule runs twenty times faster than real time."""
 
 POISON_RECORDS: tuple[bytes, ...] = (
     b"\x00\xffnot json at all",
@@ -33,13 +47,21 @@ POISON_RECORDS: tuple[bytes, ...] = (
 class DemoSummary(msgspec.Struct, kw_only=True):
     events: int
     tasks: int
+    definitions: int
     records_dead_lettered: int
     submissions: int
     acknowledged: int
     calls_per_task: float
+    definition_calls: int
+    """DescribeTaskDefinition calls (one per revision is the aim)."""
+    describe_calls: int
+    """DescribeTasks calls (none without a restart or a rebalance)."""
     latency_p50_ms: float
     latency_p99_ms: float
+    """From a record's production to ECS's acknowledgement of the call that carried it."""
     regressions: int
+    flags: dict[str, int]
+    """The endpoint's flags: stopped_while_running, updates_after_stopped, running_incomplete."""
     mismatches: list[str]
     outcome_topic: str
     outcome_records: int
@@ -50,23 +72,49 @@ class DemoSummary(msgspec.Struct, kw_only=True):
     def render(self) -> str:
         rows = [
             ("events produced", f"{self.events}"),
-            ("tasks", f"{self.tasks}"),
+            ("tasks (RunTask)", f"{self.tasks}"),
+            ("task definitions", f"{self.definitions}"),
             ("poison records dead-lettered", f"{self.records_dead_lettered}"),
             ("ECS calls (submissions)", f"{self.submissions}"),
             ("acknowledged", f"{self.acknowledged}"),
             ("calls per task", f"{self.calls_per_task:.2f}"),
-            ("event-to-ack latency p50", f"{self.latency_p50_ms:.0f} ms"),
-            ("event-to-ack latency p99", f"{self.latency_p99_ms:.0f} ms"),
+            ("DescribeTaskDefinition calls", f"{self.definition_calls}"),
+            ("DescribeTasks calls", f"{self.describe_calls}"),
+            ("produced-to-ack latency p50", f"{self.latency_p50_ms:.0f} ms"),
+            ("produced-to-ack latency p99", f"{self.latency_p99_ms:.0f} ms"),
             ("regressions seen by ECS", f"{self.regressions}"),
-            ("tasks not in their final state", f"{len(self.mismatches)}"),
+            *((f"flag {name}", f"{count}") for name, count in self.flags.items()),
+            ("tasks not in their final state", f"{len({m.split(': ')[0] for m in self.mismatches})}"),
             ("outcome records", f"{self.outcome_records} in topic {self.outcome_topic}"),
             ("dead-letter topic", self.dlq_topic),
             ("wall time", f"{self.seconds:.1f} s"),
         ]
         width = max(len(k) for k, _ in rows)
         lines = [f"  {k:<{width}}  {v}" for k, v in rows]
-        verdict = "OK: every task's final state acknowledged, nothing lost" if self.ok else "FAILED"
+        verdict = (
+            "OK: every task's final state acknowledged, nothing lost, nothing flagged"
+            if self.ok
+            else "FAILED"
+        )
         return "\n".join(["ecs-state-worker demo", *lines, verdict, *self.mismatches[:10]])
+
+
+def _settings(broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, fleet: Fleet) -> Settings:
+    timers = fleet.worker_timers(DEMO_PACE)
+    return Settings(
+        bootstrap_servers=broker.bootstrap,
+        ecs_endpoint_url=endpoint.url,
+        input_format="auto",
+        metrics_port=0,
+        group_id="demo",
+        session_timeout_ms=10_000,
+        rebalance_timeout_ms=20_000,
+        drain_timeout_ms=10_000,
+        rate_limit_per_s=1000.0,
+        rate_limit_burst=1000,
+        stop_linger_ms=timers["stop_linger_ms"],
+        settle_ms=timers["settle_ms"],
+    )
 
 
 async def run_demo(
@@ -74,74 +122,83 @@ async def run_demo(
     tasks: int = 400,
     partitions: int = 4,
     seed: int = 7,
-    fmt: Format = "canonical",
+    fmt: Format = "docker",
     timeout_s: float = 120.0,
 ) -> DemoSummary:
     began = time.monotonic()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
-    fleet = synthetic_fleet(tasks, seed=seed, fmt=fmt)
     broker = EmbeddedBroker()
     await asyncio.to_thread(broker.start)
     endpoint = LocalEcsEndpoint()
     await endpoint.start()
     try:
-        settings = Settings(
-            bootstrap_servers=broker.bootstrap,
-            ecs_endpoint_url=endpoint.url,
-            input_format="auto",
-            metrics_port=0,
-            group_id="demo",
-            session_timeout_ms=10_000,
-            rebalance_timeout_ms=20_000,
-            drain_timeout_ms=10_000,
-            rate_limit_per_s=1000.0,
-            rate_limit_burst=1000,
-        )
-        await create_topics(
-            broker.bootstrap,
-            {
-                settings.input_topic: partitions,
-                settings.outcome_topic: partitions,
-                settings.dlq_topic: 1,
-            },
-        )
-        worker = Worker(settings)
-        running = asyncio.create_task(worker.run())
-        await asyncio.wait_for(worker.ready.wait(), 30)
-        poison = {97 * i: (b"poison", record) for i, record in enumerate(POISON_RECORDS)}
-        ends = await produce_fleet(broker.bootstrap, settings.input_topic, fleet, fmt=fmt, interleave=poison)
-        mismatches = await _await_processed(worker, endpoint, fleet.expected, ends, settings, timeout_s)
-        worker.request_stop()
-        await running
-        outcomes = [
-            msgspec.json.decode(r.value, type=Outcome)
-            for r in await read_all(broker.bootstrap, settings.outcome_topic)
-        ]
-        dead = len(await read_all(broker.bootstrap, settings.dlq_topic))
-        state = endpoint.state()
+        fleet = await launch(synthetic_fleet(tasks, seed=seed, fmt=fmt), endpoint.url)
+        settings = _settings(broker, endpoint, fleet)
+        topics = {settings.input_topic: partitions, settings.outcome_topic: partitions, settings.dlq_topic: 1}
+        await create_topics(broker.bootstrap, topics)
+        summary = await _run(broker, endpoint, fleet, settings, timeout_s)
     finally:
         await endpoint.stop()
         broker.stop()
-    latencies = sorted(o.latencyMs for o in outcomes if o.result == "acknowledged")
+    summary.seconds = time.monotonic() - began
+    return summary
+
+
+async def _run(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, fleet: Fleet, settings: Settings, timeout_s: float
+) -> DemoSummary:
+    """Run one worker on the fleet's events until every final state is known and every offset
+    committed; then read the outcomes, the dead letters and the endpoint back."""
+    worker = Worker(settings)
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.ready.wait(), 30)
+    poison = {97 * i: (b"poison", record) for i, record in enumerate(POISON_RECORDS)}
+    produced_at: dict[tuple[int, int], int] = {}
+    ends = await produce_fleet(
+        broker.bootstrap,
+        settings.input_topic,
+        fleet,
+        pace=DEMO_PACE,
+        interleave=poison,
+        produced_at=produced_at,
+    )
+    mismatches = await _await_processed(worker, endpoint, fleet.expected, ends, settings, timeout_s)
+    worker.request_stop()
+    await running
+    state = endpoint.state()  # before check_final's own DescribeTasks calls
+    mismatches = mismatches or await check_final(fleet, endpoint.url)
+    outcomes = [
+        msgspec.json.decode(r.value, type=Outcome)
+        for r in await read_all(broker.bootstrap, settings.outcome_topic)
+    ]
+    latencies = sorted(outcome_latencies_ms(outcomes, produced_at, settings.input_topic))
+    operations = state["operations"]
     summary = DemoSummary(
         events=len(fleet.steps),
         tasks=len(fleet.expected),
-        records_dead_lettered=dead,
+        definitions=len(fleet.definitions),
+        records_dead_lettered=len(await read_all(broker.bootstrap, settings.dlq_topic)),
         submissions=int(state["calls"]),
         acknowledged=int(state["accepted"]),
         calls_per_task=state["calls"] / max(1, len(fleet.expected)),
+        definition_calls=int(operations["DescribeTaskDefinition"]["calls"]),
+        describe_calls=int(operations["DescribeTasks"]["calls"]),
         latency_p50_ms=statistics.median(latencies) if latencies else 0.0,
         latency_p99_ms=_percentile(latencies, 0.99),
         regressions=len(state["regressions"]),
+        flags=flag_counts(state),
         mismatches=mismatches,
         outcome_topic=settings.outcome_topic,
         outcome_records=len(outcomes),
         dlq_topic=settings.dlq_topic,
-        seconds=time.monotonic() - began,
+        seconds=0.0,
     )
     summary.ok = (
-        not mismatches and summary.regressions == 0 and summary.records_dead_lettered == len(POISON_RECORDS)
+        not mismatches
+        and summary.regressions == 0
+        and not any(summary.flags.values())
+        and summary.records_dead_lettered == len(POISON_RECORDS)
     )
     return summary
 

@@ -1,11 +1,11 @@
-"""Topic creation and reading back, for the demo, the benchmark and the tests."""
+"""Topic creation, producing a fleet and reading back, for the demo, the benchmark and the tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -13,8 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from devkit.fleet import Fleet, Format
+from schemas.records import Outcome
 
-__all__ = ["create_topics", "end_offsets", "produce_fleet", "read_all"]
+__all__ = ["create_topics", "end_offsets", "outcome_latencies_ms", "produce_fleet", "read_all"]
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -74,37 +75,63 @@ async def produce_fleet(
     topic: str,
     fleet: Fleet,
     *,
-    fmt: Format = "canonical",
+    fmt: Format | None = None,
     pace: float | None = 1.0,
     interleave: Mapping[int, tuple[bytes, bytes]] | None = None,
+    produced_at: dict[tuple[int, int], int] | None = None,
 ) -> dict[int, int]:
-    """Send a fleet's steps keyed by task ARN; return each partition's end offset as the broker's
-    acknowledgements give it (Tansu's ListOffsets can lag by a record).
+    """Send a launched fleet's steps keyed by task ARN; return each partition's end offset as the
+    broker's acknowledgements give it (Tansu's ListOffsets can lag by a record).
 
-    ``pace`` scales the schedule's clock (0.5: twice as fast) and stamps each event when it is
-    sent; ``None`` sends everything at once, stamped with the schedule's own times.
-    ``interleave`` maps a step index to a (key, value) record sent right after that step.
+    ``pace`` scales the schedule into wall time (0.05: twenty times faster); ``None`` sends
+    everything at once. Either way events are stamped on the schedule's clock from now
+    (``Fleet.observed_ns``). ``interleave`` maps a step index to a (key, value) record sent right
+    after that step. ``produced_at``, when given, receives each record's (partition, offset) ->
+    wall-clock time (ns) it was sent. Raises ``ValueError`` for a fleet not launched
+    (``devkit.fleet.launch``): no endpoint would know its tasks.
     """
+    if not fleet.launched:
+        raise ValueError("launch the fleet first (devkit.fleet.launch): ECS must know its tasks")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262_144)
     await producer.start()
     try:
         start, base = time.monotonic(), time.time_ns()
-        sent = []
+        sent: list[tuple[int, asyncio.Future[Any]]] = []
         for index, step in enumerate(fleet.steps):
-            if pace is None:
-                observed = base + int(step.at_s * 1e9)
-            else:
-                delay = start + step.at_s * pace - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                observed = time.time_ns()
-            sent.append(await producer.send(topic, fleet.render(step, observed, fmt), key=step.task.encode()))
+            if pace is not None and (delay := start + step.at_s * pace - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            value = fleet.render(step, fleet.observed_ns(step, base), fmt)
+            sent.append((time.time_ns(), await producer.send(topic, value, key=step.task.encode())))
             if interleave and index in interleave:
                 key, value = interleave[index]
-                sent.append(await producer.send(topic, value, key=key))
+                sent.append((time.time_ns(), await producer.send(topic, value, key=key)))
         ends: dict[int, int] = {}
-        for meta in await asyncio.gather(*sent):
+        metas = await asyncio.gather(*(future for _, future in sent))
+        for (at, _), meta in zip(sent, metas, strict=True):
             ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+            if produced_at is not None:
+                produced_at[(meta.partition, meta.offset)] = at
         return ends
     finally:
         await producer.stop()
+
+
+def outcome_latencies_ms(
+    outcomes: Iterable[Outcome], produced_at: Mapping[tuple[int, int], int], topic: str
+) -> list[float]:
+    """Production-to-acknowledgement latency (ms) of each acknowledged outcome: from the sending
+    of the oldest input record it covers (its ``sources`` in ``topic``) to its ``completedAt``.
+    The worker's own ``latencyMs`` counts from the events' observation times, which run ahead of
+    the wall clock when a fleet is sent faster than real time."""
+    latencies: list[float] = []
+    for outcome in outcomes:
+        sent = [
+            produced_at[(source.partition, offset)]
+            for source in outcome.sources
+            if source.topic == topic
+            for offset in source.offsets
+            if (source.partition, offset) in produced_at
+        ]
+        if outcome.result == "acknowledged" and sent:
+            latencies.append((outcome.completedAt.timestamp() * 1e9 - min(sent)) / 1e6)
+    return latencies

@@ -10,8 +10,10 @@ from typing import Any
 
 import aiohttp
 import botocore.session
+import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
 
 from devkit.ecs_endpoint import TARGET_PREFIX, LocalEcsEndpoint
@@ -21,6 +23,7 @@ __all__ = [
     "CONTAINERS",
     "REGION",
     "answer_problems",
+    "client_error",
     "ecs_client",
     "http_state",
     "raw_post",
@@ -124,3 +127,11 @@ async def register(ecs: Any, family: str = "web", containers: list[dict[str, Any
     answer = await ecs.register_task_definition(family=family, containerDefinitions=containers or CONTAINERS)
     arn: str = answer["taskDefinition"]["taskDefinitionArn"]
     return arn
+
+
+async def client_error(call: Any) -> tuple[str, str, int]:
+    """Await ``call``, which must fail: its error code, message and HTTP status."""
+    with pytest.raises(ClientError) as info:
+        await call
+    error = info.value.response
+    return error["Error"]["Code"], error["Error"]["Message"], error["ResponseMetadata"]["HTTPStatusCode"]

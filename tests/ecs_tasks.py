@@ -75,6 +75,10 @@ class EcsTasks:
         arn: str = answer["taskDefinition"]["taskDefinitionArn"]
         return arn
 
+    async def describe_definition(self, arn: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._client.describe_task_definition(taskDefinition=arn)
+        return answer
+
     async def run(self, cluster: str, definition_arn: str, count: int = 1) -> list[DockerTask]:
         answer = await self._client.run_task(cluster=cluster, taskDefinition=definition_arn, count=count)
         assert not answer.get("failures"), answer["failures"]

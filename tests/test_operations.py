@@ -18,6 +18,7 @@ from devkit.fleet import final_state_mismatches, synthetic_fleet
 from devkit.topics import read_all
 from schemas.events import ContainerChange, TaskEvent
 from tests.conftest import Topics, worker_settings
+from tests.ecs_tasks import ecs_tasks
 from tests.support import running, wait_for
 from tests.test_pipeline import produce
 from worker.health import HealthServer
@@ -111,7 +112,10 @@ async def test_liveness_fails_when_work_makes_no_progress(
 async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
     broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
-    arn = "arn:aws:ecs:us-east-1:111122223333:task/c/0123"
+    async with ecs_tasks(endpoint.url) as ecs:  # a task ECS knows, of four containers
+        definition = await ecs.register("bounded", [{"name": f"app-{i}"} for i in range(4)])
+        (task,) = await ecs.run("c", definition)
+    arn = task.arn
     events = [
         TaskEvent(
             cluster="c",
@@ -135,7 +139,8 @@ async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
     assert headers["errors.stage"] == b"validate"
     assert b"more than max_containers_per_task=3" in headers["errors.message"]
     assert msgspec.json.decode(letters[0].value, type=TaskEvent) == events[3]
-    assert set(endpoint.state()["tasks"][arn]["containers"]) == {"app-0", "app-1", "app-2"}
+    reported = endpoint.state()["tasks"][arn]["containers"]
+    assert reported == {"app-0": "RUNNING", "app-1": "RUNNING", "app-2": "RUNNING", "app-3": "PENDING"}
 
 
 def test_json_logs_carry_context_and_never_the_password() -> None:

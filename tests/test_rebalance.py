@@ -28,6 +28,7 @@ from devkit.topics import produce_fleet, read_all
 from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
 from tests.conftest import Topics, worker_settings
+from tests.ecs_tasks import ecs_tasks
 from tests.support import group_committed, running, spawn_worker, wait_for
 from worker.config import Settings
 from worker.offsets import TopicPartitionKey
@@ -257,23 +258,29 @@ async def test_sigterm_drains_in_flight_submissions_then_commits_and_exits_clean
 
 def _event(task: str, container: str, status: str, at: int) -> TaskEvent:
     change = ContainerChange(containerName=container, runtimeId=f"id-{container}", status=status)  # type: ignore[arg-type]
-    return TaskEvent(
-        cluster="arn:aws:ecs:us-east-1:111122223333:cluster/c", task=task, observedAt=at, containers=(change,)
-    )
+    return TaskEvent(cluster="c", task=task, observedAt=at, containers=(change,))
 
 
 async def test_a_new_owner_reports_the_containers_its_partial_view_missed(
     broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     """End to end: the first owner reports a two-container task RUNNING and commits; the next owner
-    reads only the exits, one at a time, and the second exit still reaches ECS."""
-    task = "arn:aws:ecs:us-east-1:111122223333:task/c/handover"
+    reads only the exits, one at a time. It asks ECS for what it missed, so the first exit alone
+    does not make the task STOPPED, and the second exit still reaches ECS."""
+    async with ecs_tasks(endpoint.url) as ecs:
+        definition = await ecs.register("handover", [{"name": "app-0"}, {"name": "app-1"}])
+        (launched,) = await ecs.run("c", definition)
+    task = launched.arn
     settings = worker_settings(broker, endpoint, topics, linger_ms=0)
     async with running(Worker(settings)) as first:
         await send_events(
             broker.bootstrap,
             topics.input,
-            [_event(task, "app-0", "RUNNING", 1), _event(task, "app-1", "RUNNING", 2)],
+            [
+                _event(task, "app-0", "CREATED", 0),
+                _event(task, "app-0", "RUNNING", 1),
+                _event(task, "app-1", "RUNNING", 2),
+            ],
         )
         await wait_for(
             lambda: endpoint.state()["tasks"].get(task, {}).get("status") == "RUNNING", 30, "RUNNING"
@@ -281,14 +288,13 @@ async def test_a_new_owner_reports_the_containers_its_partial_view_missed(
         await wait_for(lambda: first.pending_work() == 0, 30, "resolved")
     async with running(Worker(settings)) as second:
         await send_events(broker.bootstrap, topics.input, [_event(task, "app-0", "STOPPED", 3)])
-        await wait_for(lambda: endpoint.state()["tasks"][task]["status"] == "STOPPED", 30, "STOPPED")
-        await wait_for(lambda: second.pending_work() == 0, 30, "resolved")
-        ends = await send_events(broker.bootstrap, topics.input, [_event(task, "app-1", "STOPPED", 4)])
         await wait_for(
-            lambda: endpoint.state()["tasks"][task]["containers"].get("app-1") == "STOPPED",
-            30,
-            "app-1 STOPPED",
+            lambda: endpoint.state()["tasks"][task]["containers"]["app-0"] == "STOPPED", 30, "app-0 STOPPED"
         )
+        await wait_for(lambda: second.pending_work() == 0, 30, "resolved")
+        assert endpoint.state()["tasks"][task]["status"] == "RUNNING"  # app-1 still runs
+        ends = await send_events(broker.bootstrap, topics.input, [_event(task, "app-1", "STOPPED", 4)])
+        await wait_for(lambda: endpoint.state()["tasks"][task]["status"] == "STOPPED", 30, "STOPPED")
         await wait_for(lambda: second.pending_work() == 0, 30, "resolved")
         await wait_for(
             lambda: all(second.committed_offsets().get((topics.input, p)) == e for p, e in ends.items()),
@@ -297,7 +303,9 @@ async def test_a_new_owner_reports_the_containers_its_partial_view_missed(
         )
     state = endpoint.state()
     assert state["tasks"][task]["containers"] == {"app-0": "STOPPED", "app-1": "STOPPED"}
+    assert state["tasks"][task]["history"] == ["RUNNING", "RUNNING", "STOPPED"]
     assert state["regressions"] == []
+    assert not any(tally["count"] for tally in state["flags"].values()), state["flags"]
 
 
 # -- static membership -------------------------------------------------------------------------------

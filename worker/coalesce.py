@@ -285,6 +285,7 @@ class Coalescer(KnowledgeMixin):
         if entry.baseline is not None and statuses(request) == entry.baseline:
             entry.acked = digest  # ECS already shows these statuses: not repeated
             return None
+        entry.state.floor = entry.state.rank  # reported: never below it from now on
         submission = Submission(
             key=key,
             request=request,

@@ -167,6 +167,7 @@ class KnowledgeMixin:
             reported = TaskState(key, definition=entry.state.definition)
             reported.merge_view(view)
             entry.baseline = statuses(build_request(reported))
+            entry.state.floor = max(entry.state.floor, reported.rank)
             entry.state.merge_view(view)
             if reported.rank == STOPPED and entry.in_flight is None:
                 resolved = entry.sources

@@ -12,11 +12,20 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10,
 _CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+_PREFIX = "ecs_state_worker_"
+
+
 class Metrics:
+    """Every series of the process, named ``ecs_state_worker_*``, on its own registry."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        p = "ecs_state_worker_"
+        self._input_metrics(self.registry, _PREFIX)
+        self._ecs_metrics(self.registry, _PREFIX)
+        self._offset_metrics(self.registry, _PREFIX)
+        self._knowledge_metrics(self.registry, _PREFIX)
+
+    def _input_metrics(self, r: CollectorRegistry, p: str) -> None:
         self.records_consumed = Counter(
             p + "records_consumed", "Input records read.", ["partition"], registry=r
         )
@@ -30,6 +39,8 @@ class Metrics:
             ["stage", "error_class"],
             registry=r,
         )
+
+    def _ecs_metrics(self, r: CollectorRegistry, p: str) -> None:
         self.submissions = Counter(
             p + "submissions", "Finished submissions, by result.", ["result"], registry=r
         )
@@ -54,6 +65,8 @@ class Metrics:
         self.call_seconds = Histogram(
             p + "ecs_call_seconds", "Duration of one ECS call.", buckets=_CALL_BUCKETS, registry=r
         )
+
+    def _offset_metrics(self, r: CollectorRegistry, p: str) -> None:
         self.incomplete_offsets = Gauge(
             p + "incomplete_offsets",
             "Records read but not yet resolved.",
@@ -69,6 +82,8 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+
+    def _knowledge_metrics(self, r: CollectorRegistry, p: str) -> None:
         self.describe_calls = Counter(
             p + "describe_calls",
             "DescribeTasks and DescribeTaskDefinition calls, by operation and outcome code.",

@@ -134,6 +134,8 @@ class TaskState:
     pull_started_at: datetime | None = None
     pull_stopped_at: datetime | None = None
     execution_stopped_at: datetime | None = None
+    floor: int = PENDING
+    """The rank already reported (or shown by ECS): the task's status never goes below it."""
     definition: TaskDefinition | None = None
     missed: bool = False
     """Part of the task's history happened before this process read it (``agent_rules``)."""
@@ -168,6 +170,8 @@ class TaskState:
             changed |= self._merge_agent(agent)
         if event.pullStartedAt or event.pullStoppedAt or event.executionStoppedAt:
             changed |= self._merge_times(event)
+        # Events never lower the status (a late first sight of a pending container does not take
+        # a RUNNING task back); what is learnt of the task may (``_rerank``).
         rank = max(self.rank, self.explicit_rank, self._derived_rank())
         if rank != self.rank:
             self.rank = rank
@@ -284,7 +288,10 @@ class TaskState:
         return True
 
     def _rerank(self) -> bool:
-        rank = max(self.rank, self.explicit_rank, self._derived_rank())
+        """The task's rank once something is learnt of it (its definition, ECS's view, a settle):
+        the explicit or derived rank, never below ``floor``. It can fall when it was not reported:
+        ECS's view can show that a task thought STOPPED from a partial view still runs."""
+        rank = max(self.floor, self.explicit_rank, self._derived_rank())
         if rank == self.rank:
             return False
         self.rank = rank

@@ -85,14 +85,14 @@ class Findings:
 
 
 def apply_report(task: Task, body: dict[str, Any], now: datetime, findings: Findings) -> None:
-    """Apply one validated ``SubmitTaskStateChange`` body (JSON values) to ``task``."""
-    fingerprint = _fingerprint(body) if task.stopped or body.get("status") == "STOPPED" else b""
-    repeat = fingerprint in task.since_stopped
+    """Apply one validated ``SubmitTaskStateChange`` body (JSON values) to ``task``, noting its
+    regressions and flags in ``findings``."""
+    status = body.get("status")
+    fingerprint = _fingerprint(body) if task.stopped or status == "STOPPED" else None
     task.calls += 1
     task.version += 1
-    if task.stopped and not repeat:
-        findings.flag("updates_after_stopped", task, status=body.get("status"))
-    status = body.get("status")
+    if task.stopped and fingerprint not in task.since_stopped:
+        findings.flag("updates_after_stopped", task, status=status)
     if status is not None:
         findings.regression(task, None, task.status, status)
         task.status = status
@@ -102,17 +102,11 @@ def apply_report(task: Task, body: dict[str, Any], now: datetime, findings: Find
         if change.get("containerName") is not None:
             _apply_container(task, change, findings)
     for agent in body.get("managedAgents") or ():
-        agents = task.managed_agents.setdefault(agent["containerName"], {})
-        record = agents.setdefault(agent["managedAgentName"], {})
-        record["lastStatus"] = agent["status"]
-        if agent["status"] == "RUNNING":
-            record.setdefault("lastStartedAt", now)
-        if agent.get("reason") is not None:
-            record["reason"] = agent["reason"]
+        _apply_managed_agent(task, agent, now)
     for attachment in body.get("attachments") or ():
         task.attachments[attachment["attachmentArn"]] = attachment["status"]
     _check_flags(task, status, findings)
-    if task.stopped or status == "STOPPED":
+    if fingerprint is not None:  # the task is STOPPED now: later repeats of this body are fine
         task.stopped = True
         task.since_stopped.add(fingerprint)
 
@@ -154,6 +148,17 @@ def _apply_container(task: Task, change: dict[str, Any], findings: Findings) -> 
     for member, attribute in members.items():
         if change.get(member) is not None:
             setattr(container, attribute, change[member])
+
+
+def _apply_managed_agent(task: Task, agent: dict[str, Any], now: datetime) -> None:
+    record = task.managed_agents.setdefault(agent["containerName"], {}).setdefault(
+        agent["managedAgentName"], {}
+    )
+    record["lastStatus"] = agent["status"]
+    if agent["status"] == "RUNNING":
+        record.setdefault("lastStartedAt", now)
+    if agent.get("reason") is not None:
+        record["reason"] = agent["reason"]
 
 
 def _check_flags(task: Task, status: str | None, findings: Findings) -> None:

@@ -20,12 +20,13 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from devkit.ecs.arns import DEFAULT_ACCOUNT, Scope
+from devkit.ecs.arns import DEFAULT_ACCOUNT
 from devkit.ecs.faults import DESCRIBE_OPERATIONS, SETUP_OPERATIONS, Faults, describe_fault
 from devkit.ecs.state import EcsState
 from devkit.ecs.wire import (
     OPERATIONS,
     ApiError,
+    Call,
     api_response,
     decode_request,
     encode_output,
@@ -153,9 +154,8 @@ class LocalEcsEndpoint:
                 for counts in counters:
                     counts.dropped += 1
                 return web.Response(status=500)  # never delivered: the socket is closed
-            body, scope = decode_request(operation, request.headers, await request.read(), self._account)
-            assert operation is not None  # decode_request refuses unknown operations
-            answer = encode_output(operation, self._dispatch(operation, body, scope))
+            call = decode_request(operation, request.headers, await request.read(), self._account)
+            answer = encode_output(call.operation, self._dispatch(call))
         except ApiError as exc:
             for counts in counters:
                 counts.errors[exc.code] += 1
@@ -170,8 +170,7 @@ class LocalEcsEndpoint:
         faults = self._faults
         if operation in SETUP_OPERATIONS:
             return True
-        if operation in DESCRIBE_OPERATIONS:
-            assert operation is not None
+        if operation is not None and operation in DESCRIBE_OPERATIONS:
             draws = (self._describe_rng.random(), self._describe_rng.random(), self._describe_rng.random())
             if faults.describe_latency_ms > 0:
                 await asyncio.sleep(faults.describe_latency_ms / 1000)
@@ -205,7 +204,9 @@ class LocalEcsEndpoint:
         self._tokens -= 1
         return True
 
-    def _dispatch(self, operation: str, body: dict[str, Any], scope: Scope) -> dict[str, Any]:
+    def _dispatch(self, call: Call) -> dict[str, Any]:
+        """The answer payload of one decoded call (raises :class:`ApiError`)."""
+        operation, body, scope = call.operation, call.body, call.scope
         if operation == "SubmitTaskStateChange":
             self._apply(body)
             return {"acknowledgment": "ACK"}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
     "TARGET",
     "TARGET_PREFIX",
     "ApiError",
+    "Call",
     "api_response",
     "decode_request",
     "encode_output",
@@ -75,6 +77,16 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One decoded API call: the operation, its body as sent (JSON values: timestamps stay epoch
+    numbers) and the caller's scope."""
+
+    operation: str
+    body: dict[str, Any]
+    scope: Scope
+
+
 @cache
 def load_model() -> Any:
     """botocore's ECS service model (loaded once; the first load takes a moment)."""
@@ -89,12 +101,10 @@ def operation_of(target: str | None) -> str | None:
     return name if name in OPERATIONS else None
 
 
-def decode_request(
-    operation: str | None, headers: Mapping[str, str], raw: bytes, account: str
-) -> tuple[dict[str, Any], Scope]:
+def decode_request(operation: str | None, headers: Mapping[str, str], raw: bytes, account: str) -> Call:
     """Check the protocol, then decode and validate the body of ``operation``.
 
-    Returns the body as sent (JSON values: timestamps stay epoch numbers) and the caller's scope.
+    ``operation`` is :func:`operation_of` the request's target; ``account`` that of the caller.
     Raises :class:`ApiError` (see the module docstring), in the table's order.
     """
     if operation is None:
@@ -108,7 +118,7 @@ def decode_request(
     if not isinstance(body, dict):
         raise ApiError(400, "SerializationException", "Request body must be a JSON object")
     _validate_input(operation, body)
-    return body, scope
+    return Call(operation, body, scope)
 
 
 def _region(authorization: str) -> str:
