@@ -743,9 +743,10 @@ def test_iam_policy_allows_only_what_the_worker_calls_on_named_clusters() -> Non
     policy = json.loads(IAM_POLICY.read_text())
     assert policy["Version"] == "2012-10-17"
     region = pod_settings(rendering("production")).region
+    scope = r"arn:aws(?:-cn|-us-gov)?:ecs:([a-z0-9-]+):\d{12}"
     patterns = {
-        "ecs:SubmitTaskStateChange": r"arn:aws(?:-cn|-us-gov)?:ecs:([a-z0-9-]+):\d{12}:cluster/([A-Za-z0-9_-]{1,255})",
-        "ecs:DescribeTasks": r"arn:aws(?:-cn|-us-gov)?:ecs:([a-z0-9-]+):\d{12}:task/([A-Za-z0-9_-]{1,255})/\*",
+        "ecs:SubmitTaskStateChange": scope + r":cluster/([A-Za-z0-9_-]{1,255})",
+        "ecs:DescribeTasks": scope + r":task/([A-Za-z0-9_-]{1,255})/\*",
     }
     clusters: dict[str, set[str]] = {}
     actions: list[str] = []
