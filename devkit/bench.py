@@ -5,12 +5,17 @@
 2. end to end through one worker process (the embedded broker, the local ECS endpoint in its own
    process): events and submissions per second, and the ratio of submissions per second to a bare
    aiobotocore loop sending the same requests to the same endpoint at the same concurrency;
-3. ECS calls per task lifecycle, on a paced standard mix;
-4. event-to-acknowledgement latency p50/p99 at about half the saturated event rate;
+3. ECS calls per task lifecycle, on a paced standard mix (``devkit.fleet``: launched at the
+   endpoint, produced twenty times faster than real time, the worker's stop linger scaled to
+   match), with a rolling handover halfway (a second worker joins, the first is stopped with
+   SIGTERM); the describe calls apart: DescribeTaskDefinition per definition revision and worker,
+   DescribeTasks per rebalance; the endpoint's flags;
+4. production-to-acknowledgement latency p50/p99 of that run (RUNNING calls against the linger;
+   STOPPED calls wait for the agent's stop of the other containers, compressed);
 5. resident memory per 100,000 active tasks.
 
-Records are Docker-shaped (create, start, health_status, kill, die, stop, destroy, with the ECS
-agent's labels), with a few percent duplicated and out-of-order.
+Records are Docker-shaped (create, start, health_status, kill, oom, die, stop, restart, destroy,
+with the ECS agent's labels), with a few percent duplicated and out-of-order.
 """
 
 from __future__ import annotations
@@ -20,37 +25,40 @@ import gc
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devkit.bench_e2e import (
+    Paced,
+    bench_bare_loop,
+    paced_run,
+    process,
+    reset_endpoint,
+    run_worker_on,
+    span_per_s,
+    wait_http,
+)
 from devkit.broker import EmbeddedBroker, free_port
-from devkit.fleet import Fleet, synthetic_fleet
-from devkit.topics import create_topics, produce_fleet, read_all
+from devkit.fleet import Fleet, FleetShape, flag_counts, launch, synthetic_fleet
+from devkit.topics import create_topics, outcome_latencies_ms, produce_fleet
 from schemas.events import ContainerChange, TaskEvent
-from schemas.records import Outcome
 from worker.coalesce import Coalescer
 from worker.config import Settings
 from worker.intake import Intake
 from worker.offsets import OffsetBook
 from worker.submit import request_params
+from worker.task_definition import TaskDefinition, definition_from_botocore
 from worker.work import SourceRef
 
 __all__ = ["BenchReport", "run_bench"]
 
-ROOT = Path(__file__).resolve().parents[1]
-"""The repository root: the working directory of the worker processes (``devkit`` importable)."""
 NS_PER_MS = 1_000_000
+PACE = 0.05
+"""The paced run's schedule runs twenty times faster than real time."""
+LINGER_MS = 500
 
 
 class BenchReport(msgspec.Struct, kw_only=True):
@@ -63,9 +71,22 @@ class BenchReport(msgspec.Struct, kw_only=True):
     bare_aiobotocore_calls_per_s: float
     e2e_submission_ratio: float
     calls_per_task: float
+    """SubmitTaskStateChange calls per task of the paced run (describe calls apart)."""
+    definition_revisions: int
+    definition_calls_per_revision: float
+    """DescribeTaskDefinition calls per definition revision and worker process (each fetches
+    each revision once)."""
+    rebalances: int
+    describe_calls: int
+    describe_calls_per_rebalance: float
+    """DescribeTasks calls per rebalance: the new owners' batches for what they missed."""
+    flags: dict[str, int]
+    """The endpoint's flags after the paced run (all must be 0)."""
     paced_events_per_s: float
     latency_p50_ms: float
     latency_p99_ms: float
+    latency_running_p99_ms: float
+    """RUNNING calls only: from the production of the oldest record carried to ECS's answer."""
     linger_ms: int
     rss_bytes_per_active_task: float
     targets: dict[str, bool]
@@ -80,9 +101,19 @@ class BenchReport(msgspec.Struct, kw_only=True):
             ("bare aiobotocore loop", f"{self.bare_aiobotocore_calls_per_s:,.0f} calls/s"),
             ("  ratio (target >= 1.0, stretch 1.3)", f"{self.e2e_submission_ratio:.2f}"),
             ("calls per task lifecycle (target <= 2.0)", f"{self.calls_per_task:.2f}"),
+            (
+                f"DescribeTaskDefinition per revision ({self.definition_revisions})",
+                f"{self.definition_calls_per_revision:.2f}",
+            ),
+            (f"DescribeTasks per rebalance ({self.rebalances})", f"{self.describe_calls_per_rebalance:.1f}"),
+            ("flags (target 0)", ", ".join(f"{k} {v}" for k, v in self.flags.items())),
             ("paced rate", f"{self.paced_events_per_s:,.0f} events/s"),
             ("latency p50", f"{self.latency_p50_ms:.0f} ms"),
-            (f"latency p99 (target <= {self.linger_ms + 100} ms)", f"{self.latency_p99_ms:.0f} ms"),
+            ("latency p99", f"{self.latency_p99_ms:.0f} ms"),
+            (
+                f"  RUNNING calls p99 (target <= {self.linger_ms + 100} ms)",
+                f"{self.latency_running_p99_ms:.0f} ms",
+            ),
             ("memory per active task (target <= 2048 B)", f"{self.rss_bytes_per_active_task:,.0f} B"),
         ]
         width = max(len(k) for k, _ in rows)
@@ -196,214 +227,111 @@ def bench_memory(tasks: int = 100_000) -> float:
 # -- 2-4. end to end -----------------------------------------------------------------------------
 
 
-@contextmanager
-def _process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker", *args], cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+class _Saturated(msgspec.Struct):
+    events_per_s: float
+    submissions_per_s: float
+    bare_calls_per_s: float
+    events_per_task: float
 
 
-async def _wait_http(url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as answer:
-                    if answer.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+async def _saturated(bootstrap: str, endpoint: str, scale: float) -> _Saturated:
+    """Everything produced before the worker starts; then the bare loop replays its requests."""
+    fleet = await launch(synthetic_fleet(int(4000 * scale), seed=2, fmt="docker"), endpoint)
+    await create_topics(bootstrap, {"bench-saturated": 4, "bench-saturated-outcomes": 4})
+    ends = await produce_fleet(bootstrap, "bench-saturated", fleet, pace=None)
+    busy_s, outcomes = await run_worker_on(bootstrap, endpoint, "bench-saturated", ends)
+    await reset_endpoint(endpoint)
+    bare_calls = await bench_bare_loop(
+        endpoint, [request_params(o.request) for o in outcomes], concurrency=64
+    )
+    await reset_endpoint(endpoint)
+    return _Saturated(
+        events_per_s=sum(ends.values()) / busy_s,
+        submissions_per_s=span_per_s(outcomes),
+        bare_calls_per_s=bare_calls,
+        events_per_task=len(fleet.steps) / len(fleet.expected),
+    )
 
 
-async def _endpoint_state(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/_state") as answer:
-        state: dict[str, Any] = await answer.json(content_type=None)
-        return state
-
-
-async def _reset_endpoint(url: str) -> None:
-    async with aiohttp.ClientSession() as session, session.post(f"{url}/_reset") as answer:
-        answer.raise_for_status()
-
-
-async def _committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in partitions}
-    finally:
-        await consumer.stop()
-
-
-async def _await_committed(
-    bootstrap: str, group: str, topic: str, ends: dict[int, int], timeout_s: float
-) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        committed = await _committed(bootstrap, group, topic, list(ends))
-        if all(committed[p] >= end for p, end in ends.items()):
-            return time.monotonic()
-        await asyncio.sleep(0.1)
-    raise RuntimeError("the worker did not commit every offset in time")
-
-
-def _worker_env(
-    bootstrap: str, endpoint: str, topic: str, group: str, metrics_port: int, **extra: str
-) -> dict[str, str]:
-    env = {
-        "WORKER_BOOTSTRAP_SERVERS": bootstrap,
-        "WORKER_ECS_ENDPOINT_URL": endpoint,
-        "WORKER_INPUT_TOPIC": topic,
-        "WORKER_OUTCOME_TOPIC": f"{topic}-outcomes",
-        "WORKER_DLQ_TOPIC": f"{topic}-dlq",
-        "WORKER_GROUP_ID": group,
-        "WORKER_METRICS_PORT": str(metrics_port),
-        "WORKER_RATE_LIMIT_PER_S": "100000",
-        "WORKER_RATE_LIMIT_BURST": "100000",
-        "WORKER_COMMIT_INTERVAL_MS": "200",
-        "WORKER_LOG_LEVEL": "WARNING",
-        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"),
-    }
-    env.update(extra)
-    return env
-
-
-async def _run_worker_on(
-    bootstrap: str, endpoint: str, topic: str, ends: dict[int, int], *, timeout_s: float = 240
-) -> tuple[float, list[Outcome]]:
-    """Start a worker on ``topic``; return its busy time and the outcome records."""
-    port = free_port()
-    env = _worker_env(bootstrap, endpoint, topic, f"bench-{topic}", port)
-    with _process(["run"], env):
-        await _wait_http(f"http://127.0.0.1:{port}/readyz")
-        began = time.monotonic()
-        done = await _await_committed(bootstrap, f"bench-{topic}", topic, ends, timeout_s)
-    outcomes = [
-        msgspec.json.decode(r.value, type=Outcome) for r in await read_all(bootstrap, f"{topic}-outcomes")
-    ]
-    return done - began, outcomes
-
-
-async def bench_bare_loop(endpoint: str, requests: list[dict[str, Any]], concurrency: int) -> float:
-    """Calls per second of a plain aiobotocore loop sending ``requests`` at ``concurrency``."""
-    config = AioConfig(retries={"total_max_attempts": 1}, max_pool_connections=concurrency)
-    async with get_session().create_client(
-        "ecs", region_name="us-east-1", endpoint_url=endpoint, config=config,
-        aws_access_key_id="bench", aws_secret_access_key="bench",
-    ) as client:  # fmt: skip
-        slots = asyncio.Semaphore(concurrency)
-
-        async def call(params: dict[str, Any]) -> None:
-            async with slots:
-                await client.submit_task_state_change(**params)
-
-        await asyncio.gather(*(call(p) for p in requests[: min(50, len(requests))]))  # warm the pool
-        started = time.perf_counter()
-        await asyncio.gather(*(call(p) for p in requests))
-        return len(requests) / (time.perf_counter() - started)
-
-
-def _span_per_s(outcomes: list[Outcome]) -> float:
-    times = sorted(o.completedAt.timestamp() for o in outcomes)
-    if len(times) < 2 or times[-1] == times[0]:
-        return 0.0
-    return (len(times) - 1) / (times[-1] - times[0])
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+async def _paced(bootstrap: str, endpoint: str, scale: float, saturated: _Saturated) -> tuple[Fleet, Paced]:
+    """Realistic lifecycles at about half the saturated rate. Paced, a task costs about two calls
+    (RUNNING, STOPPED) where all at once it cost one: the saturated rate in tasks per second is
+    whichever of event decoding and calls binds first."""
+    capacity_tasks_per_s = min(
+        saturated.events_per_s / saturated.events_per_task, saturated.submissions_per_s / 2
+    )
+    spread = 20.0 * scale + 5  # wall seconds of task starts
+    tasks = max(50, int(0.5 * capacity_tasks_per_s * spread))
+    planned = synthetic_fleet(tasks, seed=3, fmt="docker", shape=FleetShape(spread_s=spread / PACE))
+    fleet = await launch(planned, endpoint)
+    return fleet, await paced_run(bootstrap, endpoint, fleet, pace=PACE, topic="bench-paced")
 
 
 async def run_bench(*, quick: bool = False) -> BenchReport:
     scale = 0.25 if quick else 1.0
-    decode_fleet = synthetic_fleet(int(6000 * scale), seed=1, fmt="docker", spread_s=60)
-    records = docker_records(decode_fleet)
-    ours, bare = bench_decode_coalesce(records)
+    decode_fleet = synthetic_fleet(int(6000 * scale), seed=1, fmt="docker")
+    definitions = [definition_from_botocore(d.describe_answer()) for d in decode_fleet.definitions]
+    ours, bare = bench_decode_coalesce(docker_records(decode_fleet), definitions)
     memory = bench_memory(int(100_000 * scale))
-
     broker = EmbeddedBroker()
     await asyncio.to_thread(broker.start)
     endpoint_port = free_port()
     endpoint = f"http://127.0.0.1:{endpoint_port}"
     try:
-        with _process(["ecs-endpoint", "--port", str(endpoint_port)]):
-            await _wait_http(f"{endpoint}/_state")
-            # 2. saturated: everything produced before the worker starts.
-            saturated_fleet = synthetic_fleet(int(4000 * scale), seed=2, fmt="docker", spread_s=30)
-            await create_topics(broker.bootstrap, {"bench-saturated": 4, "bench-saturated-outcomes": 4})
-            ends = await produce_fleet(
-                broker.bootstrap, "bench-saturated", saturated_fleet, fmt="docker", pace=None
-            )
-            busy_s, outcomes = await _run_worker_on(broker.bootstrap, endpoint, "bench-saturated", ends)
-            events_per_s = sum(ends.values()) / busy_s
-            submissions_per_s = _span_per_s(outcomes)
-            await _reset_endpoint(endpoint)
-            requests = [request_params(o.request) for o in outcomes]
-            bare_calls = await bench_bare_loop(endpoint, requests, concurrency=64)
-            await _reset_endpoint(endpoint)
-            # 3-4. paced at about half the saturated rate, realistic lifecycles. Paced, a task costs
-            # about two calls (RUNNING, STOPPED) where all-at-once it cost one: the saturated rate
-            # in tasks per second is whichever of event decoding and calls binds first.
-            events_per_task = len(saturated_fleet.steps) / len(saturated_fleet.expected)
-            capacity_tasks_per_s = min(events_per_s / events_per_task, submissions_per_s / 2)
-            spread = 20.0 * scale + 5
-            tasks = max(50, int(0.5 * capacity_tasks_per_s * spread))
-            paced_fleet = synthetic_fleet(tasks, seed=3, fmt="docker", spread_s=spread)
-            await create_topics(broker.bootstrap, {"bench-paced": 4, "bench-paced-outcomes": 4})
-            port = free_port()
-            env = _worker_env(broker.bootstrap, endpoint, "bench-paced", "bench-paced", port)
-            with _process(["run"], env):
-                await _wait_http(f"http://127.0.0.1:{port}/readyz")
-                produce_began = time.monotonic()
-                paced_ends = await produce_fleet(broker.bootstrap, "bench-paced", paced_fleet, fmt="docker")
-                produced_rate = sum(paced_ends.values()) / (time.monotonic() - produce_began)
-                await _await_committed(broker.bootstrap, "bench-paced", "bench-paced", paced_ends, 240)
-            state = await _endpoint_state(endpoint)
-            paced_outcomes = [
-                msgspec.json.decode(r.value, type=Outcome)
-                for r in await read_all(broker.bootstrap, "bench-paced-outcomes")
-            ]
+        with process(["ecs-endpoint", "--port", str(endpoint_port)]):
+            await wait_http(f"{endpoint}/_state")
+            saturated = await _saturated(broker.bootstrap, endpoint, scale)
+            fleet, paced = await _paced(broker.bootstrap, endpoint, scale, saturated)
     finally:
         broker.stop()
-    latencies = [o.latencyMs for o in paced_outcomes if o.result == "acknowledged"]
-    calls_per_task = state["calls"] / max(1, len(paced_fleet.expected))
-    p99 = _percentile(latencies, 0.99)
+    return _report(ours, bare, memory, saturated, fleet, paced)
+
+
+def _report(
+    ours: float, bare: float, memory: float, saturated: _Saturated, fleet: Fleet, paced: Paced
+) -> BenchReport:
+    latencies = outcome_latencies_ms(paced.outcomes, paced.produced_at, "bench-paced")
+    running = [o for o in paced.outcomes if o.request.status == "RUNNING"]
+    running_p99 = _percentile(outcome_latencies_ms(running, paced.produced_at, "bench-paced"), 0.99)
+    operations = paced.state["operations"]
+    revisions = len(fleet.definitions)
     report = BenchReport(
         machine=_machine(),
         decode_coalesce_events_per_s=ours,
         bare_decode_events_per_s=bare,
         decode_coalesce_ratio=ours / bare,
-        e2e_events_per_s=events_per_s,
-        e2e_submissions_per_s=submissions_per_s,
-        bare_aiobotocore_calls_per_s=bare_calls,
-        e2e_submission_ratio=submissions_per_s / bare_calls if bare_calls else 0.0,
-        calls_per_task=calls_per_task,
-        paced_events_per_s=produced_rate,
+        e2e_events_per_s=saturated.events_per_s,
+        e2e_submissions_per_s=saturated.submissions_per_s,
+        bare_aiobotocore_calls_per_s=saturated.bare_calls_per_s,
+        e2e_submission_ratio=saturated.submissions_per_s / saturated.bare_calls_per_s
+        if saturated.bare_calls_per_s
+        else 0.0,
+        calls_per_task=paced.state["calls"] / max(1, len(fleet.expected)),
+        definition_revisions=revisions,
+        definition_calls_per_revision=operations["DescribeTaskDefinition"]["calls"] / (2 * revisions),
+        rebalances=paced.rebalances,
+        describe_calls=int(operations["DescribeTasks"]["calls"]),
+        describe_calls_per_rebalance=operations["DescribeTasks"]["calls"] / max(1, paced.rebalances),
+        flags=flag_counts(paced.state),
+        paced_events_per_s=paced.events_per_s,
         latency_p50_ms=statistics.median(latencies) if latencies else 0.0,
-        latency_p99_ms=p99,
-        linger_ms=500,
+        latency_p99_ms=_percentile(latencies, 0.99),
+        latency_running_p99_ms=running_p99,
+        linger_ms=LINGER_MS,
         rss_bytes_per_active_task=memory,
         targets={},
     )
     report.targets = {
         "decode ratio": report.decode_coalesce_ratio >= 0.35,
         "submission ratio": report.e2e_submission_ratio >= 1.0,
-        "calls per task": calls_per_task <= 2.0,
-        "latency p99": p99 <= 600,
+        "calls per task": report.calls_per_task <= 2.0,
+        "flags": not any(report.flags.values()),
+        "latency p99": running_p99 <= LINGER_MS + 100,
         "memory": memory <= 2048,
     }
     return report
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
