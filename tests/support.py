@@ -1,5 +1,5 @@
 """Helpers shared by the integration tests: waiting, reading the group's offsets, running a worker
-in process or as a `python -m worker run` process."""
+in process or as a `python -m worker run` process, and synthetic fleets launched at the endpoint."""
 
 from __future__ import annotations
 
@@ -16,12 +16,40 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import LocalEcsEndpoint
+from devkit.fleet import Fleet, FleetShape, Format, flag_counts, launch, synthetic_fleet
 from tests.conftest import Topics
 from worker.pipeline import Worker
 
-__all__ = ["ROOT", "group_committed", "running", "spawn_worker", "wait_for"]
+__all__ = [
+    "BURST",
+    "FLEET_PACE",
+    "ROOT",
+    "flags",
+    "group_committed",
+    "launched_fleet",
+    "running",
+    "spawn_worker",
+    "wait_for",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
+FLEET_PACE = 0.05
+"""The tests produce fleets twenty times faster than real time (``devkit.topics.produce_fleet``)."""
+BURST = FleetShape(spread_s=4.0, run_s=(2.0, 6.0), stop_gap_s=6.0, running_share=0.0)
+"""A burst of short lifecycles, every task stopping: about two seconds of events at FLEET_PACE
+(the default worker_settings' stop linger covers its compressed stop gap)."""
+
+
+async def launched_fleet(
+    endpoint: LocalEcsEndpoint, tasks: int, *, seed: int, shape: FleetShape = BURST, fmt: Format = "canonical"
+) -> Fleet:
+    """A synthetic fleet whose definitions are registered and tasks run at ``endpoint``."""
+    return await launch(synthetic_fleet(tasks, seed=seed, fmt=fmt, shape=shape), endpoint.url)
+
+
+def flags(endpoint: LocalEcsEndpoint) -> dict[str, int]:
+    """The endpoint's flags as counts (all 0 when nothing an ECS user would see is wrong)."""
+    return flag_counts(endpoint.state())
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

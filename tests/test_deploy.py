@@ -34,6 +34,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -46,6 +49,7 @@ import referencing
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from devkit.broker import free_port
 from devkit.fleet import synthetic_fleet
 from worker.cli import DEVELOPMENT_COMMANDS
 from worker.cli import _parser as cli_parser
@@ -1518,22 +1522,48 @@ class _FakeProducer:
         return future
 
 
-def test_compose_generator_produces_docker_events_keyed_by_task(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def local_ecs_endpoint() -> Iterator[str]:
+    """The local ECS endpoint in its own process (``python -m worker ecs-endpoint``): its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "ecs-endpoint", "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/_state", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_compose_generator_produces_docker_events_keyed_by_task(
+    monkeypatch: pytest.MonkeyPatch, local_ecs_endpoint: str
+) -> None:
+    """The generator launches each round's fleet at the endpoint (RegisterTaskDefinition,
+    RunTask), then sends the Docker events of exactly those tasks, keyed by task ARN."""
     service, script = _generator()
     env = {
         **_environment(service),
+        "GENERATOR_ECS_ENDPOINT_URL": local_ecs_endpoint,
         "GENERATOR_ROUNDS": "1",
         "GENERATOR_TASKS": "20",
         "GENERATOR_PAUSE_S": "0",
+        "GENERATOR_PACE": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-
-    async def no_sleep(_: float) -> None:
-        return None
-
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", _FakeProducer)
-    monkeypatch.setattr(asyncio, "sleep", no_sleep)
     _FakeProducer.sent = []
     exec(compile(script, "<docker-compose generator>", "exec"), {"__name__": "__main__"})
 
@@ -1545,4 +1575,7 @@ def test_compose_generator_produces_docker_events_keyed_by_task(monkeypatch: pyt
         event = json.loads(payload)
         assert event["Type"] == "container"
         assert record_key.decode() == event["Actor"]["Attributes"]["com.amazonaws.ecs.task-arn"]
-    assert {key.decode() for _, key, _ in _FakeProducer.sent} == set(fleet.expected)
+    with urllib.request.urlopen(f"{local_ecs_endpoint}/_state", timeout=5) as answer:
+        ran = json.loads(answer.read())["tasks"]
+    assert len(ran) == 20
+    assert {key.decode() for _, key, _ in _FakeProducer.sent} == set(ran)

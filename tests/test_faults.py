@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from devkit.ecs_endpoint import FLAGS
 from devkit.harness import FAST_SCENARIOS, SLOW_SCENARIOS, Report, Scenario, render_table, run_scenario
 
 pytestmark = pytest.mark.timeout(240)
@@ -21,6 +22,9 @@ def check_promises(report: Report) -> None:
         detail
     )  # every task's final state acknowledged, every poison record dead-lettered
     assert report.regressions == 0, detail  # no status ever went backwards at ECS
+    # Nothing an ECS user would see as wrong: no STOPPED before the last container stopped, no
+    # update after STOPPED, no RUNNING before every container ran.
+    assert report.flags == dict.fromkeys(FLAGS, 0), detail
     assert report.uncommitted == 0, detail  # the group's offsets reached the end: every record resolved
     assert report.drain_s is not None, detail
     assert report.records_dead_lettered == 3, detail
@@ -63,6 +67,21 @@ async def test_endpoint_throttling_errors_latency_and_drops() -> None:
     assert report.quota_throttled == 0, detail
     assert report.records_replayed == 0, detail
     assert report.outcome_records == report.submissions, "one outcome per acknowledged call"
+
+
+async def test_rolling_restarts_while_long_running_tasks_run() -> None:
+    """Two workers restarted with SIGTERM one after the other while 60 tasks of 2-6 containers
+    run; then the tasks stop. The new owners ask ECS about the tasks they meet mid-life (batched
+    DescribeTasks) and repeat nothing."""
+    report = await run_scenario(by_name("rolling-long-tasks"))
+    check_promises(report)
+    detail = render_table([report])
+    assert sum("exited 0" in r.what for r in report.faults) >= 2, detail
+    assert report.duplicate_submissions == 0, detail
+    assert report.describe_calls > 0, detail  # the new owners asked ECS about what they missed
+    processes = report.workers + sum("restart:" in r.what for r in report.faults)
+    revisions = by_name("rolling-long-tasks").shape.definitions
+    assert report.definition_calls <= revisions * processes, detail  # once per revision and process
 
 
 async def test_broker_connections_cut_for_eight_seconds() -> None:

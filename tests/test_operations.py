@@ -14,12 +14,12 @@ from aiokafka import AIOKafkaProducer
 
 from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
-from devkit.fleet import final_state_mismatches, synthetic_fleet
+from devkit.fleet import final_state_mismatches
 from devkit.topics import read_all
 from schemas.events import ContainerChange, TaskEvent
 from tests.conftest import Topics, worker_settings
 from tests.ecs_tasks import ecs_tasks
-from tests.support import running, wait_for
+from tests.support import launched_fleet, running, wait_for
 from tests.test_pipeline import produce
 from worker.health import HealthServer
 from worker.logs import configure_logging
@@ -53,10 +53,10 @@ async def test_metrics_and_health_of_a_running_worker(
     base = f"http://127.0.0.1:{health.port}"
     try:
         assert (await get(f"{base}/readyz"))[0] == 503, "not ready before joining the group"
-        fleet = synthetic_fleet(10, seed=31, spread_s=0.5, running_share=0.0)
+        fleet = await launched_fleet(endpoint, 10, seed=31)
         async with running(worker):
             assert (await get(f"{base}/readyz"))[0] == 200
-            await produce(broker.bootstrap, topics.input, fleet, pace=0.2)
+            await produce(broker.bootstrap, topics.input, fleet)
             await wait_for(
                 lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states"
             )
@@ -98,7 +98,7 @@ async def test_liveness_fails_when_work_makes_no_progress(
     await health.start()
     try:
         async with running(worker):
-            await produce(broker.bootstrap, topics.input, synthetic_fleet(2, seed=1, spread_s=0.1), pace=0.1)
+            await produce(broker.bootstrap, topics.input, await launched_fleet(endpoint, 2, seed=1))
             await wait_for(lambda: endpoint.state()["calls"] > 0, 20, "a call in flight")
             await asyncio.sleep(1.5)
             status, body = await get(f"http://127.0.0.1:{health.port}/healthz")

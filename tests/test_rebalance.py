@@ -22,14 +22,23 @@ from aiokafka import AIOKafkaProducer
 
 from devkit.broker import EmbeddedBroker, broker_binary
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
-from devkit.fleet import final_state_mismatches, synthetic_fleet
+from devkit.fleet import FleetShape, final_state_mismatches
 from devkit.proxy import TcpProxy
 from devkit.topics import produce_fleet, read_all
 from schemas.events import ContainerChange, TaskEvent
 from schemas.records import Outcome
 from tests.conftest import Topics, worker_settings
 from tests.ecs_tasks import ecs_tasks
-from tests.support import group_committed, running, spawn_worker, wait_for
+from tests.support import (
+    BURST,
+    FLEET_PACE,
+    flags,
+    group_committed,
+    launched_fleet,
+    running,
+    spawn_worker,
+    wait_for,
+)
 from worker.config import Settings
 from worker.offsets import TopicPartitionKey
 from worker.partitions import Partitions
@@ -173,11 +182,13 @@ async def test_revoked_partitions_are_drained_and_committed_before_they_are_give
     broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     endpoint.set_faults(Faults(latency_ms=1000))  # every call is in flight for a second
-    fleet = synthetic_fleet(40, seed=31, spread_s=5.0, running_share=0.0)
-    first = ObservedWorker(worker_settings(broker, endpoint, topics, client_id="rebalance-a"))
-    second = ObservedWorker(worker_settings(broker, endpoint, topics, client_id="rebalance-b"))
+    shape = FleetShape(spread_s=100.0, run_s=(10.0, 40.0), running_share=0.0)
+    fleet = await launched_fleet(endpoint, 40, seed=31, shape=shape)
+    timers = fleet.worker_timers(FLEET_PACE)
+    first = ObservedWorker(worker_settings(broker, endpoint, topics, client_id="rebalance-a", **timers))
+    second = ObservedWorker(worker_settings(broker, endpoint, topics, client_id="rebalance-b", **timers))
     async with running(first):
-        producing = asyncio.create_task(produce_fleet(broker.bootstrap, topics.input, fleet))
+        producing = asyncio.create_task(produce_fleet(broker.bootstrap, topics.input, fleet, pace=FLEET_PACE))
         await wait_for(lambda: in_flight_at(endpoint) > 0 and first.pending_work() > 0, 30, "calls in flight")
         async with running(second):
             await wait_for(lambda: any(r.partitions for r in first.revocations), 30, "a revocation")
@@ -202,6 +213,7 @@ async def test_revoked_partitions_are_drained_and_committed_before_they_are_give
     assert revocation.seconds < 5.0 + 1.0, "within the drain deadline"
     state = endpoint.state()
     assert state["regressions"] == []
+    assert flags(endpoint) == dict.fromkeys(flags(endpoint), 0), state["flags"]  # no STOPPED too early
     assert committed == {p: ends.get(p, 0) for p in range(topics.partitions)}
     records = await outcomes(broker.bootstrap, topics)
     assert {o.worker for o in records} == {"rebalance-a", "rebalance-b"}, "both did work"
@@ -217,8 +229,8 @@ async def test_sigterm_drains_in_flight_submissions_then_commits_and_exits_clean
     broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, tmp_path: Path
 ) -> None:
     endpoint.set_faults(Faults(latency_ms=1000))
-    fleet = synthetic_fleet(30, seed=37, spread_s=1.0, running_share=0.0)
-    ends = await produce_fleet(broker.bootstrap, topics.input, fleet, pace=0.05)
+    fleet = await launched_fleet(endpoint, 30, seed=37)
+    ends = await produce_fleet(broker.bootstrap, topics.input, fleet, pace=FLEET_PACE)
     worker = spawn_worker(broker, endpoint, topics, tmp_path / "worker.log", WORKER_CLIENT_ID="sigterm-a")
     try:
         await wait_for(lambda: in_flight_at(endpoint) >= 5, 60, "submissions in flight")
@@ -390,8 +402,8 @@ async def test_a_static_member_restarted_with_its_instance_id_rejoins_without_a_
                 )
             assert stayer.assignments[-1] == held
             # And the pair works on: a small fleet reaches its final states.
-            fleet = synthetic_fleet(10, seed=41, spread_s=0.5, running_share=0.0)
-            await produce_fleet(broker.bootstrap, topics.input, fleet, pace=0.2)
+            fleet = await launched_fleet(endpoint, 10, seed=41)
+            await produce_fleet(broker.bootstrap, topics.input, fleet, pace=FLEET_PACE)
             await wait_for(lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final")
     finally:
         coordinator_log.removeHandler(seen)
@@ -407,9 +419,11 @@ async def test_offset_reporting_honours_cancellation_so_a_stop_cannot_hang(
     """The commit loop reports offsets between commits; stopping cancels it. A cancel() landing as
     a call inside completes was dropped by Python 3.11's asyncio.wait_for, and the loop then ran on
     forever: SIGTERM never finished. Cancel the report at every step of the event loop."""
-    fleet = synthetic_fleet(6, seed=43, spread_s=0.2, running_share=1.0)
+    fleet = await launched_fleet(
+        endpoint, 6, seed=43, shape=msgspec.structs.replace(BURST, running_share=1.0)
+    )
     async with running(Worker(worker_settings(broker, endpoint, topics))) as worker:
-        await produce_fleet(broker.bootstrap, topics.input, fleet, pace=0.1)
+        await produce_fleet(broker.bootstrap, topics.input, fleet, pace=FLEET_PACE)
         await wait_for(lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 30, "final")
         swallowed = cancelled = 0
         for ticks in range(40):

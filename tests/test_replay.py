@@ -8,35 +8,48 @@ from pathlib import Path
 
 import msgspec
 
-from devkit.fleet import synthetic_fleet
+from devkit.fleet import Fleet, FleetShape, synthetic_fleet
 from schemas.ecs import SubmitTaskStateChangeRequest
-from worker.replay import read_records, replay
+from worker.replay import read_definitions, read_records, replay
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "data" / "samples"
 
 
-def write_docker_capture(path: Path, tasks: int) -> dict[str, str]:
-    fleet = synthetic_fleet(tasks, seed=4, fmt="docker", spread_s=5.0, running_share=0.25)
+def write_docker_capture(path: Path, tasks: int) -> Fleet:
+    """A capture of a fleet's Docker events (their own times), a bad line and an image event; the
+    fleet's task definitions beside it, as ``aws ecs describe-task-definition`` prints them."""
+    fleet = synthetic_fleet(tasks, seed=4, fmt="docker", shape=FleetShape(running_share=0.25))
     base = 1_764_598_461_000_000_000
-    lines = [fleet.render(step, base + int(step.at_s * 1e9), "docker") for step in fleet.steps]
+    lines = [fleet.render(step, fleet.observed_ns(step, base)) for step in fleet.steps]
     path.write_bytes(
         b"\n".join([*lines, b"{not json", b'{"Type":"image","Action":"pull","Actor":{"ID":"x"},"time":1}'])
     )
-    return {arn: want.status for arn, want in fleet.expected.items()}
+    definitions = [msgspec.json.encode(d.describe_answer()) for d in fleet.definitions]
+    path.with_suffix(".definitions.jsonl").write_bytes(b"\n".join(definitions))
+    return fleet
 
 
 def test_replay_reports_the_state_changes_a_capture_would_submit(tmp_path: Path) -> None:
+    """Init containers, health-gated apps, restart-policy restarts, the agent's stops: replayed
+    with the fleet's definitions, every task ends as the fleet expects, exit codes included, at
+    two requests at most per task."""
     capture = tmp_path / "capture.jsonl"
-    expected = write_docker_capture(capture, 30)
-    report = replay(read_records(capture))
-    last: dict[str, str] = {}
+    fleet = write_docker_capture(capture, 30)
+    report = replay(
+        read_records(capture), definitions=read_definitions(capture.with_suffix(".definitions.jsonl"))
+    )
+    last: dict[str, SubmitTaskStateChangeRequest] = {}
     for request in report.submissions:
         assert request.task is not None
-        assert request.status is not None
-        last[request.task] = request.status
-    assert last == expected
-    assert len(report.submissions) <= 2 * len(expected)
+        last[request.task] = request
+    assert set(last) == set(fleet.expected)
+    for arn, want in fleet.expected.items():
+        assert last[arn].status == want.status
+        containers = {c.containerName: (c.status, c.exitCode) for c in last[arn].containers or ()}
+        assert containers == {n: (s, want.exit_codes.get(n)) for n, s in want.containers.items()}
+    assert len(report.submissions) <= 2 * len(fleet.expected)
+    assert report.without_definition == []
     assert list(report.bad.values()) == [1]
     assert next(iter(report.bad)).startswith("DecodeError: malformed JSON")
     assert report.ignored["docker: not a container event (image)"] == 1
@@ -45,16 +58,17 @@ def test_replay_reports_the_state_changes_a_capture_would_submit(tmp_path: Path)
 
 def test_replay_command_prints_requests_and_a_summary(tmp_path: Path) -> None:
     capture = tmp_path / "capture.jsonl"
-    expected = write_docker_capture(capture, 5)
+    fleet = write_docker_capture(capture, 5)
+    definitions = ["--task-definitions", str(capture.with_suffix(".definitions.jsonl"))]
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "replay", str(capture), "--json"],
+        [sys.executable, "-m", "worker", "replay", str(capture), "--json", *definitions],
         cwd=ROOT, capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     *requests, summary_line = done.stdout.decode().splitlines()
     decoded = [msgspec.json.decode(line, type=SubmitTaskStateChangeRequest) for line in requests]
-    assert {r.task for r in decoded} == set(expected)
+    assert {r.task for r in decoded} == set(fleet.expected)
     summary = msgspec.json.decode(summary_line)
-    assert summary["tasks"] == len(expected)
+    assert summary["tasks"] == len(fleet.expected)
     assert list(summary["bad"].values()) == [1]
 
 

@@ -20,9 +20,9 @@ import trustme
 
 from devkit.broker import EmbeddedBroker, free_port
 from devkit.ecs_endpoint import LocalEcsEndpoint
-from devkit.fleet import Fleet, final_state_mismatches, synthetic_fleet
+from devkit.fleet import Fleet, final_state_mismatches
 from tests.conftest import Topics
-from tests.support import running, wait_for
+from tests.support import launched_fleet, running, wait_for
 from worker.config import Settings
 from worker.kafka_clients import kafka_security
 from worker.pipeline import Worker
@@ -107,7 +107,7 @@ async def test_worker_runs_over_mutual_tls(
     async with tls_terminator(authority, tls_port, (broker.host, broker.port)):
         # The broker advertises only the TLS address: the test's own clients speak TLS too.
         await create_topics_tls(tls_port, authority, tmp_path, topics)
-        fleet = synthetic_fleet(6, seed=2, spread_s=0.2, running_share=0.0)
+        fleet = await launched_fleet(endpoint, 6, seed=2)
         worker = Worker(tls_settings(tls_port, endpoint, topics, files(authority, tmp_path)))
         async with running(worker):
             await produce_tls(tls_port, authority, tmp_path, topics, fleet)
@@ -166,8 +166,9 @@ async def produce_tls(port: int, authority: trustme.CA, where: Path, topics: Top
     )
     await producer.start()
     try:
+        base = time.time_ns()  # all at once, stamped on the schedule's clock
         for step in fleet.steps:
-            value = fleet.render(step, time.time_ns())
+            value = fleet.render(step, fleet.observed_ns(step, base))
             await producer.send(topics.input, value, key=step.task.encode())
         await producer.flush()
     finally:

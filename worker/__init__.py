@@ -1,8 +1,10 @@
 """ecs-state-worker: Kafka container-runtime events -> coalesced ECS task state changes.
 
-The pipeline's stages, one module each: ``read`` (Kafka consumer) -> ``decode`` -> ``coalesce``
--> ``submit`` (aiobotocore + tenacity) -> ``record`` (outcome and dead-letter topics) ->
-``offsets`` (commit bookkeeping); ``pipeline`` wires them.
+The pipeline's stages, one owner module each: ``consume`` (fetch from Kafka) -> ``decode`` ->
+``intake`` (validate, apply) -> ``resolve`` (what a task is, from ECS) -> ``coalesce`` (per-task
+state, the agent's rules) -> ``dispatch``/``submit`` (aiobotocore + tenacity) -> ``publish``
+(outcome and dead-letter topics) -> ``partitions``/``offsets`` (epochs, commits); ``pipeline``
+wires them and ``work`` holds the units of work they hand each other.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The report of a scenario: what the broker, the endpoint and the harness's timeline show, the
-promises checked on it (see ``devkit.harness``), and a plain-text table of reports.
+"""The report of a scenario: what the broker, the endpoint and the harness's timeline show, and
+the promises checked on it (see ``devkit.harness``); ``devkit.harness.table`` prints reports.
 
 ``build_report`` is pure: it reads an ``Observed``, the records a finished scenario left behind.
 """
@@ -14,11 +14,11 @@ from typing import Any
 
 import msgspec
 
-from devkit.fleet import ExpectedTask, final_state_mismatches
+from devkit.fleet import ExpectedTask, final_state_mismatches, flag_counts
 from devkit.harness.scenarios import DISRUPTIONS, Fault, Scenario
 from schemas.records import Outcome
 
-__all__ = ["FaultRecord", "Observed", "Produced", "Report", "build_report", "render_table"]
+__all__ = ["FaultRecord", "Observed", "Produced", "Report", "build_report"]
 
 TaskKey = tuple[str, str]
 """(cluster, task ARN)"""
@@ -44,8 +44,16 @@ class Report(msgspec.Struct, kw_only=True):
     faults: list[FaultRecord]
     """The timeline: each fault as injected, restarts, exits, production and quiescence."""
     lost: int
-    """Tasks not in their final state at the endpoint, plus poison records missing from the DLQ."""
+    """Tasks not in their final state at the endpoint (statuses, or exit codes as DescribeTasks
+    shows them), plus poison records missing from the DLQ."""
     regressions: int
+    flags: dict[str, int]
+    """The endpoint's flags (must all be 0): ``stopped_while_running`` (a task reported STOPPED
+    before its last container stopped), ``updates_after_stopped``, ``running_incomplete``."""
+    definition_calls: int
+    """DescribeTaskDefinition calls (one per revision and worker process at most, as a rule)."""
+    describe_calls: int
+    """DescribeTasks calls: the new owners' questions about the tasks they did not follow."""
     calls: int
     """Calls that reached the endpoint, retries included."""
     submissions: int
@@ -112,6 +120,8 @@ class Observed:
     produced: Produced
     endpoint_state: dict[str, Any]
     """``LocalEcsEndpoint.state()``"""
+    described_mismatches: list[str]
+    """``devkit.fleet.check_final``: what DescribeTasks shows against the expected final states."""
     accepted_requests: Mapping[TaskKey, list[bytes]]
     """Each acknowledged request per task, in order (JSON, sorted keys)."""
     quota_refusals: int
@@ -205,10 +215,15 @@ class _Submissions:
     def max_duplicates(self) -> int:
         return max(self.duplicates.values(), default=0)
 
-    def problems(self) -> list[str]:
+    def bound(self, repeats_allowed: bool) -> int:
+        """Duplicates allowed per task: one per disruption, or none."""
+        return self.disruptions if repeats_allowed else 0
+
+    def problems(self, repeats_allowed: bool = True) -> list[str]:
         found = []
-        if self.max_duplicates > self.disruptions:
-            found.append(f"a task had {self.max_duplicates} duplicate submissions (bound {self.disruptions})")
+        bound = self.bound(repeats_allowed)
+        if self.max_duplicates > bound:
+            found.append(f"a task had {self.max_duplicates} duplicate submissions (bound {bound})")
         found.extend(
             f"{key[1]}: {n} distinct submissions, over its bound" for key, n in self.over_distinct[:5]
         )
@@ -218,20 +233,27 @@ class _Submissions:
 def build_report(seen: Observed) -> Report:
     """Check the promises on what a finished scenario left behind; ``wall_s`` is left to the caller."""
     state = seen.endpoint_state
-    mismatches = final_state_mismatches(seen.expected, state)
+    mismatches = final_state_mismatches(seen.expected, state) + seen.described_mismatches
     records = _account_records(seen)
     submissions = _Submissions.count(seen.accepted_requests, seen.expected, seen.scenario.faults)
     regressions: list[Any] = state["regressions"]
+    repeats_allowed = seen.scenario.repeats_allowed
+    flags = flag_counts(state)
     problems = [
         *seen.problems,
         *mismatches[:10],
+        *(
+            f"flag {name}: {count} calls, e.g. {state['flags'][name]['examples'][:1]}"
+            for name, count in flags.items()
+            if count
+        ),
         *(f"poison record {p} not dead-lettered" for p in records.missing_poison),
         *(
             [f"committed offsets {seen.committed} short of the end offsets {records.ends}"]
             if records.uncommitted
             else []
         ),
-        *submissions.problems(),
+        *submissions.problems(repeats_allowed),
         *(f"regression: {r}" for r in regressions[:5]),
     ]
     # Mismatches read "<task ARN>: ..." (an ARN holds colons, never ": ").
@@ -242,7 +264,8 @@ def build_report(seen: Observed) -> Report:
         and not regressions
         and records.uncommitted == 0
         and seen.drain_s is not None
-        and submissions.max_duplicates <= submissions.disruptions
+        and not any(flags.values())
+        and submissions.max_duplicates <= submissions.bound(repeats_allowed)
         and not submissions.over_distinct
         and seen.unclean_exits == 0
     )
@@ -265,12 +288,15 @@ def _assemble(
         faults=seen.timeline,
         lost=lost,
         regressions=len(state["regressions"]),
+        flags=flag_counts(state),
+        definition_calls=int(state["operations"]["DescribeTaskDefinition"]["calls"]),
+        describe_calls=int(state["operations"]["DescribeTasks"]["calls"]),
         calls=int(state["calls"]),
         submissions=accepted,
         duplicate_submissions=sum(submissions.duplicates.values()),
         tasks_with_duplicates=sum(1 for n in submissions.duplicates.values() if n),
         max_duplicates_per_task=submissions.max_duplicates,
-        duplicate_bound_per_task=submissions.disruptions,
+        duplicate_bound_per_task=submissions.bound(seen.scenario.repeats_allowed),
         max_distinct_per_task=max(submissions.distinct.values(), default=0),
         tasks_over_distinct_bound=len(submissions.over_distinct),
         tasks_by_distinct=dict(sorted(Counter(submissions.distinct.values()).items())),
@@ -291,65 +317,3 @@ def _assemble(
         wall_s=0.0,
         problems=problems,
     )
-
-
-_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("scenario", "scenario"),
-    ("events", "events"),
-    ("tasks", "tasks"),
-    ("workers", "workers"),
-    ("faults", "faults_injected"),
-    ("lost", "lost"),
-    ("regr", "regressions"),
-    ("subm", "submissions"),
-    ("dup", "duplicate_submissions"),
-    ("dup/task", "max_duplicates_per_task"),
-    ("req/task", "max_distinct_per_task"),
-    (">2 req", "tasks_over_two"),
-    ("calls/task", "calls_per_task"),
-    ("throttled", "throttled"),
-    ("quota thr", "quota_throttled"),
-    ("covered", "records_covered"),
-    ("dlq", "records_dead_lettered"),
-    ("other", "records_other"),
-    ("replayed", "records_replayed"),
-    ("exit s", "max_exit_s"),
-    ("drain s", "drain_s"),
-    ("wall s", "wall_s"),
-    ("ok", "ok"),
-)
-
-
-def render_table(reports: Sequence[Report]) -> str:
-    """A plain-text table, one scenario a row, then each scenario's faults and problems."""
-
-    def cell(report: Report, name: str) -> str:
-        if name == "tasks_over_two":
-            return str(sum(count for n, count in report.tasks_by_distinct.items() if n > 2))
-        value = getattr(report, name)
-        if name == "ok":
-            return "OK" if value else "FAIL"
-        if name == "max_duplicates_per_task":
-            return f"{value}/{report.duplicate_bound_per_task}"
-        if value is None:
-            return "-"
-        return f"{value:g}" if isinstance(value, float) else str(value)
-
-    rows = [[title for title, _ in _COLUMNS]]
-    rows.extend([cell(r, name) for _, name in _COLUMNS] for r in reports)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    for report in reports:
-        lines.append("")
-        lines.append(f"{report.scenario}:")
-        spread = ", ".join(f"{n}: {count}" for n, count in report.tasks_by_distinct.items())
-        lines.append(f"  tasks by distinct acknowledged requests: {spread}")
-        lines.extend(f"  {r.at_s:6.1f}s  {r.what}" for r in report.faults)
-        lines.extend(f"  PROBLEM: {p}" for p in report.problems)
-        if report.log_dir:
-            lines.append(f"  logs: {report.log_dir}")
-    return "\n".join(lines)

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from devkit.broker import EmbeddedBroker, free_port
 from devkit.demo import POISON_RECORDS
 from devkit.ecs_endpoint import Faults
-from devkit.fleet import Fleet, final_state_mismatches, synthetic_fleet
+from devkit.fleet import Fleet, check_final, final_state_mismatches, launch, synthetic_fleet
 from devkit.harness.injector import Injector, RecordingEndpoint
 from devkit.harness.report import Observed, Produced, Report, build_report
 from devkit.harness.scenarios import Scenario
@@ -34,14 +34,15 @@ async def run_scenario(scenario: Scenario, *, keep_logs: bool = False) -> Report
     """Run one scenario on fresh parts and report; logs are kept (``Report.log_dir``) on failure."""
     began = time.monotonic()
     log_dir = Path(tempfile.mkdtemp(prefix=f"faults-{scenario.name}-"))
-    fleet = synthetic_fleet(
-        scenario.tasks, seed=scenario.seed, spread_s=scenario.spread_s, running_share=scenario.running_share
+    planned = synthetic_fleet(
+        scenario.tasks, seed=scenario.seed, fmt=scenario.fmt, shape=scenario.fleet_shape()
     )
     base = Faults(quota_burst=scenario.quota_burst, quota_refill_per_s=scenario.quota_refill_per_s)
     run, parts = _prepare(scenario, log_dir, base)
     report: Report | None = None
     try:
         await parts.start(run)
+        fleet = await launch(planned, parts.endpoint.url)  # ECS knows every task, as in production
         report = await _exercise(run, parts, fleet, base)
         report.wall_s = round(time.monotonic() - began, 1)
         return report
@@ -128,7 +129,7 @@ async def _exercise(run: Run, parts: _Parts, fleet: Fleet, base: Faults) -> Repo
     run.note(f"production starts: {len(fleet.steps)} events, {scenario.tasks} tasks")
     injector = Injector(run, parts.endpoint, parts.proxy, base)
     parts.injections.extend(asyncio.create_task(injector.inject(f)) for f in scenario.faults)
-    produced = await _produce(run.bootstrap, run.input_topic, fleet, scenario.poison, run.t0)
+    produced = await _produce(run, fleet)
     run.note(f"production done: {produced.events} records")
     await asyncio.gather(*parts.injections)
     settled_at = time.monotonic()
@@ -157,13 +158,16 @@ async def _observe(
     drain_s: float | None,
 ) -> Report:
     """Read the records back (only once the workers are stopped: every outcome and dead letter is
-    written) and check the promises on them."""
+    written) and check the promises on them, exit codes by DescribeTasks (after the endpoint's
+    state is taken, so that its counts hold only the workers' calls)."""
+    state = endpoint.state()
     seen = Observed(
         scenario=run.scenario,
         expected=fleet.expected,
         input_topic=run.input_topic,
         produced=produced,
-        endpoint_state=endpoint.state(),
+        endpoint_state=state,
+        described_mismatches=await check_final(fleet, endpoint.url),
         accepted_requests=endpoint.accepted_requests,
         quota_refusals=endpoint.quota_refusals,
         outcome_records=await read_all(run.bootstrap, run.outcome_topic, timeout_s=60),
@@ -178,25 +182,28 @@ async def _observe(
     return build_report(seen)
 
 
-async def _produce(bootstrap: str, topic: str, fleet: Fleet, poison: int, t0: float) -> Produced:
-    """Send the fleet's steps on its schedule (keyed by task ARN) and ``poison`` poison records;
-    end offsets come from the broker's acknowledgements (Tansu's ListOffsets can lag)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, request_timeout_ms=120_000)
+async def _produce(run: Run, fleet: Fleet) -> Produced:
+    """Send the fleet's steps on its schedule at the scenario's pace (keyed by task ARN, stamped on
+    the schedule's clock) and its poison records; end offsets come from the broker's
+    acknowledgements (Tansu's ListOffsets can lag)."""
+    scenario = run.scenario
+    producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, linger_ms=5, request_timeout_ms=120_000)
     await producer.start()
     try:
         pending: list[asyncio.Future[Any]] = []
         poison_futures: list[asyncio.Future[Any]] = []
-        every = max(1, len(fleet.steps) // (poison + 1))
+        every = max(1, len(fleet.steps) // (scenario.poison + 1))
+        base = time.time_ns()
         for index, step in enumerate(fleet.steps):
-            delay = t0 + step.at_s - time.monotonic()
+            delay = run.t0 + step.at_s * scenario.pace - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            value = fleet.render(step, time.time_ns())
-            pending.append(await producer.send(topic, value=value, key=step.task.encode()))
-            if index % every == every - 1 and len(poison_futures) < poison:
+            value = fleet.render(step, fleet.observed_ns(step, base))
+            pending.append(await producer.send(run.input_topic, value=value, key=step.task.encode()))
+            if index % every == every - 1 and len(poison_futures) < scenario.poison:
                 bad = POISON_RECORDS[len(poison_futures) % len(POISON_RECORDS)]
                 key = f"poison-{len(poison_futures)}".encode()
-                poison_futures.append(await producer.send(topic, value=bad, key=key))
+                poison_futures.append(await producer.send(run.input_topic, value=bad, key=key))
         metas = await asyncio.gather(*pending, *poison_futures)
         ends: dict[int, int] = {}
         for meta in metas:

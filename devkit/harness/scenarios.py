@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 
 from devkit.ecs_endpoint import Faults
+from devkit.fleet import FleetShape, Format
 from devkit.proxy import CutMode
 
 __all__ = ["DISRUPTIONS", "FAST_SCENARIOS", "SLOW_SCENARIOS", "Fault", "FaultKind", "Scenario"]
@@ -39,18 +40,27 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Scenario(msgspec.Struct, frozen=True, kw_only=True):
-    """A synthetic fleet produced to ``workers`` worker processes while ``faults`` happen; the
-    last four fields are the workers' settings."""
+    """A synthetic fleet launched at the endpoint and produced to ``workers`` worker processes
+    while ``faults`` happen; the last four fields are the workers' settings.
+
+    The fleet (``devkit.fleet``) is ``shape`` with the scenario's ``spread_s`` and
+    ``running_share``; its schedule runs ``pace`` times real time (0.05: twenty times faster), and
+    the workers' stop linger and settle time are scaled to match (``Fleet.worker_timers``)."""
 
     name: str
     tasks: int = 120
     workers: int = 2
     spread_s: float = 6.0
-    """Task starts are spread over this many seconds; each lifecycle then lasts up to ~4.5 s."""
+    """Task starts are spread over this many wall seconds; each lifecycle then lasts up to ~20 s."""
     running_share: float = 0.1
+    pace: float = 0.05
+    fmt: Format = "docker"
+    shape: FleetShape = FleetShape()
     partitions: int = 6
     poison: int = 3
     faults: tuple[Fault, ...] = ()
+    repeats_allowed: bool = True
+    """False: no call may repeat a task's previous one, even across the disruptions."""
     quota_burst: int = 100
     quota_refill_per_s: float = 60.0
     """The endpoint's token bucket (ECS: ~200 burst, ~120/s), shared by the workers: each gets a
@@ -61,6 +71,12 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     drain_timeout_ms: int = 5_000
     session_timeout_ms: int = 6_000
     rebalance_timeout_ms: int = 12_000
+
+    def fleet_shape(self) -> FleetShape:
+        """``shape`` with the scenario's spread (in schedule seconds) and running share."""
+        return msgspec.structs.replace(
+            self.shape, spread_s=self.spread_s / self.pace, running_share=self.running_share
+        )
 
 
 def _window(at_s: float, duration_s: float, **faults: float) -> Fault:
@@ -106,6 +122,23 @@ FAST_SCENARIOS: tuple[Scenario, ...] = (
         tasks=120,
         workers=2,
         faults=(Fault(at_s=3.0, kind="broker_cut", duration_s=8.0),),
+    ),
+    Scenario(
+        # Long-running tasks of 2-6 containers outlive two graceful restarts, one worker after the
+        # other (each restart: a leave, then a join, spaced past Tansu's rebalances); then they
+        # stop. The new owners ask ECS for what they missed: no task STOPPED before its last
+        # container, no call repeated.
+        name="rolling-long-tasks",
+        tasks=60,
+        workers=2,
+        spread_s=2.0,
+        running_share=0.0,
+        shape=FleetShape(containers=(2, 6), run_s=(360.0, 420.0)),
+        repeats_allowed=False,
+        faults=(
+            Fault(at_s=3.0, kind="term", worker=0, restart_after_s=0.5),
+            Fault(at_s=11.0, kind="term", worker=0, restart_after_s=0.5),
+        ),
     ),
 )
 

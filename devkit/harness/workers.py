@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from devkit.broker import free_port
+from devkit.fleet import worker_timers
 from devkit.harness.report import FaultRecord
 from devkit.harness.scenarios import Scenario
 
@@ -89,8 +90,10 @@ class Run:
         return proc
 
     def _environment(self, name: str, health_port: int) -> dict[str, str]:
-        """The harness's environment with the worker's settings: this scenario's parts and timeouts."""
+        """The harness's environment with the worker's settings: this scenario's parts and timeouts,
+        and a stop linger and settle time scaled to the fleet's pace."""
         s = self.scenario
+        timers = worker_timers(s.pace, s.shape.stop_gap_s)
         env = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "harness"),
@@ -115,6 +118,8 @@ class Run:
             "WORKER_RETRY_MAX_MS": "1000",
             "WORKER_RATE_LIMIT_PER_S": f"{self.per_worker_rate:.3f}",
             "WORKER_RATE_LIMIT_BURST": str(self.per_worker_burst),
+            "WORKER_STOP_LINGER_MS": str(timers["stop_linger_ms"]),
+            "WORKER_SETTLE_MS": str(timers["settle_ms"]),
             "WORKER_LOG_LEVEL": "INFO",
             "WORKER_LOG_FORMAT": "json",
         }
