@@ -122,13 +122,12 @@ def test_restart_decision_follows_the_agents_restart_tracker(
     exit_code: int | None, stop_requested: bool, ran_s: int, restarts: bool
 ) -> None:
     app = RESTARTING.containers["app"]
-    decided = should_restart(
-        app, exit_code=exit_code, stop_requested=stop_requested, started_at=0, exited_at=ran_s * S
-    )
-    assert decided is restarts
-    assert not should_restart(
-        RESTARTING.containers["log"], exit_code=1, stop_requested=False, started_at=0, exited_at=ran_s * S
-    )
+    timing: dict[str, Any] = {"task_stopping": False, "started_at": 0, "exited_at": ran_s * S}
+    assert should_restart(app, exit_code=exit_code, stop_requested=stop_requested, **timing) is restarts
+    assert not should_restart(RESTARTING.containers["log"], exit_code=1, stop_requested=False, **timing)
+    # The task stopping (an essential container stopped) sets every desired status to STOPPED.
+    stopping = timing | {"task_stopping": True}
+    assert not should_restart(app, exit_code=exit_code, stop_requested=stop_requested, **stopping)
 
 
 def test_definitions_and_views_are_read_from_botocore_answers() -> None:

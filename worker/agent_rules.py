@@ -51,18 +51,24 @@ def should_restart(
     *,
     exit_code: int | None,
     stop_requested: bool,
+    task_stopping: bool,
     started_at: int | None,
     exited_at: int,
 ) -> bool:
     """Whether the agent restarts a container that exited at ``exited_at`` (ns) with
-    ``exit_code``, having started (or last restarted) at ``started_at`` (ns; None = not seen)."""
+    ``exit_code``, having started (or last restarted) at ``started_at`` (ns; None = not seen).
+
+    A stop asked of the container or a task that is stopping (an essential container stopped)
+    sets its desired status to STOPPED: no restart. When its start was not seen the period cannot
+    be judged: the exit is taken for a restart, held until a start shows it (or a stop, or the
+    caller's deadline, makes it final)."""
     policy = None if container is None else container.restartPolicy
-    if policy is None or not policy.enabled or stop_requested or exit_code is None:
+    if policy is None or not policy.enabled or stop_requested or task_stopping or exit_code is None:
         return False
     if exit_code in policy.ignoredExitCodes:
         return False
     if started_at is None:
-        return False  # its start was not seen: the period cannot be known, take the exit as final
+        return True
     return exited_at - started_at >= policy.restartAttemptPeriod * _NS_PER_S
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 from enum import Enum
 
 from schemas.events import TaskEvent
-from worker.knowledge import DefinitionCache, KnowledgeMixin, Wants, deferred_until
+from worker.knowledge import DefinitionCache, KnowledgeMixin, Wants, deferred_until, guarded
 from worker.snapshot import build_request, fingerprint
 from worker.task_entry import TaskEntry, statuses
 from worker.task_limits import over_limits
@@ -75,6 +75,7 @@ class Coalescer(KnowledgeMixin):
         self._describe = describe
         self._settle = settle_ns
         self._stop_linger = stop_linger_ns
+        self._draining = False
         self._settle_heap: list[tuple[int, int, TaskKey]] = []
         self._max_containers = max_containers
         self._max_attachments = max_attachments
@@ -116,12 +117,7 @@ class Coalescer(KnowledgeMixin):
         if entry is None:
             self._make_room()
             entry = self._active[key] = TaskEntry(TaskState(key))
-            arn = event.taskDefinitionArn
-            if arn is not None and arn not in self.definitions:
-                entry.waiting = []
-                self._wants.definition(arn, key)
-            else:
-                entry.state.know(None if arn is None else self.definitions.get(arn))
+            self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
             self._active.move_to_end(key)
         if entry.waiting is not None:
@@ -129,10 +125,23 @@ class Coalescer(KnowledgeMixin):
             entry.sources.append(source)
             return Applied.HELD, []
         changed = self._merge(key, entry, event, now)
-        if not changed and not entry.dirty and entry.in_flight is None and not entry.needs_view:
-            return Applied.UNCHANGED, [source]
         entry.sources.append(source)
+        if not changed and not entry.dirty and entry.in_flight is None:
+            # Nothing to send: this record is resolved, with any the task held while it waited
+            # (for an answer, a settle, a restart) unless it still waits.
+            return Applied.UNCHANGED, self._settled_sources(entry)
         return (Applied.CHANGED if changed else Applied.UNCHANGED), []
+
+    def _first_sight(self, key: TaskKey, entry: TaskEntry, arn: str | None, now: int) -> None:
+        """A task new to this process: wait for its definition, or know it (or that it has none)."""
+        if arn is not None and not self.definitions.known(arn, now):
+            entry.waiting = []
+            self._wants.definition(arn, key)
+            return
+        definition = None if arn is None else self.definitions.get(arn)
+        entry.state.know(definition)
+        if arn is not None and definition is None:
+            self._partial(key, entry)
 
     def _merge(self, key: TaskKey, entry: TaskEntry, event: TaskEvent, now: int) -> bool:
         state = entry.state
@@ -146,8 +155,8 @@ class Coalescer(KnowledgeMixin):
                 self._wants.view(key)
             else:
                 changed |= self._fall_back(key, entry)
-        elif entry.fallback and not state.settled:
-            self._push_settle(key, entry)
+        elif (entry.fallback and not state.settled) or state.holding():
+            self._push_settle(key, entry)  # the quiet time starts again
         if changed:
             if not entry.dirty:
                 entry.dirty = True
@@ -184,21 +193,24 @@ class Coalescer(KnowledgeMixin):
             _, _, key = heapq.heappop(self._heap)
             entry = self._active[key]
             entry.due_at = None
+            if entry.needs_view or entry.waiting is not None:
+                continue  # rescheduled when the answer comes
             until = deferred_until(
                 entry.state,
                 partial=entry.fallback and entry.state.missed and entry.state.definition is None,
                 last_event_at=entry.last_event_at,
                 changed_at=entry.changed_at,
                 settle_ns=self._settle,
-                stop_linger_ns=self._stop_linger if self._linger else 0,  # none while draining
+                stop_linger_ns=0 if self._draining else self._stop_linger,
             )
             if until is not None and until > now:
                 self._push(key, entry, until)
                 continue
             submission = self._take(key, entry)
             if submission is None:
-                resolved.extend(entry.sources)
-                entry.sources = []
+                if not guarded(entry):
+                    resolved.extend(entry.sources)
+                    entry.sources = []
                 entry.first_event_at = None
                 if entry.state.rank == STOPPED and entry.acked is not None:
                     self._retire(key)  # STOPPED was acknowledged and nothing new to say
@@ -215,7 +227,7 @@ class Coalescer(KnowledgeMixin):
         if result == "acknowledged":
             entry.acked = submission.fingerprint
         resolved = list(submission.sources)
-        if submission.stopped and not entry.dirty:
+        if entry.missing or (submission.stopped and not entry.dirty):
             # Final for ECS: a rejected or failed STOPPED went to the dead-letter topic for replay.
             resolved.extend(entry.sources)
             self._retire(submission.key)
@@ -223,7 +235,7 @@ class Coalescer(KnowledgeMixin):
             # The heap entry of a change made while in flight was dropped by next_due_at: its due
             # time (linger from that change) still stands, or now if it has passed.
             self._push(submission.key, entry, max(now, entry.due_at or now))
-        else:
+        elif not guarded(entry):
             resolved.extend(entry.sources)
             entry.sources = []
         return resolved
@@ -253,12 +265,16 @@ class Coalescer(KnowledgeMixin):
     def flush_all(self, now: int) -> None:
         """Make every changed task due now (shutdown, rebalance)."""
         for key, entry in self._active.items():
-            if entry.dirty and entry.in_flight is None:
+            if entry.dirty and entry.in_flight is None and not entry.needs_view and entry.waiting is None:
                 self._push(key, entry, now)
 
     def set_linger(self, linger_ns: int) -> None:
         """Change the linger (0 while draining, so that changes arriving meanwhile go at once)."""
         self._linger = linger_ns
+
+    def set_draining(self, draining: bool) -> None:
+        """While draining, a stopping task does not wait for its STOPPED (``stop_linger``)."""
+        self._draining = draining
 
     def keys(self) -> Collection[TaskKey]:
         return self._active.keys()

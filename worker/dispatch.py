@@ -141,6 +141,7 @@ class Dispatcher:
         self._draining = True
         try:
             self._coalescer.set_linger(0)
+            self._coalescer.set_draining(True)
             self._coalescer.flush_all(time.monotonic_ns())
             self._wake.set()
             while time.monotonic() < self._drain_deadline:
@@ -153,6 +154,7 @@ class Dispatcher:
             log.warning("drain deadline passed with work unresolved: it will be re-read")
         finally:
             self._coalescer.set_linger(self._linger_ns)
+            self._coalescer.set_draining(False)
             self._draining = False
 
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:

@@ -26,20 +26,42 @@ from worker.task_entry import TaskEntry, statuses
 from worker.task_state import TaskState
 from worker.work import SourceRef, TaskKey
 
-__all__ = ["DefinitionCache", "KnowledgeMixin", "Wants", "deferred_until"]
+__all__ = ["NEGATIVE_TTL_NS", "DefinitionCache", "KnowledgeMixin", "Wants", "deferred_until", "guarded"]
+
+NEGATIVE_TTL_NS = 60_000_000_000
+"""How long a definition that could not be had is not asked again (a minute)."""
+
+
+def guarded(entry: TaskEntry) -> bool:
+    """The entry's records must stay claimed although nothing is due: it waits for a definition
+    or for ECS's view, falls back and has not settled, or holds an exit for a restart."""
+    return (
+        entry.waiting is not None
+        or entry.needs_view
+        or (entry.fallback and not entry.state.settled)
+        or entry.state.holding()
+    )
 
 
 class DefinitionCache:
     """Task definitions by ARN (or ``family:revision``), least recently used evicted past
-    ``capacity``. A revision never changes, so an entry never goes stale; ``None`` records a
-    definition that could not be had (it is asked again once evicted)."""
+    ``capacity``. A revision never changes, so a definition never goes stale. A definition that
+    could not be had is remembered for ``NEGATIVE_TTL_NS`` only, then asked again."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._entries: OrderedDict[str, TaskDefinition | None] = OrderedDict()
+        self._unavailable_until: dict[str, int] = {}
 
-    def __contains__(self, arn: str) -> bool:
-        return arn in self._entries
+    def known(self, arn: str, now: int) -> bool:
+        """Whether ``arn`` is known now: its definition, or that it cannot be had (for a while)."""
+        if arn not in self._entries:
+            return False
+        until = self._unavailable_until.get(arn)
+        if until is not None and until <= now:
+            del self._entries[arn], self._unavailable_until[arn]
+            return False
+        return True
 
     def get(self, arn: str) -> TaskDefinition | None:
         definition = self._entries.get(arn)
@@ -47,11 +69,16 @@ class DefinitionCache:
             self._entries.move_to_end(arn)
         return definition
 
-    def put(self, arn: str, definition: TaskDefinition | None) -> None:
+    def put(self, arn: str, definition: TaskDefinition | None, now: int = 0) -> None:
         self._entries[arn] = definition
         self._entries.move_to_end(arn)
+        if definition is None:
+            self._unavailable_until[arn] = now + NEGATIVE_TTL_NS
+        else:
+            self._unavailable_until.pop(arn, None)
         while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+            evicted, _ = self._entries.popitem(last=False)
+            self._unavailable_until.pop(evicted, None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -117,6 +144,7 @@ class KnowledgeMixin:
     _active: OrderedDict[TaskKey, TaskEntry]
     _wants: Wants
     _settle: int
+    _describe: bool
     _settle_heap: list[tuple[int, int, TaskKey]]
     _seq: int
 
@@ -139,7 +167,7 @@ class KnowledgeMixin:
     def learn_definition(self, arn: str, definition: TaskDefinition | None, now: int) -> list[SourceRef]:
         """The definition ``arn`` (None: it cannot be had): merge the events held for it. Returns
         the sources resolved at once."""
-        self.definitions.put(arn, definition)
+        self.definitions.put(arn, definition, now)
         resolved: list[SourceRef] = []
         for key in self._wants.answered(arn):
             entry = self._active.get(key)
@@ -147,10 +175,21 @@ class KnowledgeMixin:
                 continue
             held, entry.waiting = entry.waiting, None
             entry.state.know(definition)
+            if definition is None:
+                self._partial(key, entry)  # named, but not to be had: the container set is unknown
             for event, at in held:
                 self._merge(key, entry, event, at)
             resolved.extend(self._settled_sources(entry))
         return resolved
+
+    def _partial(self, key: TaskKey, entry: TaskEntry) -> bool:
+        """The task's view is partial: ask ECS's, or fall back. Returns whether the status changed."""
+        entry.state.missed = True
+        if self._describe:
+            entry.needs_view = True
+            self._wants.view(key)
+            return False
+        return self._fall_back(key, entry)
 
     def learn_view(self, key: TaskKey, view: EcsTaskView | None, now: int) -> list[SourceRef]:
         """ECS's view of a task (None: it cannot be had; the task falls back to what was seen).
@@ -173,6 +212,8 @@ class KnowledgeMixin:
                 resolved = entry.sources
                 self._retire(key)
                 return resolved
+            if entry.state.stopping() and entry.state.unresolved():
+                self._fall_back(key, entry)  # ECS does not know those containers either
         if entry.dirty:
             self._schedule(key, entry, now)
             return []
@@ -182,7 +223,11 @@ class KnowledgeMixin:
         """ECS does not know the task (``DescribeTasks``: MISSING): nothing can be reported to it,
         so the task retires without a call. Returns the sources resolved."""
         entry = self._active.get(key)
-        if entry is None or not entry.needs_view or entry.in_flight is not None:
+        if entry is None or not entry.needs_view:
+            return []
+        entry.needs_view = False
+        if entry.in_flight is not None:
+            entry.missing = True  # retired when the submission in flight completes
             return []
         resolved = entry.sources
         self._retire(key)
@@ -201,24 +246,33 @@ class KnowledgeMixin:
         heapq.heappush(self._settle_heap, (entry.last_event_at + self._settle, self._seq, key))
 
     def _settled_sources(self, entry: TaskEntry) -> list[SourceRef]:
-        """An entry with nothing to send and nothing in flight resolves its sources."""
-        if entry.dirty or entry.in_flight is not None or entry.needs_view or entry.waiting is not None:
+        """An entry with nothing to send, nothing in flight and nothing awaited resolves its
+        sources."""
+        if entry.dirty or entry.in_flight is not None or guarded(entry):
             return []
         resolved, entry.sources = entry.sources, []
         return resolved
 
     def _settle_due(self, now: int) -> None:
-        """Fallback tasks quiet for ``settle``: derive their status from the containers seen."""
+        """Timers of quiet tasks (``settle`` after their last event): a fallback task derives its
+        status from the containers seen; an exit held for a restart that did not come is final."""
         heap = self._settle_heap
         while heap and heap[0][0] <= now:
             _, _, key = heapq.heappop(heap)
             entry = self._active.get(key)
-            if entry is None or not entry.fallback or entry.state.settled:
+            if entry is None:
+                continue
+            fallback = entry.fallback and not entry.state.settled
+            if not fallback and not entry.state.holding():
                 continue
             if entry.last_event_at + self._settle > now:
                 self._push_settle(key, entry)  # not quiet yet
-            elif entry.state.settle() and not entry.dirty:
+                continue
+            changed = entry.state.finalize_held()
+            changed |= fallback and entry.state.settle()
+            if changed and not entry.dirty:
                 entry.dirty = True
                 entry.changed_at = now
                 entry.first_event_at = entry.first_event_at or entry.last_observed_at
+            if entry.dirty:
                 self._schedule(key, entry, now)

@@ -42,6 +42,12 @@ class ReplayReport:
     """Events for tasks whose STOPPED was already reported."""
     without_definition: list[str] = field(default_factory=list)
     """Task definitions the events name that were not given."""
+    seen_tasks: set[str] = field(default_factory=set)
+    """Every task an event named."""
+
+    def unreported(self) -> list[str]:
+        """Tasks seen that no submission reported (still PENDING when the file ended)."""
+        return sorted(self.seen_tasks - {s.task or "" for s in self.submissions})
 
     def summary(self) -> dict[str, object]:
         tasks = {(s.cluster, s.task) for s in self.submissions}
@@ -52,6 +58,7 @@ class ReplayReport:
             "tasks": len(tasks),
             "late_events": self.late,
             "without_definition": self.without_definition,
+            "unreported_tasks": len(self.unreported()),
             "ignored": dict(self.ignored.most_common()),
             "bad": dict(self.bad.most_common()),
         }
@@ -115,6 +122,7 @@ def replay(
             report.bad[f"{item.error_class}: {_first_line(item.reason)}"] += 1
         for event in batch.events:
             report.events += 1
+            report.seen_tasks.add(event.task)
             clock = max(clock, event.observedAt)
             _send_due(intake, clock, report)
             intake.apply(event, batch.source, clock, clock)
@@ -122,6 +130,7 @@ def replay(
     end = clock + (settings.settle_ms + settings.stop_linger_ms + settings.linger_ms) * NS_PER_MS + 1
     _send_due(intake, end, report)
     intake.coalescer.set_linger(0)
+    intake.coalescer.set_draining(True)
     intake.coalescer.flush_all(end)
     _send_due(intake, end, report)
     ignored, _ = intake.take_tallies()
@@ -170,6 +179,13 @@ def render(report: ReplayReport) -> str:
     for title, counts in (("ignored", report.ignored), ("bad", report.bad)):
         lines.append(f"{title}: {sum(counts.values())}")
         lines.extend(f"  {count:6}  {reason}" for reason, count in counts.most_common())
+    unreported = report.unreported()
+    if unreported:
+        lines.append(
+            f"{len(unreported)} tasks never reported (nothing beyond PENDING was seen): "
+            + ", ".join(unreported[:5])
+            + (" ..." if len(unreported) > 5 else "")
+        )
     if report.without_definition:
         lines.append(
             f"no task definition given for {len(report.without_definition)} revisions (their tasks were "

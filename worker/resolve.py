@@ -113,26 +113,38 @@ class Resolver:
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a describe failed unexpectedly", exc_info=task.exception())
+
+    def _answered(self) -> None:
+        """After an answer: the dispatcher may have due tasks, and what was learnt may want more
+        (a definition's tasks may need ECS's view) even if no record arrives."""
+        self._wake_dispatcher()
+        if self._coalescer.wants_pending():
+            self._wanted.set()
 
     async def _definition(self, arn: str) -> None:
         try:
             answer = await self._call("DescribeTaskDefinition", taskDefinition=arn)
             definition = definition_from_botocore(answer)
-        except (_Unanswered, ValueError) as exc:
-            self._fell_back("DescribeTaskDefinition", getattr(exc, "code", "Malformed"), arn)
+        except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
+            self._fell_back("DescribeTaskDefinition", _code(exc), arn)
             definition = None
         self._release(self._coalescer.learn_definition(arn, definition, time.monotonic_ns()))
         self._metrics.definitions_cached.set(len(self._coalescer.definitions))
-        self._wake_dispatcher()
+        self._answered()
 
     async def _describe(self, cluster: str, keys: list[TaskKey]) -> None:
         views: dict[str, EcsTaskView | str] = {}
         try:
             answer = await self._call("DescribeTasks", cluster=cluster, tasks=[task for _, task in keys])
             views = _views(answer)
-        except (_Unanswered, ValueError) as exc:
-            self._fell_back("DescribeTasks", getattr(exc, "code", "Malformed"), cluster)
+        except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
+            self._fell_back("DescribeTasks", _code(exc), cluster)
         now = time.monotonic_ns()
         for key in keys:
             view = views.get(key[1]) or views.get(key[1].rsplit("/", 1)[-1])
@@ -149,7 +161,7 @@ class Resolver:
                 self._release(
                     self._coalescer.learn_view(key, view if isinstance(view, EcsTaskView) else None, now)
                 )
-        self._wake_dispatcher()
+        self._answered()
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         method = getattr(self._client, _snake(operation))
@@ -209,6 +221,12 @@ def _views(answer: dict[str, Any]) -> dict[str, EcsTaskView | str]:
             views.setdefault(failure["arn"], _MISSING)
             views.setdefault(failure["arn"].rsplit("/", 1)[-1], _MISSING)
     return views
+
+
+def _code(exc: Exception) -> str:
+    if isinstance(exc, _Unanswered):
+        return exc.code
+    return "Malformed" if isinstance(exc, ValueError) else type(exc).__name__
 
 
 def _snake(operation: str) -> str:

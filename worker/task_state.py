@@ -147,6 +147,11 @@ class TaskState:
         changed = False
         for change in event.containers:
             changed |= self._merge_container(change, event.observedAt)
+        if event.containers and self.definition is not None and self.stopping():
+            if self.holding():
+                changed |= self.finalize_held()  # the task stops: the agent restarts nothing more
+            if not self.missed and self.unseen():
+                self.missed = True  # stopping, yet a container of the definition was never seen
         if event.status is not None:
             explicit = TASK_RANK[event.status]
             if explicit > self.explicit_rank:
@@ -197,15 +202,21 @@ class TaskState:
         rank = -1 if change.status is None else CONTAINER_RANK[change.status]
         changed = False
         if container is None:
-            if definition is None:
-                self.missed |= rank > PENDING
-            elif not self.missed:
-                self.missed = missed_history(definition, self.containers, name, rank)
             container = self.containers[name] = ContainerState()
             changed = True
+        if rank >= 0 and container.rank < 0 and not self.missed:
+            # The container's first status (a kill or an oom before it carries none) tells whether
+            # its beginning was seen.
+            if definition is None:
+                self.missed = rank > PENDING
+            else:
+                self.missed = missed_history(definition, self._statused(), name, rank)
         if change.stopRequested or rank >= RUNNING or container.held_exit is not None:
             return self._merge_lifecycle(container, change, rank, observed_at) or changed
         return container.merge(change) or changed
+
+    def _statused(self) -> list[str]:
+        return [n for n, c in self.containers.items() if c.rank >= 0]
 
     def _merge_lifecycle(
         self, container: ContainerState, change: ContainerChange, rank: int, at: int
@@ -224,6 +235,7 @@ class TaskState:
                 definition,
                 exit_code=change.exitCode,
                 stop_requested=container.stop_requested,
+                task_stopping=self.stopping(),
                 started_at=container.started_at,
                 exited_at=at,
             ):
@@ -240,6 +252,34 @@ class TaskState:
 
     def _essential(self, change: ContainerChange) -> bool:
         return self.definition is not None and self.definition.essential(change.containerName)
+
+    def unseen(self) -> list[str]:
+        """Containers of the definition with no status seen (none without a definition)."""
+        if self.definition is None:
+            return []
+        containers = self.containers
+        return [n for n in self.definition.containers if n not in containers or containers[n].rank < 0]
+
+    def unresolved(self) -> list[str]:
+        """Containers of the definition not known to have run (never seen, or only PENDING)."""
+        if self.definition is None:
+            return []
+        containers = self.containers
+        return [n for n in self.definition.containers if n not in containers or containers[n].rank < RUNNING]
+
+    def holding(self) -> bool:
+        """Some container's exit is held for a restart that has not shown yet."""
+        return any(c.held_exit is not None for c in self.containers.values())
+
+    def finalize_held(self) -> bool:
+        """Take every held exit as final (the task is stopping, or no restart followed in time).
+        Returns whether anything reportable changed."""
+        changed = False
+        for container in self.containers.values():
+            if container.held_exit is not None:
+                held, container.held_exit = container.held_exit, None
+                changed |= container.merge(held)
+        return changed
 
     def stopping(self) -> bool:
         """An essential container has stopped: the agent is stopping the others (within its stop
