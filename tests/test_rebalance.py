@@ -315,7 +315,9 @@ async def test_a_new_owner_reports_the_containers_its_partial_view_missed(
         )
     state = endpoint.state()
     assert state["tasks"][task]["containers"] == {"app-0": "STOPPED", "app-1": "STOPPED"}
-    assert state["tasks"][task]["history"] == ["RUNNING", "RUNNING", "STOPPED"]
+    *before, last = state["tasks"][task]["history"]
+    assert last == "STOPPED"
+    assert set(before) == {"RUNNING"}  # how many RUNNING calls depends on timing (linger 0)
     assert state["regressions"] == []
     assert not any(tally["count"] for tally in state["flags"].values()), state["flags"]
 
