@@ -188,7 +188,7 @@ class Coalescer(KnowledgeMixin):
         """Submissions to send now, and sources resolved because there was nothing to send."""
         ready: list[Submission] = []
         resolved: list[SourceRef] = []
-        self._settle_due(now)
+        resolved.extend(self._settle_due(now))
         while (due_at := self._next_submission_at()) is not None and due_at <= now:
             _, _, key = heapq.heappop(self._heap)
             entry = self._active[key]

@@ -253,9 +253,11 @@ class KnowledgeMixin:
         resolved, entry.sources = entry.sources, []
         return resolved
 
-    def _settle_due(self, now: int) -> None:
+    def _settle_due(self, now: int) -> list[SourceRef]:
         """Timers of quiet tasks (``settle`` after their last event): a fallback task derives its
-        status from the containers seen; an exit held for a restart that did not come is final."""
+        status from the containers seen; an exit held for a restart that did not come is final.
+        Returns the sources resolved because there is then nothing to send."""
+        resolved: list[SourceRef] = []
         heap = self._settle_heap
         while heap and heap[0][0] <= now:
             _, _, key = heapq.heappop(heap)
@@ -276,3 +278,6 @@ class KnowledgeMixin:
                 entry.first_event_at = entry.first_event_at or entry.last_observed_at
             if entry.dirty:
                 self._schedule(key, entry, now)
+            else:
+                resolved.extend(self._settled_sources(entry))
+        return resolved

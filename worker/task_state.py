@@ -184,6 +184,11 @@ class TaskState:
         return changed
 
     def _derived_rank(self) -> int:
+        if self.settled and self.stopping():
+            # Stopping and quiet past the settle time: the containers known to have run decide; one
+            # only known PENDING will never run (the agent stops it without starting it).
+            ran = [c.rank for c in self.containers.values() if c.rank > PENDING]
+            return min(ran) if ran else PENDING
         definition = None if self.settled else self.definition
         if definition is None:
             lowest = STOPPED
@@ -279,7 +284,7 @@ class TaskState:
             if container.held_exit is not None:
                 held, container.held_exit = container.held_exit, None
                 changed |= container.merge(held)
-        return changed
+        return self._rerank() or changed
 
     def stopping(self) -> bool:
         """An essential container has stopped: the agent is stopping the others (within its stop
