@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -14,6 +15,7 @@ import pytest_asyncio
 from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.topics import create_topics
+from tests.ecs_support import ecs_client, running_endpoint
 from worker.config import Settings
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
@@ -35,6 +37,20 @@ async def endpoint() -> AsyncIterator[LocalEcsEndpoint]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def ep() -> AsyncIterator[LocalEcsEndpoint]:
+    """A local ECS endpoint of its own, in us-west-2 (``tests.ecs_support``), for the endpoint's tests."""
+    async with running_endpoint() as endpoint:
+        yield endpoint
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def ecs(ep: LocalEcsEndpoint) -> AsyncIterator[Any]:
+    """An aiobotocore ECS client of ``ep``."""
+    async with ecs_client(ep.url) as client:
+        yield client
 
 
 @dataclass(frozen=True)

@@ -5,27 +5,13 @@ client over a socket."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from botocore.exceptions import ClientError
 
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
-from tests.ecs_support import ecs_client, raw_post, register, running_endpoint, signed
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ep() -> AsyncIterator[LocalEcsEndpoint]:
-    async with running_endpoint() as endpoint:
-        yield endpoint
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ecs(ep: LocalEcsEndpoint) -> AsyncIterator[Any]:
-    async with ecs_client(ep.url) as client:
-        yield client
+from tests.ecs_support import raw_post, register, running_endpoint, signed
 
 
 async def describe(ecs: Any, operation: str) -> dict[str, Any]:

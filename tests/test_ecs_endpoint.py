@@ -6,32 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from botocore.exceptions import ClientError, ConnectionClosedError, HTTPClientError
 
 from devkit.ecs_endpoint import TARGET, Faults, LocalEcsEndpoint
-from tests.ecs_support import ecs_client, http_state, raw_post, running_endpoint, signed
+from tests.ecs_support import http_state, raw_post, signed
 
 TASK = "arn:aws:ecs:us-east-1:123456789012:task/demo/0123456789abcdef"
 SIGNED = signed()
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ep() -> AsyncIterator[LocalEcsEndpoint]:
-    async with running_endpoint() as endpoint:
-        yield endpoint
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ecs(ep: LocalEcsEndpoint) -> AsyncIterator[Any]:
-    async with ecs_client(ep.url) as client:
-        yield client
 
 
 async def submit(ecs: Any, **kwargs: Any) -> dict[str, Any]:

@@ -4,31 +4,18 @@ driven by the real aiobotocore client over a socket."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from devkit.ecs_endpoint import FLAGS, LocalEcsEndpoint
-from tests.ecs_support import ecs_client, http_state, raw_post, register, running_endpoint, signed
+from tests.ecs_support import http_state, raw_post, register, signed
 
 UNRUN = "arn:aws:ecs:us-west-2:000000000000:task/demo/" + "b" * 32
 ALL_STOPPED = [
     {"containerName": name, "status": "STOPPED", "exitCode": 0} for name in ("init", "app", "sidecar")
 ]
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ep() -> AsyncIterator[LocalEcsEndpoint]:
-    async with running_endpoint() as endpoint:
-        yield endpoint
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ecs(ep: LocalEcsEndpoint) -> AsyncIterator[Any]:
-    async with ecs_client(ep.url) as client:
-        yield client
 
 
 @pytest_asyncio.fixture(loop_scope="function")

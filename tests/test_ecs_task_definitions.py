@@ -3,12 +3,10 @@ driven by the real aiobotocore client over a socket."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from tests.ecs_support import (
@@ -16,24 +14,10 @@ from tests.ecs_support import (
     CONTAINERS,
     REGION,
     client_error,
-    ecs_client,
     raw_post,
     register,
-    running_endpoint,
     signed,
 )
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ep() -> AsyncIterator[LocalEcsEndpoint]:
-    async with running_endpoint() as endpoint:
-        yield endpoint
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ecs(ep: LocalEcsEndpoint) -> AsyncIterator[Any]:
-    async with ecs_client(ep.url) as client:
-        yield client
 
 
 async def test_revisions_are_numbered_per_family(ep: LocalEcsEndpoint, ecs: Any) -> None:

@@ -4,12 +4,10 @@ RunTask made), driven by the real aiobotocore client over a socket."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from devkit.ecs_endpoint import MAX_DESCRIBED_TASKS, MAX_RUN_COUNT, LocalEcsEndpoint
 from tests.ecs_support import (
@@ -18,27 +16,13 @@ from tests.ecs_support import (
     REGION,
     answer_problems,
     client_error,
-    ecs_client,
     http_state,
     raw_post,
     register,
-    running_endpoint,
     signed,
 )
 
 TASK_ARN = re.compile(rf"arn:aws:ecs:{REGION}:{ACCOUNT}:task/demo/[0-9a-f]{{32}}")
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ep() -> AsyncIterator[LocalEcsEndpoint]:
-    async with running_endpoint() as endpoint:
-        yield endpoint
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def ecs(ep: LocalEcsEndpoint) -> AsyncIterator[Any]:
-    async with ecs_client(ep.url) as client:
-        yield client
 
 
 # -- RunTask ---------------------------------------------------------------------------------------
