@@ -44,6 +44,13 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root: the working directory of the worker processes (``devkit`` importable)."""
+_GROUP_TIMEOUTS = {
+    "WORKER_SESSION_TIMEOUT_MS": "6000",
+    "WORKER_REBALANCE_TIMEOUT_MS": "12000",
+    "WORKER_DRAIN_TIMEOUT_MS": "5000",
+}
+"""The fault harness's: with the defaults (45 s, 60 s) the embedded broker takes some 20 s to form
+the group at each membership change, and the handover's pause would be all the run measures."""
 
 
 @contextmanager
@@ -177,14 +184,15 @@ def span_per_s(outcomes: list[Outcome]) -> float:
 @dataclass
 class Paced:
     """What the paced run left: the endpoint's ``/_state``, the outcome records, each input
-    record's production time ((partition, offset) -> wall ns), the production rate and the
-    rebalances the rolling handover made."""
+    record's production time ((partition, offset) -> wall ns), the production rate, the
+    rebalances the rolling handover made and when it began (wall ns)."""
 
     state: dict[str, Any]
     outcomes: list[Outcome]
     produced_at: dict[tuple[int, int], int]
     events_per_s: float
     rebalances: int
+    handover_at_ns: int
 
 
 async def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int | None:
@@ -206,6 +214,7 @@ async def paced_run(bootstrap: str, endpoint: str, fleet: Fleet, *, pace: float,
     extra = {
         "WORKER_STOP_LINGER_MS": str(timers["stop_linger_ms"]),
         "WORKER_SETTLE_MS": str(timers["settle_ms"]),
+        **_GROUP_TIMEOUTS,
     }
     ports = [free_port(), free_port()]
     env = [worker_env(bootstrap, endpoint, topic, topic, port, **extra) for port in ports]
@@ -217,6 +226,7 @@ async def paced_run(bootstrap: str, endpoint: str, fleet: Fleet, *, pace: float,
             produce_fleet(bootstrap, topic, fleet, pace=pace, produced_at=produced_at)
         )
         await asyncio.sleep(fleet.duration_s * pace / 2)
+        handover_at_ns = time.time_ns()
         with process(["run"], env[1]):
             await wait_http(f"http://127.0.0.1:{ports[1]}/readyz", timeout_s=60)
             await stop_process(first)
@@ -226,4 +236,5 @@ async def paced_run(bootstrap: str, endpoint: str, fleet: Fleet, *, pace: float,
     outcomes = [
         msgspec.json.decode(r.value, type=Outcome) for r in await read_all(bootstrap, f"{topic}-outcomes")
     ]
-    return Paced(await endpoint_state(endpoint), outcomes, produced_at, events_per_s, rebalances=2)
+    state = await endpoint_state(endpoint)
+    return Paced(state, outcomes, produced_at, events_per_s, rebalances=2, handover_at_ns=handover_at_ns)
