@@ -166,17 +166,21 @@ def test_unchanged_event_while_dirty_rides_with_the_next_submission() -> None:
     assert submit_one(c, LINGER).sources == [src(0), src(1)]
 
 
-def test_pending_task_is_not_submitted_and_its_sources_resolve_when_due() -> None:
+def test_pending_task_is_not_submitted_and_its_sources_wait_for_its_first_report() -> None:
+    """A task still PENDING is not reported; its records stay claimed until it is, so that a new
+    owner after a rebalance reads its containers' creation and starts again."""
     c = make()
     assert c.apply(ev("t1", cc("app", "CREATED")), src(0), 0) == (Applied.CHANGED, [])
     assert c.apply(ev("t1", cc("app", "PULLED", imageDigest="sha256:1")), src(1), 1) == (Applied.CHANGED, [])
     assert c.due(LINGER - 1) == ([], [])
-    assert c.due(LINGER) == ([], [src(0), src(1)])
+    assert c.due(LINGER) == ([], [])
     assert c.next_due_at() is None
-    # It is submitted once it runs.
+    assert c.pinned() == {(TOPIC, 0, 0), (TOPIC, 0, 1)}
+    # It is submitted once it runs, with every record it held.
     c.apply(ev("t1", cc("app", "RUNNING")), src(2), 200)
     sub = submit_one(c, 200 + LINGER)
-    assert sub.sources == [src(2)]
+    assert sub.sources == [src(0), src(1), src(2)]
+    assert c.pinned() == set()
     assert sub.request.containers is not None
     assert sub.request.containers[0].imageDigest == "sha256:1"
 
@@ -364,9 +368,10 @@ def test_drop_forgets_tasks_of_revoked_partitions() -> None:
 
 
 def _clean(c: Coalescer, name: str, offset: int, now: int) -> None:
-    """Make a task known and clean (PENDING, resolved)."""
-    c.apply(ev(name, cc("app", "CREATED")), src(offset), now)
-    assert c.due(now + LINGER) == ([], [src(offset)])
+    """Make a task known and clean (reported, acknowledged, resolved)."""
+    c.apply(ev(name, cc("app", "RUNNING")), src(offset), now)
+    (submission,), _ = c.due(now + LINGER)
+    assert c.complete(submission, "acknowledged", now + LINGER) == [src(offset)]
 
 
 def test_clean_tasks_are_evicted_least_recently_changed_first() -> None:
@@ -780,8 +785,8 @@ class CoalescerMachine(RuleBasedStateMachine):
             self.take(subs)
             if not subs and self.c.next_due_at() is None:
                 break
-        assert self.returned == set(self.applied), "pending changes never became due"
-        # ... then drain as the pipeline does on shutdown: nothing may be left.
+        self.assert_all_returned_but_pinned("pending changes never became due")
+        # ... then drain as the pipeline does on shutdown: nothing may be left but what waits.
         self.c.set_linger(0)
         for _ in range(10):
             self.c.flush_all(self.now)
@@ -794,9 +799,21 @@ class CoalescerMachine(RuleBasedStateMachine):
                 self.finish(0, "acknowledged")
         assert self.c.next_due_at() is None
         assert self.c.in_flight() == []
-        assert self.returned == set(self.applied), "sources never handed back"
+        self.assert_all_returned_but_pinned("sources never handed back")
         for k in TASKS:
             self.check_converged(k)
+        # A revocation gives up what waits (never-reported tasks): then every source is back.
+        self.resolve(self.c.drop(lambda s: True))
+        assert self.returned == set(self.applied)
+
+    def assert_all_returned_but_pinned(self, why: str) -> None:
+        """Every source is back, but those of tasks never reported (still PENDING), which stay
+        claimed so that a new owner reads their history again."""
+        pinned = self.c.pinned()
+        for source in set(self.applied) - self.returned:
+            assert (source.topic, source.partition, source.offset) in pinned, why
+            k = self.applied[source]
+            assert reference_status(self.merged[k])[0] == PENDING, why
 
     def check_converged(self, k: TaskKey) -> None:
         events = self.merged[k]

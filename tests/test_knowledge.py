@@ -277,7 +277,7 @@ def test_events_wait_for_their_definition() -> None:
     run.resolved.extend(run.c.learn_definition(DEF_ARN, INIT_APP, run.now))
     run.flush(10 * S)
     assert run.sent == []  # app never seen: not STOPPED, not RUNNING
-    assert run.resolved == [SourceRef("in", 0, 1, 1), SourceRef("in", 0, 2, 1)]
+    assert run.resolved == []  # never reported: its history stays claimed for a new owner
 
 
 def test_a_missed_start_asks_ecs_and_neither_repeats_nor_contradicts_it() -> None:
@@ -382,3 +382,16 @@ def test_a_dependent_seen_before_its_dependency_shows_a_missed_history() -> None
     run = Run(INIT_APP)
     run.apply(ev(10, cc("app", "CREATED")))  # init's whole life was before this process read it
     assert run.c.take_wants() == ([], [KEY])
+
+
+def test_a_duplicated_exit_from_before_a_restart_is_stale() -> None:
+    """A shipper delivers the restarted container's ``die`` twice, the copy after its new ``start``:
+    the copy is older than the restart and changes nothing."""
+    run = Run(RESTARTING)
+    run.apply(ev(0, cc("app", "CREATED"), cc("log", "CREATED")))
+    run.apply(ev(1, cc("app", "RUNNING"), cc("log", "RUNNING")))
+    run.apply(ev(401, cc("app", "STOPPED", exitCode=1)))
+    run.apply(ev(402, cc("app", "RUNNING")))
+    run.apply(ev(401, cc("app", "STOPPED", exitCode=1)))  # the copy, delivered late
+    run.flush(1000 * S)
+    assert run.statuses() == [("RUNNING", {"app": "RUNNING", "log": "RUNNING"})]

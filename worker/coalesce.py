@@ -259,6 +259,16 @@ class Coalescer(KnowledgeMixin):
                 del self._active[key]
         return given_up
 
+    def pinned(self) -> set[tuple[str, int, int]]:
+        """(topic, partition, offset) of the records held by tasks that wait (``guarded``): a drain
+        cannot resolve them; a revocation gives them up to be read again."""
+        return {
+            (s.topic, s.partition, s.offset)
+            for entry in self._active.values()
+            if guarded(entry)
+            for s in entry.sources
+        }
+
     def in_flight(self) -> list[Submission]:
         return [e.in_flight for e in self._active.values() if e.in_flight is not None]
 
@@ -302,6 +312,7 @@ class Coalescer(KnowledgeMixin):
             entry.acked = digest  # ECS already shows these statuses: not repeated
             return None
         entry.state.floor = entry.state.rank  # reported: never below it from now on
+        entry.reported = True
         submission = Submission(
             key=key,
             request=request,

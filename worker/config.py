@@ -70,7 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retired_cache: Positive = 100_000
     # Knowing the task
     describe_tasks: bool = True
-    describe_batch_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 50
+    describe_batch_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 200
     describe_rate_limit_per_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     describe_deadline_ms: Positive = 20_000
     task_definition_cache: Positive = 1_024

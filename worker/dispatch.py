@@ -145,10 +145,7 @@ class Dispatcher:
             self._coalescer.flush_all(time.monotonic_ns())
             self._wake.set()
             while time.monotonic() < self._drain_deadline:
-                incomplete = self._book.incomplete()
-                if partitions is not None:
-                    incomplete = {tp: n for tp, n in incomplete.items() if tp in partitions}
-                if not any(incomplete.values()) and (partitions is not None or not self._tasks):
+                if self._drained(partitions):
                     return
                 await asyncio.sleep(_DRAIN_POLL_S)
             log.warning("drain deadline passed with work unresolved: it will be re-read")
@@ -156,6 +153,22 @@ class Dispatcher:
             self._coalescer.set_linger(self._linger_ns)
             self._coalescer.set_draining(False)
             self._draining = False
+
+    def _drained(self, partitions: set[TopicPartitionKey] | None) -> bool:
+        """Nothing left that a drain can resolve: every record still claimed (of ``partitions``)
+        is held by a task that waits (``Coalescer.pinned``), and no submission is under way."""
+        claimed = self._book.claimed()
+        if not any(claimed.get(tp) for tp in (claimed if partitions is None else partitions)):
+            return partitions is not None or not self._tasks
+        if self._coalescer.in_flight():
+            return False
+        pinned = self._coalescer.pinned()
+        return all(
+            (topic, partition, offset) in pinned
+            for (topic, partition), offsets in claimed.items()
+            if partitions is None or (topic, partition) in partitions
+            for offset in offsets
+        ) and (partitions is not None or not self._tasks)
 
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
         return self._coalescer.drop(owns)

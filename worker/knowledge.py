@@ -19,7 +19,7 @@ import heapq
 from collections import OrderedDict
 
 from schemas.events import TaskEvent
-from worker.agent_rules import STOPPED
+from worker.agent_rules import PENDING, STOPPED
 from worker.snapshot import build_request
 from worker.task_definition import EcsTaskView, TaskDefinition
 from worker.task_entry import TaskEntry, statuses
@@ -34,9 +34,13 @@ NEGATIVE_TTL_NS = 60_000_000_000
 
 def guarded(entry: TaskEntry) -> bool:
     """The entry's records must stay claimed although nothing is due: it waits for a definition
-    or for ECS's view, falls back and has not settled, or holds an exit for a restart."""
+    or for ECS's view, falls back and has not settled, holds an exit for a restart, or has never
+    been reported. The last keeps a PENDING task's history (its containers' creation and starts,
+    before an init container completes or a sidecar turns healthy) uncommitted until ECS has been
+    told something: a new owner then reads it again, since ECS's view could not give it."""
     return (
-        entry.waiting is not None
+        not entry.reported
+        or entry.waiting is not None
         or entry.needs_view
         or (entry.fallback and not entry.state.settled)
         or entry.state.holding()
@@ -206,6 +210,7 @@ class KnowledgeMixin:
             reported = TaskState(key, definition=entry.state.definition)
             reported.merge_view(view)
             entry.baseline = statuses(build_request(reported))
+            entry.reported |= reported.rank > PENDING
             entry.state.floor = max(entry.state.floor, reported.rank)
             entry.state.merge_view(view)
             if reported.rank == STOPPED and entry.in_flight is None:

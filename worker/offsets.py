@@ -70,6 +70,9 @@ class PartitionOffsets:
     def incomplete(self) -> int:
         return len(self._claims)
 
+    def claimed(self) -> set[int]:
+        return set(self._claims)
+
 
 class OffsetBook:
     """The ``PartitionOffsets`` of the partitions this process owns, each under its epoch."""
@@ -134,6 +137,10 @@ class OffsetBook:
 
     def committed(self) -> dict[TopicPartitionKey, int]:
         return {tp: b.committed for tp, b in self._partitions.items() if b.committed is not None}
+
+    def claimed(self) -> dict[TopicPartitionKey, set[int]]:
+        """The offsets still holding claims, per owned partition."""
+        return {tp: book.claimed() for tp, book in self._partitions.items()}
 
     def incomplete(self) -> dict[TopicPartitionKey, int]:
         return {tp: book.incomplete for tp, book in self._partitions.items()}

@@ -25,6 +25,8 @@ class TaskEntry:
     acked: str | None = None
     waiting: list[tuple[TaskEvent, int]] | None = None
     """Events held until the definition is known, with their arrival times."""
+    reported: bool = False
+    """A submission was made for the task (or ECS shows it past PENDING)."""
     missing: bool = False
     """ECS does not know the task: it retires once the submission in flight completes."""
     needs_view: bool = False

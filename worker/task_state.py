@@ -76,6 +76,8 @@ class ContainerState:
     started_at: int | None = None
     """Observation time (ns) of the container's start or last restart."""
     stop_requested: bool = False
+    restarts: int = 0
+    """Restarts seen (an exit held, then a start)."""
     held_exit: ContainerChange | None = None
     """An exit the agent restarts (restart policy): not reported unless it becomes final."""
 
@@ -233,7 +235,10 @@ class TaskState:
         if rank == RUNNING:
             if container.held_exit is not None or container.rank < RUNNING:
                 container.started_at = at  # started, or restarted by the agent
+            container.restarts += container.held_exit is not None
             container.held_exit = None
+        elif rank == STOPPED and container.restarts and at < (container.started_at or 0):
+            return False  # an exit from before the container's last restart (a duplicate): stale
         elif rank == STOPPED and container.held_exit is None and container.rank < STOPPED:
             definition = self.definition.containers.get(change.containerName) if self.definition else None
             if should_restart(
