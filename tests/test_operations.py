@@ -112,8 +112,8 @@ async def test_liveness_fails_when_work_makes_no_progress(
 async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
     broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
-    async with ecs_tasks(endpoint.url) as ecs:  # a task ECS knows, of four containers
-        definition = await ecs.register("bounded", [{"name": f"app-{i}"} for i in range(4)])
+    async with ecs_tasks(endpoint.url) as ecs:  # a task ECS knows, of three containers
+        definition = await ecs.register("bounded", [{"name": f"app-{i}"} for i in range(3)])
         (task,) = await ecs.run("c", definition)
     arn = task.arn
     events = [
@@ -140,7 +140,7 @@ async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
     assert b"more than max_containers_per_task=3" in headers["errors.message"]
     assert msgspec.json.decode(letters[0].value, type=TaskEvent) == events[3]
     reported = endpoint.state()["tasks"][arn]["containers"]
-    assert reported == {"app-0": "RUNNING", "app-1": "RUNNING", "app-2": "RUNNING", "app-3": "PENDING"}
+    assert reported == {"app-0": "RUNNING", "app-1": "RUNNING", "app-2": "RUNNING"}
 
 
 def test_json_logs_carry_context_and_never_the_password() -> None:

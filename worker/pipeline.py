@@ -73,8 +73,18 @@ class Worker:
         return self.ready.is_set() and not self._stopping.is_set()
 
     def pending_work(self) -> int:
+        """Records this process could resolve but has not yet, and background work: records held
+        by tasks that wait (never reported yet, or for ECS) are not counted, since waiting is not
+        being stuck."""
         background = 0 if self._dispatcher is None else self._dispatcher.background
-        return sum(self.partitions.book.incomplete().values()) + background
+        pinned = self.intake.coalescer.pinned()
+        claimed = sum(
+            1
+            for (topic, partition), offsets in self.partitions.book.claimed().items()
+            for offset in offsets
+            if (topic, partition, offset) not in pinned
+        )
+        return claimed + background
 
     def committed_offsets(self) -> dict[TopicPartitionKey, int]:
         return self.partitions.book.committed()
