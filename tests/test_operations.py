@@ -133,6 +133,7 @@ async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
     worker = Worker(worker_settings(broker, endpoint, topics, max_containers_per_task=3))
     async with running(worker):
         await wait_for(lambda: worker.metrics.totals().get("dead_lettered") == 1, 30, "a dead letter")
+        await wait_for(lambda: endpoint.state()["tasks"][arn]["status"] == "RUNNING", 30, "RUNNING")
         await wait_for(lambda: worker.pending_work() == 0, 30, "work resolved")
     letters = await read_all(broker.bootstrap, topics.dlq)
     headers = dict(letters[0].headers)

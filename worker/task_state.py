@@ -141,6 +141,9 @@ class TaskState:
     definition: TaskDefinition | None = None
     missed: bool = False
     """Part of the task's history happened before this process read it (``agent_rules``)."""
+    stop_seen: bool = False
+    stopping_known: bool = False
+    maybe_holding: bool = False
     settled: bool = False
     """The full view could not be had: the status derives from the containers seen."""
 
@@ -250,11 +253,14 @@ class TaskState:
                 exited_at=at,
             ):
                 container.held_exit = change
+                self.maybe_holding = True
                 return False
         if container.held_exit is not None and (rank == STOPPED or container.stop_requested):
             held, container.held_exit = container.held_exit, None
             changed |= container.merge(held)  # the held exit is final after all
         changed |= container.merge(change)
+        if container.rank == STOPPED:
+            self.stop_seen = True
         if container.rank == STOPPED and self.execution_stopped_at is None and self._essential(change):
             self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
             changed = True
@@ -279,7 +285,10 @@ class TaskState:
 
     def holding(self) -> bool:
         """Some container's exit is held for a restart that has not shown yet."""
-        return any(c.held_exit is not None for c in self.containers.values())
+        if not self.maybe_holding:
+            return False
+        self.maybe_holding = any(c.held_exit is not None for c in self.containers.values())
+        return self.maybe_holding
 
     def finalize_held(self) -> bool:
         """Take every held exit as final (the task is stopping, or no restart followed in time).
@@ -293,11 +302,20 @@ class TaskState:
 
     def stopping(self) -> bool:
         """An essential container has stopped: the agent is stopping the others (within its stop
-        timeout), so the task's STOPPED follows."""
+        timeout), so the task's STOPPED follows. Once true it stays true (ranks never fall); it is
+        looked for again only after a container stopped (``stop_seen``): this runs per event."""
+        if self.stopping_known:
+            return True
+        if not self.stop_seen:
+            return False
+        self.stop_seen = False
         definition = self.definition
         if definition is None:
             return False
-        return any(c.rank == STOPPED and definition.essential(n) for n, c in self.containers.items())
+        self.stopping_known = any(
+            c.rank == STOPPED and definition.essential(n) for n, c in self.containers.items()
+        )
+        return self.stopping_known
 
     def know(self, definition: TaskDefinition | None) -> bool:
         """Set the task's definition (None: none can be had) and drop containers outside it.
@@ -338,6 +356,7 @@ class TaskState:
         return True
 
     def _rerank(self) -> bool:
+        self.stop_seen = True  # (called after what is learnt: a view, a definition, a settle)
         """The task's rank once something is learnt of it (its definition, ECS's view, a settle):
         the explicit or derived rank, never below ``floor``. It can fall when it was not reported:
         ECS's view can show that a task thought STOPPED from a partial view still runs."""
