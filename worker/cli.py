@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeAlias, TypeVar, Union, get_args, get_orig
 
 import msgspec
 
+from worker import early_signals
 from worker.config import SETTING_HELP, ConfigError, Settings, flag_name, load_settings
 from worker.logs import configure_logging
 
@@ -150,6 +151,9 @@ async def _serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    for early in early_signals.take():  # arrived while starting: stop now, cleanly
+        log.info("signal %s while starting: stopping", signal.Signals(early).name)
+        worker.request_stop()
     stall_after_s = max(300.0, 2 * settings.retry_deadline_ms / 1000)  # well above a retry deadline
     health = (
         HealthServer(worker, port=settings.metrics_port, stall_after_s=stall_after_s)

@@ -178,8 +178,11 @@ class Worker:
             if not start.done():
                 start.cancel()
                 await asyncio.gather(start, return_exceptions=True)
-        if start.cancelled():
-            log.info("stop requested while starting: not started")
+        if start.cancelled() or self._stopping.is_set():
+            if start.done() and not start.cancelled() and start.exception() is not None:
+                log.info("stop requested while starting (the start failed too: %s)", start.exception())
+            else:
+                log.info("stop requested while starting: not started")
             return False
         start.result()  # a failed start raises here
         return True

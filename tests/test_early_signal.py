@@ -1,0 +1,34 @@
+"""A SIGTERM that reaches ``python -m worker run`` while it is still starting (before the event loop
+installs its handlers) stops it cleanly, as a later one does: exit 0, no default signal death."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devkit.broker import EmbeddedBroker
+from devkit.ecs_endpoint import LocalEcsEndpoint
+from tests.conftest import Topics
+from tests.support import spawn_worker
+
+
+@pytest.mark.parametrize("after_s", [0.1, 0.3])
+async def test_a_sigterm_while_starting_is_a_clean_stop(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, tmp_path: Path, after_s: float
+) -> None:
+    log = tmp_path / "worker.log"
+    process = spawn_worker(broker, endpoint, topics, log)
+    await asyncio.sleep(after_s)
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.to_thread(process.wait, 30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    text = log.read_text()
+    assert code == 0, text[-2000:]
+    assert "worker stopped" in text
