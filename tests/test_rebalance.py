@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from devkit.broker import EmbeddedBroker, broker_binary
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from devkit.fleet import FleetShape, final_state_mismatches
+from devkit.harness.workers import wait_exit
 from devkit.proxy import TcpProxy
 from devkit.topics import produce_fleet, read_all
 from schemas.events import ContainerChange, TaskEvent
@@ -165,16 +166,6 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
         with contextlib.suppress(ValueError):
             lines.append(json.loads(raw))
     return lines
-
-
-async def wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.02)
-    return process.poll()
 
 
 def reap(*processes: subprocess.Popen[bytes] | None) -> None:

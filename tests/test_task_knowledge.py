@@ -19,7 +19,7 @@ from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from tests.conftest import Topics, worker_settings
 from tests.ecs_tasks import DockerTask, ecs_tasks, send_records
-from tests.support import running, wait_for
+from tests.support import flags, running, wait_for
 from worker.pipeline import Worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,10 +30,6 @@ APP_SIDECARS: list[dict[str, Any]] = [
     {"name": "log", "essential": False},
 ]
 NAMES = ("app", "log", "sidecar")
-
-
-def flags(endpoint: LocalEcsEndpoint) -> dict[str, int]:
-    return {name: tally["count"] for name, tally in endpoint.state()["flags"].items()}
 
 
 def assert_nothing_wrong(endpoint: LocalEcsEndpoint) -> None:

@@ -157,18 +157,12 @@ class Dispatcher:
     def _drained(self, partitions: set[TopicPartitionKey] | None) -> bool:
         """Nothing left that a drain can resolve: every record still claimed (of ``partitions``)
         is held by a task that waits (``Coalescer.pinned``), and no submission is under way."""
-        claimed = self._book.claimed()
-        if not any(claimed.get(tp) for tp in (claimed if partitions is None else partitions)):
-            return partitions is not None or not self._tasks
+        settled = partitions is not None or not self._tasks
+        if not self._book.unresolved(partitions=partitions):
+            return settled
         if self._coalescer.in_flight():
             return False
-        pinned = self._coalescer.pinned()
-        return all(
-            (topic, partition, offset) in pinned
-            for (topic, partition), offsets in claimed.items()
-            if partitions is None or (topic, partition) in partitions
-            for offset in offsets
-        ) and (partitions is not None or not self._tasks)
+        return not self._book.unresolved(self._coalescer.pinned(), partitions) and settled
 
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
         return self._coalescer.drop(owns)

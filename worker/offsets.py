@@ -20,7 +20,7 @@ A partition's lifecycle in the book::
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from worker.work import SourceRef
 
@@ -138,9 +138,20 @@ class OffsetBook:
     def committed(self) -> dict[TopicPartitionKey, int]:
         return {tp: b.committed for tp, b in self._partitions.items() if b.committed is not None}
 
-    def claimed(self) -> dict[TopicPartitionKey, set[int]]:
-        """The offsets still holding claims, per owned partition."""
-        return {tp: book.claimed() for tp, book in self._partitions.items()}
+    def unresolved(
+        self,
+        waiting: Collection[tuple[str, int, int]] = (),
+        partitions: Collection[TopicPartitionKey] | None = None,
+    ) -> int:
+        """How many offsets (of ``partitions``, all owned when None) still hold claims, leaving
+        out the (topic, partition, offset) records in ``waiting``."""
+        return sum(
+            1
+            for tp, book in self._partitions.items()
+            if partitions is None or tp in partitions
+            for offset in book.claimed()
+            if (tp[0], tp[1], offset) not in waiting
+        )
 
     def incomplete(self) -> dict[TopicPartitionKey, int]:
         return {tp: book.incomplete for tp, book in self._partitions.items()}

@@ -77,14 +77,7 @@ class Worker:
         by tasks that wait (never reported yet, or for ECS) are not counted, since waiting is not
         being stuck."""
         background = 0 if self._dispatcher is None else self._dispatcher.background
-        pinned = self.intake.coalescer.pinned()
-        claimed = sum(
-            1
-            for (topic, partition), offsets in self.partitions.book.claimed().items()
-            for offset in offsets
-            if (topic, partition, offset) not in pinned
-        )
-        return claimed + background
+        return self.partitions.book.unresolved(self.intake.coalescer.pinned()) + background
 
     def committed_offsets(self) -> dict[TopicPartitionKey, int]:
         return self.partitions.book.committed()
