@@ -53,7 +53,9 @@ class Coalescer(KnowledgeMixin):
     consumption when only busy tasks remain. ``retired_cap``: how many retired tasks are
     remembered. ``max_containers`` and ``max_attachments`` bound one task's containers and its
     attachments or managed agents: an event that would pass them is refused (``over_limits``) and
-    dead-lettered by the caller.
+    dead-lettered by the caller. ``settle_ns``, ``stop_linger_ns`` and ``exit_wait_ns`` are the
+    waits of ``knowledge.deferred_until`` (``exit_wait_ns``: how long a container's stop waits for
+    the facts of its end that have not come yet; 0: not at all).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Coalescer(KnowledgeMixin):
         describe: bool = True,
         settle_ns: int = 45_000_000_000,
         stop_linger_ns: int = 35_000_000_000,
+        exit_wait_ns: int = 0,
     ) -> None:
         self._linger = linger_ns
         self.definitions = definitions if definitions is not None else DefinitionCache(1024)
@@ -75,6 +78,7 @@ class Coalescer(KnowledgeMixin):
         self._describe = describe
         self._settle = settle_ns
         self._stop_linger = stop_linger_ns
+        self._exit_wait = exit_wait_ns
         self._draining = False
         self._settle_heap: list[tuple[int, int, TaskKey]] = []
         self._max_containers = max_containers
@@ -149,6 +153,10 @@ class Coalescer(KnowledgeMixin):
         changed = state.merge(event)
         entry.last_event_at = now
         entry.last_observed_at = event.observedAt
+        if state.end_seen:
+            state.end_seen = False
+            if entry.end_since is None:
+                entry.end_since = now
         if state.missed and not missed:
             if self._describe:
                 entry.needs_view = True
@@ -202,6 +210,8 @@ class Coalescer(KnowledgeMixin):
                 changed_at=entry.changed_at,
                 settle_ns=self._settle,
                 stop_linger_ns=0 if self._draining else self._stop_linger,
+                end_since=entry.end_since,
+                exit_wait_ns=0 if self._draining else self._exit_wait,
             )
             if until is not None and until > now:
                 self._push(key, entry, until)
@@ -283,7 +293,8 @@ class Coalescer(KnowledgeMixin):
         self._linger = linger_ns
 
     def set_draining(self, draining: bool) -> None:
-        """While draining, a stopping task does not wait for its STOPPED (``stop_linger``)."""
+        """While draining, a stopping task does not wait for its STOPPED (``stop_linger``), nor a
+        stop for the facts of its end (``exit_wait``)."""
         self._draining = draining
 
     def keys(self) -> Collection[TaskKey]:
@@ -302,6 +313,7 @@ class Coalescer(KnowledgeMixin):
 
     def _take(self, key: TaskKey, entry: TaskEntry) -> Submission | None:
         entry.dirty = False
+        entry.end_since = None  # what came of the ends so far goes now; later facts go next time
         if entry.state.rank == PENDING:
             return None
         request = build_request(entry.state)

@@ -76,6 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     task_definition_cache: Positive = 1_024
     settle_ms: Annotated[int, msgspec.Meta(ge=0)] = 45_000
     stop_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 35_000
+    exit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1_000
     # Operations
     drain_timeout_ms: Positive = 25_000
     metrics_port: Port = 9464
@@ -159,6 +160,10 @@ SETTING_HELP: dict[str, str] = {
     "stop_linger_ms": (
         "Once an essential container stopped, wait up to this long for the task's STOPPED before "
         "reporting the intermediate state (the agent stops the others within its stop timeout)."
+    ),
+    "exit_wait_ms": (
+        "A container's stop whose end lacks a fact the agent reports with it (a stop before its "
+        "die: the exit code; an exit 137: a possible oom) waits up to this long for it; 0: never."
     ),
     "drain_timeout_ms": "On SIGTERM, wait this long for in-flight work (keep under the pod's grace period).",
     "metrics_port": "Port of /metrics, /healthz and /readyz; 0 disables.",

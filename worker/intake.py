@@ -52,6 +52,7 @@ def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coal
         describe=settings.describe_tasks if describe is None else describe,
         settle_ns=settings.settle_ms * NS_PER_MS,
         stop_linger_ns=settings.stop_linger_ms * NS_PER_MS,
+        exit_wait_ns=settings.exit_wait_ms * NS_PER_MS,
     )
 
 

@@ -41,6 +41,9 @@ class TaskEntry:
     """Observation (wall-clock ns) of the task's last event."""
     changed_at: int = 0
     """Arrival (monotonic ns) of the first unsent change."""
+    end_since: int | None = None
+    """Arrival (monotonic ns) of the first container stop not yet reported: the wait for the
+    facts of its end (``exit_wait``) counts from it."""
 
 
 def statuses(request: SubmitTaskStateChangeRequest) -> tuple[object, ...]:

@@ -25,16 +25,19 @@ die (Podman: died)              ``STOPPED`` with ``exitCode`` from the ``exitCod
 stop                            ``STOPPED``, no exit code (the ``die`` before it carries it)
 destroy (Podman: remove)        ``STOPPED``, no exit code (the container is gone)
 oom                             a change with only ``reason`` = "OutOfMemoryError: Container
-                                killed due to memory usage", no status: the ``die`` that
-                                follows sets ``STOPPED`` and the coalescer merges both
+                                killed due to memory usage", no status: a fact of the
+                                container's end, merged with its ``die`` in any order (the
+                                ``oom`` of an exec'd process alone causes no call)
 kill                            a change with only ``stopRequested``, no status: a stop was
                                 asked (``docker stop``, ``docker kill``, the ECS agent), so the
                                 ``die`` that follows is not a natural exit. The signal is not
                                 kept (it is not ECS's ``reason``).
 restart                         ignored, "docker: restart (a status never goes backwards)"
 health_status                   ignored, "docker: health_status (not a task state change)"
+exec_start of ECS Exec's agent  ``managedAgents`` ExecuteCommandAgent RUNNING
+                                (``worker.decode.exec_agent``)
 exec_create, exec_start,        ignored, "docker: exec process event (not the container's
-exec_die, exec_died,            state)"
+exec_die, exec_died,            state)"; the managed agent's exec_create has its own reason
 exec_detach, exec
 attach, detach, pause,          ignored, "docker: <action> (no container state change)"; a
 unpause, rename, update,        paused container is still RUNNING for ECS
@@ -66,6 +69,7 @@ from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
 from worker.decode.bad_items import InvalidItem
 from worker.decode.event_builder import OOM_REASON, container_event
+from worker.decode.exec_agent import apply_exec_event
 from worker.decode.format_contract import JsonFormat
 from worker.decode.labels import (
     CLUSTER_LABEL,
@@ -249,7 +253,11 @@ def apply_container_event(
     exit_code = attributes.get("exitCode")
     change = map_action(action, exit_code if exit_code is not None else attributes.get("containerExitCode"))
     if isinstance(change, str):
-        into.ignored.append(change)
+        if change is reasons.DOCKER_EXEC:  # ECS Exec's managed agent, or a user's exec
+            cluster, task, name, definition = container
+            apply_exec_event(action, cluster, task, name, observed_at, definition, into)
+        else:
+            into.ignored.append(change)
         return
     status, code, reason, stop_requested = change
     into.events.append(
@@ -296,7 +304,12 @@ def apply_docker_event(
     exit_code = labels.exitCode if labels.exitCode is not None else labels.containerExitCode
     change = map_action(doc.Action, exit_code)
     if isinstance(change, str):
-        into.ignored.append(change)
+        if change is reasons.DOCKER_EXEC:  # ECS Exec's managed agent, or a user's exec
+            apply_exec_event(
+                doc.Action, labels.cluster, labels.task, labels.container, observed_at, task_definition, into
+            )
+        else:
+            into.ignored.append(change)
         return
     status, code, reason, stop_requested = change
     container = ContainerChange(

@@ -15,7 +15,9 @@ from worker.decode.timeparse import check_ns
 __all__ = ["OOM_REASON", "container_event"]
 
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
-"""The container reason ECS reports for an out-of-memory kill."""
+"""The container reason the agent reports for an out-of-memory kill: ``OutOfMemoryError``'s name
+and message (``agent/dockerclient/dockerapi/errors.go``, set from inspect's ``OOMKilled`` in
+``docker_client.go``), joined as ``<name>: <message>`` by ``ecs-agent/api/errors/errors.go``."""
 
 
 def container_event(
