@@ -75,7 +75,9 @@ class _Event(
 
 
 class ContainerChange(_Event, frozen=True):
-    """One container's change. Absent members mean "not observed", never "cleared"."""
+    """One container's change. Absent members mean "not observed", never "cleared". A ``reason``
+    without a ``status`` (an OOM kill: Docker's ``oom``) is a fact of the container's end: it is
+    reported with the container's STOPPED and causes no call by itself."""
 
     containerName: Name
     runtimeId: Text | None = None
@@ -98,7 +100,9 @@ class AttachmentChange(_Event, frozen=True):
 
 
 class ManagedAgentChange(_Event, frozen=True):
-    """One managed agent's (ECS Exec's) new status."""
+    """One managed agent's (ECS Exec's ``ExecuteCommandAgent``) new status: RUNNING once it runs in
+    the container, STOPPED (with a reason) when it stopped. It stops with its container, as the
+    ECS agent reports it, without an event of its own."""
 
     containerName: Name
     managedAgentName: ManagedAgentName

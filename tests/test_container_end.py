@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -290,3 +291,28 @@ def test_a_users_exec_session_causes_no_call_and_is_counted() -> None:
     assert intake.ignored == {reasons.DOCKER_EXEC: 3}
     assert KEY not in set(intake.coalescer.keys())  # nothing merged, nothing to send
     assert book.to_commit() == {("t", 0): 3}  # every record resolved
+
+
+def test_a_canonical_producer_says_the_managed_agent_and_an_oom_too() -> None:
+    """The canonical format carries the same facts: a managed agent's RUNNING, and an OOM reason
+    without a status; both end with the container's STOPPED."""
+    canonical = RecordDecoder(input_format="canonical", max_record_bytes=1 << 20)
+
+    def record(at: float, **members: Any) -> TaskEvent:
+        body = {"cluster": CLUSTER, "task": TASK, "observedAt": T0 + int(at * S), "taskDefinitionArn": ARN}
+        (event,) = canonical.decode(msgspec.json.encode(body | members)).events
+        return event
+
+    rig = running_rig(ALONE)
+    agent = {"containerName": "app", "managedAgentName": "ExecuteCommandAgent", "status": "RUNNING"}
+    rig.feed(record(3.0, managedAgents=[agent]), at=3.0)
+    rig.feed(record(4.0, containers=[{"containerName": "app", "reason": OOM_REASON}]), at=4.0)
+    (running,) = rig.tick(4.0)
+    assert [(a.status, a.reason) for a in agents(running.request)] == [("RUNNING", None)]
+    assert [c.reason for c in running.request.containers or ()] == [None]  # not before the end
+    rig.feed(record(9.0, containers=[{"containerName": "app", "status": "STOPPED", "exitCode": 137}]), at=9.0)
+    (stopped,) = rig.tick(9.0)
+    assert [(c.exitCode, c.reason) for c in stopped.request.containers or ()] == [(137, OOM_REASON)]
+    assert [(a.status, a.reason) for a in agents(stopped.request)] == [
+        ("STOPPED", MANAGED_AGENT_STOPPED_REASON)
+    ]

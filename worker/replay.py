@@ -127,7 +127,8 @@ def replay(
             _send_due(intake, clock, report)
             intake.apply(event, batch.source, clock, clock)
             _no_definition(intake, clock, report)
-    end = clock + (settings.settle_ms + settings.stop_linger_ms + settings.linger_ms) * NS_PER_MS + 1
+    waits_ms = settings.settle_ms + settings.stop_linger_ms + settings.exit_wait_ms + settings.linger_ms
+    end = clock + waits_ms * NS_PER_MS + 1
     _send_due(intake, end, report)
     intake.coalescer.set_linger(0)
     intake.coalescer.set_draining(True)
