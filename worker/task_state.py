@@ -290,9 +290,8 @@ class TaskState:
             self.stop_seen = self.end_seen = True
             if self.managed_agents:
                 changed |= self._stop_agents(change.containerName)
-            if self._essential(change) and (
-                self.execution_stopped_at is None or (rank == STOPPED and 0 < at < self.execution_stopped_ns)
-            ):
+            earlier = rank == STOPPED and 0 < at < self.execution_stopped_ns
+            if (self.execution_stopped_at is None or earlier) and self._essential(change):
                 # The earliest stop observed (the die before its stop, in whatever order they came).
                 self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
                 self.execution_stopped_ns = at
