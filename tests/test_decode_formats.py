@@ -134,7 +134,9 @@ def test_die_exit_codes() -> None:
     assert outcome(decode(raw(both))) == [("event", "STOPPED", 2, None)]
 
 
-@pytest.mark.parametrize("code", ["abc", "", "1.5", " 1", "0x10", "2147483648", "99999999999", "٣"])
+@pytest.mark.parametrize(
+    "code", ["abc", "", "1.5", " 1", "0x10", "1_0", "1e3", "9223372036854775808", "-9223372036854775809", "٣"]
+)
 def test_bad_exit_code_is_a_bad_item(code: str) -> None:
     result = decode(raw(docker_event("die", exitCode=code)))
     assert outcome(result) == [("bad", "ValidationError")]

@@ -20,11 +20,12 @@ __all__ = [
     "DOCKER_EXEC",
     "DOCKER_HEALTH",
     "DOCKER_NO_LABELS",
-    "DOCKER_PAUSE_CONTAINER",
     "DOCKER_RESTART",
     "DOCKER_UNKNOWN_ACTION",
     "ECS_EVENTBRIDGE_OTHER",
     "ECS_EVENTBRIDGE_TASK",
+    "ECS_INTERNAL_CONTAINER",
+    "ECS_INTERNAL_TASK",
     "EVENTBRIDGE_NOT_ECS",
     "containerd_not_mapped",
     "docker_no_state_change",
@@ -33,7 +34,6 @@ __all__ = [
 
 # Docker, Podman, and Docker events shipped by Fluent Bit or Metricbeat.
 DOCKER_NO_LABELS = "docker: container without ECS labels"
-DOCKER_PAUSE_CONTAINER = "docker: ECS agent pause container (not reported)"
 DOCKER_RESTART = "docker: restart (a status never goes backwards)"
 DOCKER_HEALTH = "docker: health_status (not a task state change)"
 DOCKER_EXEC = "docker: exec process event (not the container's state)"
@@ -68,6 +68,10 @@ def docker_no_state_change(action: str) -> str:
     """For an action from ``worker.decode.docker.NO_STATE_CHANGE`` only (a finite set)."""
     return f"docker: {action} (no container state change)"
 
+
+# The ECS agent's own containers and tasks, whatever the format (worker.decode.labels).
+ECS_INTERNAL_CONTAINER = "ecs agent: internal container ~internal~ecs... (not reported)"
+ECS_INTERNAL_TASK = "ecs agent: internal task, its ARN is not a task ARN (not reported)"
 
 # containerd (ctr lines and JSON bodies).
 CONTAINERD_NOT_ATTRIBUTED = "containerd: container not attributed to an ECS task"
