@@ -50,7 +50,7 @@ from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
 from worker.decode.bad_items import InvalidItem
 from worker.decode.event_builder import OOM_REASON, container_event, image_digest
-from worker.decode.exit_codes import parse_exit_code, wrap_int32
+from worker.decode.exit_codes import wrap_int32
 from worker.decode.format_contract import JsonFormat
 from worker.decode.labels import ecs_container_from_labels, internal_reason
 from worker.decode.result import DecodeResult
@@ -150,11 +150,9 @@ def apply_podman_event(
     into: DecodeResult,
     known: ContainerIndex,
 ) -> None:
-    """Map one Podman event, ``(type, status, container id, image)``, onto ``into``.
-
-    Without ``exit_code``, a ``containerExitCode`` attribute gives it (a string, as Podman's
-    Docker-compatible events carry it). Raises ``InvalidItem`` for a value out of bounds.
-    """
+    """Map one Podman event, ``(type, status, container id, image)``, onto ``into``; ``exit_code``
+    is ``ContainerExitCode`` (Podman's text lines have none). Raises ``InvalidItem`` for a value
+    out of bounds."""
     object_type, status, runtime_id, image = event
     if object_type != "container":
         into.ignored.append(reasons.podman_not_container(object_type))
@@ -168,8 +166,6 @@ def apply_podman_event(
         into.ignored.append(internal)
         return
     known.remember(runtime_id, container)
-    if exit_code is None and (text := attributes.get("containerExitCode")) is not None:
-        exit_code = parse_exit_code(text)
     change = map_status(status, exit_code, oom_killed)
     if isinstance(change, str):
         into.ignored.append(change)
