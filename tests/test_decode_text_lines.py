@@ -99,7 +99,7 @@ def test_a_label_value_holding_a_task_arn_key_cannot_fool_the_sorted_split() -> 
 
 
 def test_docker_lines_of_other_objects_and_without_attributes() -> None:
-    network = "2024-01-02T03:04:05.123456789Z network connect 7dc8ac97d5d2 (container=abc, name=bridge, type=bridge)"
+    network = "2024-01-02T03:04:05.123456789Z network connect 7dc8ac97d5d2 (container=abc, name=bridge)"
     assert outcome(decode(network, "docker-text")) == [("ignored", "docker: not a container event (network)")]
     image = "2024-01-02T03:04:05.123456789Z image pull nginx:latest (name=nginx)"
     assert outcome(decode(image, "docker-text")) == [("ignored", "docker: not a container event (image)")]
