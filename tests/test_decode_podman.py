@@ -37,7 +37,7 @@ STATUSES: list[tuple[str, Outcome]] = [
     ("create", ("event", "PENDING", None, None, False)),
     ("start", ("event", "RUNNING", None, None, False)),
     ("stop", ("event", "STOPPED", None, None, False)),
-    ("remove", ("event", "STOPPED", None, None, False)),
+    ("remove", ("event", "STOPPED", None, None, False)),  # without the ContainerExitCode Podman sets
     ("kill", ("event", None, None, None, True)),
     ("restart", ("ignored", r.PODMAN_RESTART)),
     ("health_status", ("ignored", r.PODMAN_HEALTH)),
@@ -109,6 +109,54 @@ def test_died_carries_the_exit_code_and_the_oom_kill(status: str) -> None:
     assert outcome(decode(oom)) == [("event", "STOPPED", 137, OOM_REASON, False)]
     no_code = inputs.podman_json(status, OOMKilled=False)
     assert outcome(decode(no_code)) == [("event", "STOPPED", None, None, False)]
+
+
+def test_remove_carries_the_exit_code_too() -> None:
+    # libpod/events.go sets ContainerExitCode on remove events from the state database.
+    assert outcome(decode(inputs.podman_json("remove", exit_code=3221225477))) == [
+        ("event", "STOPPED", -1073741819, None, False)
+    ]
+
+
+DIGEST = "sha256:" + "0f" * 32
+INSPECT = {
+    "Id": inputs.RUNTIME_ID,
+    "Image": "sha256:" + "1e" * 32,  # the image's config digest: not what ECS reports
+    "ImageDigest": DIGEST,
+    "ImageName": "docker.io/library/nginx:latest",
+    "NetworkSettings": {
+        "Ports": {
+            "80/tcp": [{"HostIp": "", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+            "443/tcp": None,
+            "9/sctp": [{"HostIp": "", "HostPort": "9"}],
+            "²/tcp": [{"HostIp": "", "HostPort": "²"}],
+            "81/tcp": [{"HostIp": "", "HostPort": ""}],
+        }
+    },
+}
+
+
+def test_inspect_data_gives_the_digest_and_the_port_bindings() -> None:
+    create = inputs.podman_json("create", ContainerInspectData=json.dumps(INSPECT))
+    (event,) = decode(create).events
+    (change,) = event.containers
+    assert (change.status, change.imageDigest) == ("PENDING", DIGEST)
+    assert [(b.bindIP, b.containerPort, b.hostPort, b.protocol) for b in change.networkBindings or ()] == [
+        ("127.0.0.1", 53, 5353, "udp"),
+        ("0.0.0.0", 80, 8080, "tcp"),
+        ("::", 80, 8080, "tcp"),
+    ]
+
+
+def test_without_inspect_data_nothing_is_invented() -> None:
+    (event,) = decode(inputs.podman_json("create")).events
+    assert (event.containers[0].imageDigest, event.containers[0].networkBindings) == (None, None)
+    bare = dict(INSPECT, ImageDigest="", NetworkSettings={"Ports": {}})
+    (event,) = decode(inputs.podman_json("create", ContainerInspectData=json.dumps(bare))).events
+    assert (event.containers[0].imageDigest, event.containers[0].networkBindings) == (None, None)
+    result = decode(inputs.podman_json("create", ContainerInspectData="{not json"))
+    assert outcome(result) == [("bad", "DecodeError")]
 
 
 def test_times() -> None:

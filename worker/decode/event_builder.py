@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from schemas.bounds import MAX_TEXT_LENGTH
+from schemas.ecs import NetworkBinding
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
 from worker.decode.bad_items import InvalidItem
 from worker.decode.exit_codes import wrap_int32
@@ -45,6 +46,7 @@ def container_event(
     reason: str | None = None,
     image_digest: str | None = None,
     stop_requested: bool = False,
+    network_bindings: tuple[NetworkBinding, ...] | None = None,
 ) -> TaskEvent:
     """One task event holding one change of ``container`` (with its task's definition, if known);
     ``exit_code`` is wrapped to int32 (``worker.decode.exit_codes``). ``InvalidItem`` when a value
@@ -62,6 +64,7 @@ def container_event(
         exitCode=exit_code,
         reason=reason,
         stopRequested=stop_requested,
+        networkBindings=network_bindings,
     )
     return TaskEvent(
         cluster=container.cluster,

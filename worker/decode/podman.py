@@ -16,10 +16,10 @@ Status                              Result
 ==================================  ===========================================================
 create                              ``PENDING``
 start                               ``RUNNING``
-died (also ``exited``)              ``STOPPED`` with ``ContainerExitCode`` (wrapped to int32,
-                                    ``worker.decode.exit_codes``); ``OOMKilled`` true adds
-                                    ECS's out-of-memory ``reason``
-stop, remove                        ``STOPPED``, no exit code
+died (also ``exited``), remove      ``STOPPED`` with ``ContainerExitCode`` (wrapped to int32,
+                                    ``worker.decode.exit_codes``; Podman sets it on both);
+                                    ``OOMKilled`` true adds ECS's out-of-memory ``reason``
+stop                                ``STOPPED``, no exit code
 kill                                a stop was asked (``stopRequested``), no status
 restart                             ignored, "podman: restart (a status never goes backwards)"
 health_status                       ignored, "podman: health_status (not a task state change)"
@@ -36,6 +36,10 @@ anything else                       ignored, "podman: unknown container status"
 
 Other types (``pod``, ``image``, ``volume``...) are ignored, "podman: not a container event
 (<type>)"; unlabelled containers and the agent's internal ones as for Docker.
+
+The ``image_digest`` is that of an image pinned by digest, or, when the event carries Podman's
+inspect data (``ContainerInspectData``), the resolved ``ImageDigest``; the inspect data also gives
+the port bindings (``worker.decode.podman_inspect``). Nothing else tells either.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from worker.decode.event_builder import OOM_REASON, container_event, image_diges
 from worker.decode.exit_codes import wrap_int32
 from worker.decode.format_contract import JsonFormat
 from worker.decode.labels import ecs_container_from_labels, internal_reason
+from worker.decode.podman_inspect import InspectFacts, inspect_facts
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import MAX_SECONDS, rfc3339_ns, unix_seconds_ns
 
@@ -69,9 +74,8 @@ _STATUSES: dict[str, ContainerStatus] = {
     "create": "PENDING",
     "start": "RUNNING",
     "stop": "STOPPED",
-    "remove": "STOPPED",
 }
-_DIED = frozenset({"died", "exited"})
+_ENDED = frozenset({"died", "exited", "remove"})
 PODMAN_NO_STATE_CHANGE = frozenset(
     {
         "attach",
@@ -121,6 +125,7 @@ class PodmanEvent(msgspec.Struct, kw_only=True, gc=False):
     time: Annotated[int, msgspec.Meta(ge=0, le=MAX_SECONDS)] | str | None = None
     timeNano: Annotated[int, msgspec.Meta(ge=0, le=MAX_NANOTIME)] | None = None
     Time: str | None = None
+    ContainerInspectData: str | None = None
 
 
 def map_status(status: str, exit_code: int | None, oom_killed: bool) -> PodmanChange | str:
@@ -128,7 +133,7 @@ def map_status(status: str, exit_code: int | None, oom_killed: bool) -> PodmanCh
     known = _STATUSES.get(status)
     if known is not None:
         return known, None, None, False
-    if status in _DIED:
+    if status in _ENDED:
         code = None if exit_code is None else wrap_int32(exit_code)
         return "STOPPED", code, OOM_REASON if oom_killed else None, False
     if status == "kill":
@@ -149,10 +154,11 @@ def apply_podman_event(
     observed_at: int,
     into: DecodeResult,
     known: ContainerIndex,
+    inspected: InspectFacts = (None, None),
 ) -> None:
     """Map one Podman event, ``(type, status, container id, image)``, onto ``into``; ``exit_code``
-    is ``ContainerExitCode`` (Podman's text lines have none). Raises ``InvalidItem`` for a value
-    out of bounds."""
+    is ``ContainerExitCode`` (Podman's text lines have none), ``inspected`` what its inspect data
+    gives. Raises ``InvalidItem`` for a value out of bounds."""
     object_type, status, runtime_id, image = event
     if object_type != "container":
         into.ignored.append(reasons.podman_not_container(object_type))
@@ -180,7 +186,8 @@ def apply_podman_event(
             exit_code=code,
             reason=reason,
             stop_requested=stop_requested,
-            image_digest=image_digest(image or attributes.get("image")),
+            image_digest=inspected[0] or image_digest(image or attributes.get("image")),
+            network_bindings=inspected[1],
         )
     )
 
@@ -202,6 +209,7 @@ class PodmanFormat(JsonFormat[PodmanEvent]):
     document = PodmanEvent
 
     def apply(self, doc: PodmanEvent, index: int, into: DecodeResult) -> None:
+        inspected = inspect_facts(doc.ContainerInspectData) if doc.ContainerInspectData else (None, None)
         apply_podman_event(
             (doc.Type, doc.Status, doc.ID, doc.Image),
             doc.Attributes or {},
@@ -210,4 +218,5 @@ class PodmanFormat(JsonFormat[PodmanEvent]):
             _observed_at(doc),
             into,
             self.context.known,
+            inspected,
         )
