@@ -5,10 +5,13 @@ and never decoded as something they are not."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from tests import decode_inputs as inputs
 from worker.decode import FORMATS, RecordDecoder
-from worker.decode.registry import label
+from worker.decode.framing import split_items
+from worker.decode.registry import detect, label
 
 ITEMS: dict[str, bytes] = {
     "canonical": inputs.canonical(0),
@@ -98,3 +101,42 @@ def test_auto_still_decodes_every_format() -> None:
         result = decoder.decode(item)
         assert result.format == fmt
         assert [e.containers[0].status for e in result.events] == ["STOPPED"], fmt
+
+
+def _variants() -> st.SearchStrategy[bytes]:
+    """Items of every format, some with a byte flipped or cut short."""
+    items = [*ITEMS.values(), EVENTBRIDGE]
+    flipped = st.tuples(st.sampled_from(items), st.integers(0, 10_000), st.integers(0, 255)).map(
+        lambda t: t[0][: t[1] % len(t[0])] + bytes([t[2]]) + t[0][t[1] % len(t[0]) + 1 :]
+    )
+    cut = st.tuples(st.sampled_from(items), st.integers(1, 10_000)).map(
+        lambda t: t[0][: t[1] % len(t[0]) + 1]
+    )
+    return st.one_of(st.sampled_from(items), flipped, cut)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_variants(), st.sampled_from(FORMATS[1:]))
+def test_forced_agrees_with_detection(item: bytes, fmt: str) -> None:
+    """Forced: an item detected as another format is a FormatMismatch; one detected as the forced
+    format decodes exactly as auto decodes it (the forced fast path never decides otherwise)."""
+    parts = split_items(item)
+    assume(len(parts) == 1)  # one item: a flipped byte may have made it two
+    forced = _attributed(fmt).decode(item)
+    try:
+        detected = detect(parts[0])
+    except Exception:  # malformed JSON
+        detected = None
+    mismatched = [b for b in forced.bad if b.error_class == "FormatMismatch"]
+    if detected is not None and detected != fmt:
+        assert len(mismatched) == 1
+        assert not forced.events
+    else:
+        assert not mismatched
+    if detected == fmt:
+        auto = _attributed("auto").decode(item)
+        assert (forced.events, forced.ignored, [b.reason for b in forced.bad]) == (
+            auto.events,
+            auto.ignored,
+            [b.reason for b in auto.bad],
+        )

@@ -147,6 +147,9 @@ class RecordDecoder:
         format is bad (``FormatMismatch``), never decoded as ``fmt``: a format's decoder may read
         a foreign document as one of its own ignored kinds, and a misconfigured worker would then
         drop a whole stream without an error. Items no format claims are left to ``fmt``."""
+        forced = self._formats.by_name[fmt]
+        if item[0] == _OPEN_BRACE and isinstance(forced, JsonFormat) and forced.try_fast(item, index, into):
+            return fmt  # claimed by its typed decoder: detection would say the same
         try:
             detected = detect(item)
         except PARSE_ERRORS:  # malformed JSON: the forced format's decoder says why
@@ -158,7 +161,7 @@ class RecordDecoder:
                 f"event ({shape(detected)}): not decoded; set input_format to {fix}",
                 FORMAT_MISMATCH,
             )
-        self._formats.by_name[fmt].decode(item, index, into)
+        forced.decode(item, index, into)
         return fmt
 
     def _label(self, item: bytes, fmt: str) -> str:
