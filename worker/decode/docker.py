@@ -11,9 +11,8 @@ An event is ignored unless it is a container event (``Type == "container"``; els
 container event (<type>)") of a container carrying the ECS agent's labels (``worker.decode.labels``;
 else "docker: container without ECS labels"), other than the agent's internal containers and
 tasks (``worker.decode.labels.internal_reason``: "ecs agent: internal container ..." and "ecs
-agent: internal task ..."). An action with a
-suffix (``health_status: healthy``, ``exec_create: /bin/sh -c ...``) is matched on the part before
-``": "``. The mapping follows the ECS agent's own:
+agent: internal task ..."). An action with a suffix (``health_status: healthy``, ``exec_create:
+/bin/sh -c ...``) is matched on the part before ``": "``. The mapping follows the ECS agent's own:
 
 ==============================  ===============================================================
 Action                          Result
@@ -22,9 +21,9 @@ create                          ``PENDING``
 start                           ``RUNNING``
 die (Podman: died)              ``STOPPED`` with ``exitCode`` from the ``exitCode`` attribute
                                 (else Podman's ``containerExitCode``; neither: no exit code).
-                                Wrapped to int32 as the agent does
-                                (``worker.decode.exit_codes``); a non-integer
-                                makes the item bad.
+                                Wrapped to int32 as the agent wraps it
+                                (``worker.decode.exit_codes``); a non-integer makes
+                                the item bad.
 stop                            ``STOPPED``, no exit code (the ``die`` before it carries it)
 destroy (Podman: remove)        ``STOPPED``, no exit code (the container is gone)
 oom                             a change with only ``reason`` = "OutOfMemoryError: Container
