@@ -190,6 +190,6 @@ def test_input_format_accepts_the_registered_formats() -> None:
         assert load_settings(env={"WORKER_INPUT_FORMAT": name}).input_format == name
     for name in FORMATS[1:]:
         assert name in SETTING_HELP["input_format"]
-    for bad in ("podman", "eventbridge", "AUTO"):
+    for bad in ("nerdctl", "eventbridge", "AUTO"):
         with pytest.raises(ConfigError, match=r"input_format \(from WORKER_INPUT_FORMAT\)"):
             load_settings(env={"WORKER_INPUT_FORMAT": bad})

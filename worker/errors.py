@@ -3,6 +3,7 @@
 Failure
 ├── bad input ─────────────── dead-letter topic (stage decode/validate), offset released
 │   ├── RecordTooLarge, EmptyRecord, DecodeError (malformed bytes, unknown format)
+│   ├── FormatMismatch (an item of another format than the forced one)
 │   ├── ValidationError (wrong types, unknown enum values, bounds)
 │   └── EcsRuleViolation (port ranges, ...: the rule broken is the message)
 ├── submission, retryable ───── retried with backoff and jitter (tenacity), bounded by

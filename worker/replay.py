@@ -1,12 +1,12 @@
 """``python -m worker replay FILE``: decode and coalesce a captured stream offline.
 
-Each line of FILE is one record (JSON lines, ``ctr events`` text, Fluent Bit output); a file that
-opens with ``[`` is a JSON array of records. Records go through the worker's own intake
-(``worker.intake``: decode, validate, the per-task bounds, the reopen and linger policy) with the
-events' own observation times as the clock, so linger behaves as it would live; every submission
-is taken as acknowledged. The result is the state changes that would be submitted, with counts of
-ignored and bad records by reason: a check of a stream before the worker is pointed at ECS. No
-broker, no ECS.
+Each line of FILE is one record (JSON lines, ``ctr events``, ``docker events`` or ``podman events``
+text, Fluent Bit output); a file that opens with ``[`` is a JSON array of records. Records go
+through the worker's own intake (``worker.intake``: decode, validate, the per-task bounds, the
+reopen and linger policy) with the events' own observation times as the clock, so linger behaves
+as it would live; every submission is taken as acknowledged. The result is the state changes that
+would be submitted, with counts of ignored and bad records by reason: a check of a stream before
+the worker is pointed at ECS. No broker, no ECS.
 """
 
 from __future__ import annotations

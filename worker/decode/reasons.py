@@ -20,20 +20,27 @@ __all__ = [
     "DOCKER_EXEC",
     "DOCKER_HEALTH",
     "DOCKER_NO_LABELS",
-    "DOCKER_PAUSE_CONTAINER",
     "DOCKER_RESTART",
     "DOCKER_UNKNOWN_ACTION",
     "ECS_EVENTBRIDGE_OTHER",
     "ECS_EVENTBRIDGE_TASK",
+    "ECS_INTERNAL_CONTAINER",
+    "ECS_INTERNAL_TASK",
     "EVENTBRIDGE_NOT_ECS",
+    "PODMAN_EXEC",
+    "PODMAN_HEALTH",
+    "PODMAN_NO_LABELS",
+    "PODMAN_RESTART",
+    "PODMAN_UNKNOWN_STATUS",
     "containerd_not_mapped",
     "docker_no_state_change",
     "docker_not_container",
+    "podman_no_state_change",
+    "podman_not_container",
 ]
 
 # Docker, Podman, and Docker events shipped by Fluent Bit or Metricbeat.
 DOCKER_NO_LABELS = "docker: container without ECS labels"
-DOCKER_PAUSE_CONTAINER = "docker: ECS agent pause container (not reported)"
 DOCKER_RESTART = "docker: restart (a status never goes backwards)"
 DOCKER_HEALTH = "docker: health_status (not a task state change)"
 DOCKER_EXEC = "docker: exec process event (not the container's state)"
@@ -67,6 +74,31 @@ def docker_not_container(object_type: str) -> str:
 def docker_no_state_change(action: str) -> str:
     """For an action from ``worker.decode.docker.NO_STATE_CHANGE`` only (a finite set)."""
     return f"docker: {action} (no container state change)"
+
+
+# The ECS agent's own containers and tasks, whatever the format (worker.decode.labels).
+ECS_INTERNAL_CONTAINER = "ecs agent: internal container ~internal~ecs... (not reported)"
+ECS_INTERNAL_TASK = "ecs agent: internal task, its ARN is not a task ARN (not reported)"
+
+# Podman's native events (podman events --format json, and its text lines).
+PODMAN_NO_LABELS = "podman: container without ECS labels"
+PODMAN_RESTART = "podman: restart (a status never goes backwards)"
+PODMAN_HEALTH = "podman: health_status (not a task state change)"
+PODMAN_EXEC = "podman: exec process event (not the container's state)"
+PODMAN_UNKNOWN_STATUS = "podman: unknown container status"
+
+_PODMAN_TYPES = frozenset({"pod", "image", "volume", "network", "system", "machine", "secret", "artifact"})
+
+
+def podman_not_container(object_type: str) -> str:
+    """``podman: not a container event (pod)``; unknown types read ``(other)``."""
+    kind = object_type if object_type in _PODMAN_TYPES else "other"
+    return f"podman: not a container event ({kind})"
+
+
+def podman_no_state_change(status: str) -> str:
+    """For a status from ``worker.decode.podman.PODMAN_NO_STATE_CHANGE`` only (a finite set)."""
+    return f"podman: {status} (no container state change)"
 
 
 # containerd (ctr lines and JSON bodies).
