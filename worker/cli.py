@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker {run,replay}``, and in a source checkout the development
+"""Command line: ``python -m worker {run,replay,dlq}``, and in a source checkout the development
 commands (``ecs-endpoint``, ``broker``, ``demo``, ``bench``) that ``devkit.cli`` registers."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import msgspec
 
 from worker import early_signals
 from worker.config import SETTING_HELP, ConfigError, Settings, flag_name, load_settings
+from worker.dlq import register as register_dlq
 from worker.logs import configure_logging
 
 __all__ = ["DEVELOPMENT_COMMANDS", "Subcommands", "main", "run_async"]
@@ -32,7 +33,8 @@ DEVELOPMENT_COMMANDS: tuple[str, ...] = ("ecs-endpoint", "broker", "demo", "benc
 their absence where it is not."""
 NO_DEVKIT = (
     "the development commands need a source checkout: run them from the repository root of a "
-    "development install (pip install -e '.[dev]'); the installed package has only run and replay"
+    "development install (pip install -e '.[dev]'); the installed package has only run, replay, dlq "
+    "and produce"
 )
 
 
@@ -68,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="JSON lines of requests, then a summary line")
     replay.set_defaults(handler=_replay)
 
+    register_dlq(commands)
     register = _devkit_register()
     if register is not None:
         register(commands)
