@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker {run,replay,dlq}``, and in a source checkout the development
+"""Command line: ``python -m worker {run,replay,dlq,produce}``, and in a source checkout the development
 commands (``ecs-endpoint``, ``broker``, ``demo``, ``bench``) that ``devkit.cli`` registers."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from worker import early_signals
 from worker.config import SETTING_HELP, ConfigError, Settings, flag_name, load_settings
 from worker.dlq import register as register_dlq
 from worker.logs import configure_logging
+from worker.produce import register as register_produce
 
 __all__ = ["DEVELOPMENT_COMMANDS", "Subcommands", "main", "run_async"]
 
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=_replay)
 
     register_dlq(commands)
+    register_produce(commands)
     register = _devkit_register()
     if register is not None:
         register(commands)
