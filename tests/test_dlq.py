@@ -243,13 +243,16 @@ async def test_the_dlq_command_lists_shows_and_dry_runs(
     assert (shown["offset"], shown["key"], shown["value"]) == (1, task.arn, {"cluster": "c"})
     assert [OWN_HEADERS[0][0], OWN_HEADERS[0][1].decode()] in shown["headers"]
     assert ["__connect.errors.stage", "VALUE_CONVERTER"] in shown["headers"]
+    assert "no record at 0:9 in " in await dlq_command(env, "show", "0:9", code=1)
     before = await end_offsets(broker.bootstrap, topics.input)
     dry = await dlq_command(env, "replay", "--dry-run")
     assert dry.count("would requeue to " + topics.input) == 2
     assert await end_offsets(broker.bootstrap, topics.input) == before
 
 
-async def dlq_command(env: dict[str, str], *arguments: str) -> str:
+async def dlq_command(env: dict[str, str], *arguments: str, code: int = 0) -> str:
+    """What ``python -m worker dlq ARGUMENTS`` prints: standard output, or standard error when it
+    exits non-zero (``code``)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -262,5 +265,5 @@ async def dlq_command(env: dict[str, str], *arguments: str) -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+    assert process.returncode == code, err.decode()
+    return (out if code == 0 else err).decode()

@@ -49,8 +49,10 @@ def register(commands: Subcommands) -> None:
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--stage", action="append", choices=_STAGES, help="repeatable")
     filters.add_argument("--error-class", action="append", help="e.g. DecodeError; repeatable")
-    filters.add_argument("--from", dest="since", type=parse_time, help="ISO 8601, e.g. 2026-11-30T07:00Z")
-    filters.add_argument("--to", dest="until", type=parse_time, help="ISO 8601, exclusive")
+    filters.add_argument(
+        "--from", dest="since", type=parse_time, metavar="TIME", help="ISO 8601, e.g. 2026-11-30T07:00Z"
+    )
+    filters.add_argument("--to", dest="until", type=parse_time, metavar="TIME", help="ISO 8601, exclusive")
 
     listing = actions.add_parser("list", parents=[common, filters], help="one line per letter")
     listing.set_defaults(handler=_list)
@@ -181,17 +183,17 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from worker.letters import LetterFilter, read_letters
+    from worker.letters import read_letter
 
     partition, offset = args.at
 
     async def work(settings: Settings) -> int:
-        async for letter in read_letters(settings, LetterFilter()):
-            if (letter.partition, letter.offset) == (partition, offset):
-                print(msgspec.json.encode(letter_json(letter, settings.dlq_topic)).decode())
-                return 0
-        print(f"error: no record at {partition}:{offset} in {settings.dlq_topic}", file=sys.stderr)
-        return 1
+        letter = await read_letter(settings, partition, offset)
+        if letter is None:
+            print(f"error: no record at {partition}:{offset} in {settings.dlq_topic}", file=sys.stderr)
+            return 1
+        print(msgspec.json.encode(letter_json(letter, settings.dlq_topic)).decode())
+        return 0
 
     return _handle(args, work)
 

@@ -25,7 +25,7 @@ from schemas.records import DeadLetter, Stage, split_dead_letter_headers
 from worker.config import Settings
 from worker.kafka_clients import kafka_security
 
-__all__ = ["Letter", "LetterFilter", "letter_of", "make_reader", "read_letters", "read_topic"]
+__all__ = ["Letter", "LetterFilter", "letter_of", "make_reader", "read_letter", "read_letters", "read_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,33 @@ async def read_letters(
             letter = letter_of(record)
             if selected.matches(letter):
                 yield letter
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await consumer.stop()
+
+
+async def read_letter(settings: Settings, partition: int, offset: int) -> Letter | None:
+    """The record at ``partition``:``offset`` of the dead-letter topic, or None when there is none
+    (past the end, or removed by retention). Raises ``LookupError`` when the topic or the
+    partition does not exist."""
+    consumer = make_reader(settings)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        if partition not in (consumer.partitions_for_topic(settings.dlq_topic) or ()):
+            raise LookupError(f"topic {settings.dlq_topic!r} has no partition {partition}")
+        tp = TopicPartition(settings.dlq_topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, offset)
+        while await consumer.position(tp) <= max(offset, end):
+            batches = await consumer.getmany(tp, timeout_ms=_IDLE_POLL_MS, max_records=1)
+            for record in batches.get(tp, ()):
+                return letter_of(record) if record.offset == offset else None
+            if not batches:
+                return None
+        return None
     finally:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
