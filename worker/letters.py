@@ -19,15 +19,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.records import DeadLetter, Stage, split_dead_letter_headers
+from schemas.records import (
+    CONNECT_STAGES,
+    DEAD_LETTER_HEADER_NAMES,
+    STAGE_CLASSES,
+    DeadLetter,
+    Stage,
+    split_dead_letter_headers,
+)
 from worker.config import Settings
 from worker.kafka_clients import kafka_security
 
 __all__ = ["Letter", "LetterFilter", "letter_of", "make_reader", "read_letter", "read_letters", "read_topic"]
 
 log = logging.getLogger(__name__)
+_EARLIER_PREFIX = "errors."
 
 _IDLE_POLL_MS = 500
 """A poll this long with nothing new ends a read once the end offsets are reached (the embedded
@@ -79,11 +88,45 @@ class LetterFilter:
 
 
 def letter_of(record: Any) -> Letter:
-    """A ``Letter`` from an aiokafka ``ConsumerRecord`` of the dead-letter topic."""
+    """A ``Letter`` from an aiokafka ``ConsumerRecord`` of the dead-letter topic; letters written
+    before the worker used Kafka Connect's header names (``errors.<member>``) are read too."""
     errors, headers = split_dead_letter_headers(record.headers or ())
+    if errors is None:
+        errors, headers = _earlier_headers(headers, record.key)
     return Letter(
         record.partition, record.offset, record.timestamp, record.key, record.value, errors, headers
     )
+
+
+def _earlier_headers(
+    headers: list[tuple[str, bytes]], key: bytes | None
+) -> tuple[DeadLetter | None, list[tuple[str, bytes]]]:
+    """Error headers of the earlier form (``errors.stage`` = ``decode``, ``errors.errorClass``,
+    ``errors.message``, ``errors.topic``...), which kept none of the input record's headers."""
+    if not any(name.startswith(_EARLIER_PREFIX) for name, _ in headers):
+        return None, headers
+    earlier = {
+        name.removeprefix(_EARLIER_PREFIX): value.decode("utf-8", "replace") for name, value in headers
+    }
+    stage = earlier.get("stage")
+    if stage not in ("decode", "validate", "submit"):
+        return None, headers
+    fields: dict[str, Any] = {
+        "stage": CONNECT_STAGES[stage],  # type: ignore[index]  # one of the three, checked above
+        "className": STAGE_CLASSES[stage],  # type: ignore[index]
+        "errorClass": earlier.get("errorClass", "Unknown"),
+        "message": earlier.get("message", ""),
+        "connector": "",
+        "worker": earlier.get("worker", ""),
+        **{name: earlier[name] for name in ("topic", "partition", "offset", "item") if name in earlier},
+    }
+    if stage == "submit" and key:
+        fields["task"] = key.decode("utf-8", "replace")
+    named = {DEAD_LETTER_HEADER_NAMES[member]: value for member, value in fields.items()}
+    try:
+        return msgspec.convert(named, DeadLetter, strict=False), []
+    except msgspec.ValidationError:
+        return None, headers
 
 
 def make_reader(settings: Settings) -> AIOKafkaConsumer:
