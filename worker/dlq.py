@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,8 @@ def register(commands: Subcommands) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML file of settings (also WORKER_CONFIG)")
     common.add_argument("--bootstrap-servers", help="as the worker's setting")
-    common.add_argument("--dlq-topic", help="as the worker's setting")
+    for setting in ("dlq-topic", "input-topic", "outcome-topic"):
+        common.add_argument(f"--{setting}", help="as the worker's setting")
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--stage", action="append", choices=_STAGES, help="repeatable")
     filters.add_argument("--error-class", action="append", help="e.g. DecodeError; repeatable")
@@ -134,7 +136,8 @@ def _json_or_text(raw: bytes) -> Any:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {"bootstrap_servers": args.bootstrap_servers, "dlq_topic": args.dlq_topic}
+    names = ("bootstrap_servers", "dlq_topic", "input_topic", "outcome_topic")
+    flags = {name: getattr(args, name) for name in names}
     return load_settings(flags, config_file=args.config)
 
 
@@ -152,17 +155,22 @@ def _filter(args: argparse.Namespace) -> LetterFilter:
     )
 
 
-def _handle(args: argparse.Namespace, work: Any) -> int:
+def _handle(args: argparse.Namespace, work: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
     """Run ``work(settings)`` (a coroutine function returning the exit code); bad settings and a
-    topic that does not exist exit 2 with one line."""
+    topic that does not exist exit 2 with one line, a Kafka failure 1."""
+    from aiokafka.errors import KafkaError
+
     from worker.cli import run_async
 
     try:
         settings = _settings(args)
-        return int(run_async(work(settings)))
+        return run_async(work(settings))
     except (ConfigError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:  # the brokers unreachable, a write refused
+        print(f"error: Kafka: {exc!r}", file=sys.stderr)
+        return 1
 
 
 async def _selected(settings: Settings, args: argparse.Namespace) -> list[Letter]:

@@ -82,8 +82,8 @@ async def latest_acknowledged(settings: Settings, since_ms: int) -> dict[TaskKey
     among the outcome records written at or after ``since_ms``."""
     latest: dict[TaskKey, int] = {}
     consumer = make_reader(settings)
-    await consumer.start()
     try:
+        await consumer.start()
         async for record in read_topic(consumer, settings.outcome_topic, since_ms=since_ms):
             try:
                 outcome = _outcome.decode(record.value or b"")
@@ -111,9 +111,9 @@ async def replay_letters(
             tally.unreadable += 1
             say(f"{_at(letter)} skipped: no dead-letter headers this worker can read")
     producer = None if dry_run or not letters else make_producer(settings)
-    if producer is not None:
-        await producer.start()
     try:
+        if producer is not None:
+            await producer.start()
         await _requeue(settings, inputs, producer, tally, say)
         requests = _last_per_task(_requests(submits, tally, say), tally, say)
         if requests:
@@ -133,13 +133,15 @@ async def _requeue(
     tally: ReplayTally,
     say: Callable[[str], None],
 ) -> None:
+    pending = []
     for letter in letters:
         assert letter.errors is not None  # its stage was read from them
         topic = letter.errors.topic or settings.input_topic
         if producer is not None:
-            await producer.send_and_wait(topic, letter.value, key=letter.key, headers=letter.headers)
+            pending.append(await producer.send(topic, letter.value, key=letter.key, headers=letter.headers))
         tally.requeued += 1
         say(f"{_at(letter)} {'would requeue' if producer is None else 'requeued'} to {topic}")
+    await asyncio.gather(*pending)  # every record acknowledged, or the first failure raised
 
 
 def _requests(

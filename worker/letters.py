@@ -184,8 +184,8 @@ async def read_letters(
     """The letters of the dead-letter topic (``topic``, else ``settings.dlq_topic``) that
     ``selected`` matches, oldest first within each partition."""
     consumer = make_reader(settings)
-    await consumer.start()
     try:
+        await consumer.start()
         async for record in read_topic(consumer, topic or settings.dlq_topic, since_ms=selected.since_ms):
             letter = letter_of(record)
             if selected.matches(letter):
@@ -201,8 +201,8 @@ async def read_letter(settings: Settings, partition: int, offset: int) -> Letter
     (past the end, or removed by retention). Raises ``LookupError`` when the topic or the
     partition does not exist."""
     consumer = make_reader(settings)
-    await consumer.start()
     try:
+        await consumer.start()
         await consumer.topics()
         if partition not in (consumer.partitions_for_topic(settings.dlq_topic) or ()):
             raise LookupError(f"topic {settings.dlq_topic!r} has no partition {partition}")

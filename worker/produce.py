@@ -95,6 +95,8 @@ def keyed(
 
 
 def _produce(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from worker.cli import run_async
 
     try:
@@ -117,6 +119,9 @@ def _produce(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except KafkaError as exc:  # the brokers unreachable, a write refused
+            print(f"error: Kafka: {exc!r}", file=sys.stderr)
+            return 1
     print(f"{sent[0]} records to {topic} ({sent[1]} without a key)", file=sys.stderr)
     return 0
 
@@ -131,9 +136,9 @@ async def _send(
 
     decoder = RecordDecoder(input_format=settings.input_format, max_record_bytes=settings.max_record_bytes)
     producer = make_producer(settings)
-    await producer.start()
     sent = unkeyed = 0
     try:
+        await producer.start()
         pending = []
         for key, value in keyed(read_records(stream), args.key, decoder):
             pending.append(await producer.send(topic, value, key=key, headers=args.header or None))
