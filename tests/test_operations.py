@@ -137,8 +137,8 @@ async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
         await wait_for(lambda: worker.pending_work() == 0, 30, "work resolved")
     letters = await read_all(broker.bootstrap, topics.dlq)
     headers = dict(letters[0].headers)
-    assert headers["errors.stage"] == b"validate"
-    assert b"more than max_containers_per_task=3" in headers["errors.message"]
+    assert headers["__connect.errors.stage"] == b"TRANSFORMATION"
+    assert b"more than max_containers_per_task=3" in headers["__connect.errors.exception.message"]
     assert msgspec.json.decode(letters[0].value, type=TaskEvent) == events[3]
     reported = endpoint.state()["tasks"][arn]["containers"]
     assert reported == {"app-0": "RUNNING", "app-1": "RUNNING", "app-2": "RUNNING"}

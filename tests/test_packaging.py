@@ -85,19 +85,23 @@ def test_installed_wheel_runs_without_the_development_commands(wheel: Path, tmp_
     assert where.stdout.split() == [str(tmp_path / "worker" / "__init__.py"), "None"], where.stderr
     usage = _python(tmp_path, "-m", "worker", "--help")
     assert usage.returncode == 0, usage.stderr
-    assert "{run,replay}" in usage.stdout
+    assert "{run,replay,dlq,produce}" in usage.stdout
     demo = _python(tmp_path, "-m", "worker", "demo", "--tasks", "40")
     assert demo.returncode == 2
     assert demo.stdout == ""
     (line,) = demo.stderr.splitlines()
     assert line.startswith("error: the development commands need a source checkout: "), line
+    fleet = _python(tmp_path, "-m", "worker", "produce", "--fleet", "3")
+    assert fleet.returncode == 2
+    (line,) = fleet.stderr.splitlines()
+    assert line.startswith("error: --fleet needs a source checkout"), line
 
 
 def test_source_checkout_registers_the_development_commands() -> None:
     parser = cli_parser()
     (commands,) = [a for a in parser._actions if a.dest == "command"]
     assert commands.choices is not None
-    assert list(commands.choices) == ["run", "replay", *DEVELOPMENT_COMMANDS]
+    assert list(commands.choices) == ["run", "replay", "dlq", "produce", *DEVELOPMENT_COMMANDS]
     args = parser.parse_args(["demo", "--tasks", "40"])
     assert (args.tasks, args.partitions, args.seed, args.json) == (40, 4, 7, False)
     assert args.handler.__module__ == register.__module__

@@ -122,14 +122,14 @@ async def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
     letters = await read_all(broker.bootstrap, topics.dlq)
     assert sorted((r.key, r.value) for r in letters) == sorted(poison), "original key and bytes kept"
     by_key = {r.key: dict(r.headers) for r in letters}
-    assert by_key[b"k1"]["errors.stage"] == b"decode"
-    assert by_key[b"k2"]["errors.errorClass"] == b"ValidationError"
-    assert by_key[b"k3"]["errors.stage"] == b"validate"
-    assert b"overlap" in by_key[b"k3"]["errors.message"]
+    assert by_key[b"k1"]["__connect.errors.stage"] == b"VALUE_CONVERTER"
+    assert by_key[b"k2"]["__connect.errors.exception.class.name"] == b"ValidationError"
+    assert by_key[b"k3"]["__connect.errors.stage"] == b"TRANSFORMATION"
+    assert b"overlap" in by_key[b"k3"]["__connect.errors.exception.message"]
     for headers in by_key.values():
-        assert headers["errors.topic"] == topics.input.encode()
-        assert headers["errors.partition"] == b"0"
-        assert int(headers["errors.offset"]) in (0, 1, 2)
+        assert headers["__connect.errors.topic"] == topics.input.encode()
+        assert headers["__connect.errors.partition"] == b"0"
+        assert int(headers["__connect.errors.offset"]) in (0, 1, 2)
 
 
 async def test_exhausted_and_rejected_submissions(
@@ -154,7 +154,7 @@ async def test_exhausted_and_rejected_submissions(
     assert len(letters) == len(failed)
     replay = msgspec.json.decode(letters[0].value)
     assert replay["task"] in fleet.expected
-    assert dict(letters[0].headers)["errors.stage"] == b"submit"
+    assert dict(letters[0].headers)["__connect.errors.stage"] == b"TASK_PUT"
     assert endpoint.state()["errors"]["ServerException"] == 3 * len(failed)
 
 

@@ -319,7 +319,15 @@ def test_outcome_and_dead_letter_round_trip() -> None:
         sources=[SourceRecords(topic="in", partition=0, offsets=[1, 2])],
     )
     assert msgspec.json.decode(msgspec.json.encode(outcome), type=Outcome) == outcome
-    letter = DeadLetter(stage="decode", errorClass="DecodeError", message="m", offset=3)
+    letter = DeadLetter(
+        stage="VALUE_CONVERTER",
+        className="worker.decode.decoder.RecordDecoder",
+        errorClass="DecodeError",
+        message="m",
+        connector="g",
+        worker="w",
+        offset=3,
+    )
     assert msgspec.json.decode(msgspec.json.encode(letter), type=DeadLetter) == letter
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker {run,replay}``, and in a source checkout the development
+"""Command line: ``python -m worker {run,replay,dlq,produce}``, and in a source checkout the development
 commands (``ecs-endpoint``, ``broker``, ``demo``, ``bench``) that ``devkit.cli`` registers."""
 
 from __future__ import annotations
@@ -9,16 +9,29 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, TypeAlias, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    BinaryIO,
+    TypeAlias,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import msgspec
 
 from worker import early_signals
 from worker.config import SETTING_HELP, ConfigError, Settings, flag_name, load_settings
+from worker.dlq import register as register_dlq
 from worker.logs import configure_logging
+from worker.produce import register as register_produce
 
 __all__ = ["DEVELOPMENT_COMMANDS", "Subcommands", "main", "run_async"]
 
@@ -32,7 +45,8 @@ DEVELOPMENT_COMMANDS: tuple[str, ...] = ("ecs-endpoint", "broker", "demo", "benc
 their absence where it is not."""
 NO_DEVKIT = (
     "the development commands need a source checkout: run them from the repository root of a "
-    "development install (pip install -e '.[dev]'); the installed package has only run and replay"
+    "development install (pip install -e '.[dev]'); the installed package has only run, replay, dlq "
+    "and produce"
 )
 
 
@@ -57,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     replay = commands.add_parser("replay", help="decode and coalesce a captured file offline")
-    replay.add_argument("file", type=Path, help="JSON lines, ctr events text or Fluent Bit output")
+    replay.add_argument(
+        "file", help="JSON lines, ctr events text or Fluent Bit output; - for standard input (streamed)"
+    )
     replay.add_argument("--input-format", default="auto", help="force an input format")
     replay.add_argument("--linger-ms", type=int, default=500)
     replay.add_argument(
@@ -66,8 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         help="what `aws ecs describe-task-definition` prints (one answer, a JSON array, or JSON lines)",
     )
     replay.add_argument("--json", action="store_true", help="JSON lines of requests, then a summary line")
+    replay.add_argument(
+        "--progress-every", type=int, default=100_000, help="records between progress lines on stderr"
+    )
     replay.set_defaults(handler=_replay)
 
+    register_dlq(commands)
+    register_produce(commands)
     register = _devkit_register()
     if register is not None:
         register(commands)
@@ -172,27 +193,49 @@ async def _serve(settings: Settings) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from worker.decode import FORMATS
-    from worker.replay import read_definitions, read_records, render, replay
 
     if args.input_format not in FORMATS:
         print(f"error: --input-format must be one of {', '.join(FORMATS)}", file=sys.stderr)
-        return 2
-    try:
-        records = list(read_records(args.file))
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        definitions = read_definitions(args.task_definitions) if args.task_definitions else []
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read --task-definitions {args.task_definitions}: {exc}", file=sys.stderr)
         return 2
     try:
         settings = load_settings({"input_format": args.input_format, "linger_ms": args.linger_ms})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = replay(records, settings, definitions)
+    if args.progress_every < 1:
+        print("error: --progress-every must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    with stream:
+        return _replay_stream(args, stream, settings)
+
+
+def _replay_stream(args: argparse.Namespace, stream: BinaryIO, settings: Settings) -> int:
+    from worker.replay import progress_line, read_definitions, read_records, render, replay
+
+    try:
+        definitions = read_definitions(args.task_definitions) if args.task_definitions else []
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read --task-definitions {args.task_definitions}: {exc}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        report = replay(
+            read_records(stream),
+            settings,
+            definitions,
+            on_progress=lambda so_far: print(
+                progress_line(so_far, time.monotonic() - started), file=sys.stderr, flush=True
+            ),
+            progress_every=args.progress_every,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         for request in report.submissions:
             print(msgspec.json.encode(request).decode())

@@ -130,6 +130,7 @@ class Worker:
             outcome_topic=s.outcome_topic,
             dlq_topic=s.dlq_topic,
             worker=s.group_instance_id or s.client_id,
+            connector=s.group_id,
             metrics=self.metrics,
             giving_up=giving_up,
         )

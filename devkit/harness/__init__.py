@@ -21,7 +21,7 @@ SIGTERM, and checks the invariants from the broker's and the endpoint's own reco
    STOPPED (``updates_after_stopped``), no RUNNING before every container ran
    (``running_incomplete``);
 3. every input record is accounted for: the group's committed offsets reached the produced end
-   offsets, every poison record is in the dead-letter topic (by its ``errors.*`` headers), and
+   offsets, every poison record is in the dead-letter topic (by its ``__connect.errors.*`` headers), and
    (1) holds. Records covered by outcome records' ``sources`` are counted apart from the others
    (resolved without a call: unchanged, duplicate, late or still-PENDING events);
 4. submissions stay within bounds: a *duplicate* is an acknowledged call whose request equals the

@@ -16,7 +16,7 @@ import msgspec
 
 from devkit.fleet import ExpectedTask, final_state_mismatches, flag_counts
 from devkit.harness.scenarios import DISRUPTIONS, Fault, Scenario
-from schemas.records import Outcome
+from schemas.records import Outcome, split_dead_letter_headers
 
 __all__ = ["FaultRecord", "Observed", "Produced", "Report", "build_report"]
 
@@ -154,12 +154,12 @@ class _Records:
 
 
 def _account_records(seen: Observed) -> _Records:
-    # Poison records: each must be in the DLQ, found by its errors.* headers.
+    # Poison records: each must be in the DLQ, found by its __connect.errors.* headers.
     lettered: set[RecordAt] = set()
     for letter in seen.letters:
-        headers = {k: v.decode() for k, v in letter.headers or ()}
-        if headers.get("errors.topic") == seen.input_topic and "errors.offset" in headers:
-            lettered.add((int(headers["errors.partition"]), int(headers["errors.offset"])))
+        errors, _ = split_dead_letter_headers(letter.headers or ())
+        if errors and errors.topic == seen.input_topic and errors.partition is not None:
+            lettered.add((errors.partition, errors.offset if errors.offset is not None else -1))
     # Records covered by outcomes; records covered more than once were replayed.
     outcomes = [msgspec.json.decode(r.value, type=Outcome) for r in seen.outcome_records]
     coverage: Counter[RecordAt] = Counter()
