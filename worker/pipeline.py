@@ -21,7 +21,7 @@ from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
 from worker.intake import Intake
-from worker.kafka_clients import make_consumer, make_producer
+from worker.kafka_clients import close_client, make_consumer, make_producer
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.partitions import Partitions
@@ -33,21 +33,6 @@ from worker.submit import Submitter, open_ecs_client
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-
-_CLOSE_TIMEOUT_S = 4.0
-"""Bound on one Kafka client's stop: after a broker outage aiokafka can wait out its 40 s request
-timeout. A stop then takes at most the drain, one commit and two closes (5 s + 3 s + 2 x 4 s with
-the test settings)."""
-
-
-async def _close(client: Any, name: str) -> None:
-    """Stop a Kafka client, bounded, never raising: by then the work is drained and committed (or
-    left to be re-read), so a failing close must not turn a clean stop into a crash."""
-    try:
-        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-            await client.stop()
-    except Exception as exc:
-        log.warning("closing the Kafka %s failed: %s", name, exc, extra={"error_class": type(exc).__name__})
 
 
 class Worker:
@@ -113,9 +98,9 @@ class Worker:
                         await self._run_loops(consumer, dispatcher, publisher, resolver)
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
-            await _close(consumer, "consumer")
-            await _close(producer, "producer")
-        log.info("worker stopped", extra={"totals": self.metrics.totals()})
+            await close_client(consumer, "consumer")
+            await close_client(producer, "producer")
+            log.info("worker stopped", extra={"totals": self.metrics.totals()})
 
     def _build_stages(self, client: Any, producer: Any) -> tuple[Dispatcher, Publisher]:
         s = self.settings
