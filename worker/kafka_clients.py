@@ -49,7 +49,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         group_instance_id=settings.group_instance_id,
         client_id=settings.client_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=settings.auto_offset_reset,
         max_poll_records=settings.max_poll_records,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=settings.session_timeout_ms,

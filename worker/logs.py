@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
 
 __all__ = ["configure_logging"]
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("worker").critical("uncaught %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
@@ -24,6 +29,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    if fmt == "json":  # a traceback that escapes goes into the line's exc_info field too
+        sys.excepthook = _log_uncaught
     root.setLevel(level)
     # Client libraries are chatty at INFO (every rebalance step): keep their warnings only.
     for name in ("aiokafka", "botocore", "aiobotocore"):
