@@ -9,6 +9,8 @@ from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
 
+from worker.log_filters import RepeatFilter
+
 __all__ = ["configure_logging"]
 
 
@@ -27,6 +29,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RepeatFilter())  # a broker outage: one client line per kind a minute
     root = logging.getLogger()
     root.handlers[:] = [handler]
     if fmt == "json":  # a traceback that escapes goes into the line's exc_info field too

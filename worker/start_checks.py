@@ -23,6 +23,7 @@ from aiokafka.client import AIOKafkaClient
 
 from worker.config import Settings, env_name
 from worker.kafka_clients import kafka_security
+from worker.log_filters import quiet_clients
 
 __all__ = ["StartCheckFailed", "check_start", "resolve_region", "wait_for_brokers"]
 
@@ -86,7 +87,8 @@ async def _probe_brokers(settings: Settings, timeout_s: float) -> None:
     )
     try:
         async with asyncio.timeout(timeout_s):
-            await client.bootstrap()
+            with quiet_clients():  # its failure is reported in one line: see wait_for_brokers
+                await client.bootstrap()
             if settings.input_topic not in client.cluster.topics():
                 raise LookupError(
                     f"topic {settings.input_topic!r} ({env_name('input_topic')}) does not exist"
