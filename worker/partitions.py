@@ -18,12 +18,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
+from worker.group_log import member_of
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
+from worker.start_position import seek_to_start_time
 from worker.work import SourceRef
 
 __all__ = ["COMMIT_TIMEOUT_S", "Drainer", "Partitions"]
@@ -51,8 +54,11 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     """The partitions this process owns. ``attach`` the consumer and the drainer before the
     consumer starts; ``ready`` is set at the first assignment."""
 
-    def __init__(self, book: OffsetBook, metrics: Metrics) -> None:
+    def __init__(self, book: OffsetBook, metrics: Metrics, *, start_time: datetime | None = None) -> None:
+        """``start_time``: where partitions without a committed offset start
+        (``worker.start_position``); None leaves them to ``auto_offset_reset``."""
         self.book = book
+        self._start_time = start_time
         self.ready = asyncio.Event()
         self._metrics = metrics
         self._consumer: Any = None
@@ -65,17 +71,25 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     # -- rebalance listener (called by aiokafka's coordinator) -----------------------------------
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
         partitions = [(tp.topic, tp.partition) for tp in assigned]
+        if self._start_time is not None and assigned:
+            await seek_to_start_time(self._consumer, assigned, self._start_time)
         self.book.assign(partitions)
         self.ready.set()
         log.info(
-            "partitions assigned",
-            extra={"partitions": [(t, p, self.book.epoch(t, p)) for t, p in partitions]},
+            "partitions assigned: %s",
+            ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "none (more members than partitions)",
+            extra={
+                "partitions": [(t, p, self.book.epoch(t, p)) for t, p in partitions],
+                **member_of(self._consumer),
+            },
         )
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in revoked]
-        await self.revoke(partitions)
+        if partitions:  # aiokafka calls this with none before every join, the first included
+            await self.revoke(partitions)
 
     async def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         """Drain, commit, drop, untrack: see the module docstring."""

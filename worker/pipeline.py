@@ -20,6 +20,7 @@ from typing import Any
 from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
+from worker.group_log import announce_join, log_until_assigned
 from worker.intake import Intake
 from worker.kafka_clients import close_client, make_consumer, make_producer
 from worker.metrics import Metrics
@@ -41,7 +42,7 @@ class Worker:
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.partitions = Partitions(OffsetBook(), self.metrics)
+        self.partitions = Partitions(OffsetBook(), self.metrics, start_time=settings.start_time)
         self.intake = Intake.from_settings(settings, self.partitions.book)
         self._stopping = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
@@ -94,7 +95,7 @@ class Worker:
                     self._dispatcher = dispatcher
                     resolver = self._resolver_for(client, dispatcher)
                     self.partitions.attach(consumer, dispatcher)
-                    if await self._unless_stopped(consumer.start()):
+                    if await self._unless_stopped(self._join(consumer)):
                         await self._run_loops(consumer, dispatcher, publisher, resolver)
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
@@ -142,6 +143,15 @@ class Worker:
             release=dispatcher.release,
             wake=dispatcher.wake,
         )
+
+    async def _join(self, consumer: Any) -> None:
+        """Start the consumer (it returns at the first assignment), saying what it waits for."""
+        announce_join(self.settings)
+        waiting = asyncio.create_task(log_until_assigned(self.settings, self.ready))
+        try:
+            await consumer.start()
+        finally:
+            waiting.cancel()
 
     async def _unless_stopped(self, starting: Awaitable[None]) -> bool:
         """Await a client's start unless a stop is requested first: the consumer's start waits for
