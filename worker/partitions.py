@@ -63,6 +63,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics = metrics
         self._consumer: Any = None
         self._drainer: Drainer | None = None
+        self._lag_known = True
 
     def attach(self, consumer: Any, drainer: Drainer) -> None:
         self._consumer = consumer
@@ -130,13 +131,20 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         for (topic, partition), offset in moves.items():
             self._metrics.committed_offset.labels(topic, str(partition)).set(offset)
 
+    def lag_known(self, known: bool) -> None:
+        """Whether the brokers answer (``worker.broker_watch``): while they do not, the lag gauges
+        are removed rather than left at their last value, and not set again until they do."""
+        self._lag_known = known
+        if not known:
+            self._metrics.consumer_lag.clear()
+
     async def report_offsets(self) -> None:
         """Incomplete offsets and the lag of the fetch position, per owned partition."""
         for (topic, partition), count in self.book.incomplete().items():
             self._metrics.incomplete_offsets.labels(topic, str(partition)).set(count)
             tp = TopicPartition(topic, partition)
             high = self._consumer.highwater(tp)
-            if high is None:  # nothing fetched yet: no position to compare with
+            if high is None or not self._lag_known:  # nothing fetched yet, or a broker outage
                 continue
             # Lag of the fetch position: records not yet read. (Read but unresolved records are
             # incomplete_offsets; committed_offset trails both.)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from worker.broker_watch import BrokerWatch
 from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
@@ -47,6 +48,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._progress_at = time.monotonic()
+        self.brokers = BrokerWatch(settings, on_change=self.partitions.lag_known)
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -56,7 +58,8 @@ class Worker:
         return self.partitions.ready
 
     def is_ready(self) -> bool:
-        return self.ready.is_set() and not self._stopping.is_set()
+        """Assigned, not stopping, and the brokers answer (``worker.broker_watch``)."""
+        return self.ready.is_set() and not self._stopping.is_set() and not self.brokers.outage
 
     def pending_work(self) -> int:
         """Records this process could resolve but has not yet, and background work: records held
@@ -193,6 +196,7 @@ class Worker:
         others = [
             asyncio.create_task(dispatcher.run(), name="dispatch"),
             asyncio.create_task(resolver.run(), name="resolve"),
+            asyncio.create_task(self.brokers.run(), name="brokers"),
             asyncio.create_task(
                 self.partitions.run_commits(self.settings.commit_interval_ms / 1000), name="commit"
             ),
