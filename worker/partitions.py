@@ -54,10 +54,14 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     """The partitions this process owns. ``attach`` the consumer and the drainer before the
     consumer starts; ``ready`` is set at the first assignment."""
 
-    def __init__(self, book: OffsetBook, metrics: Metrics, *, start_time: datetime | None = None) -> None:
+    def __init__(
+        self, book: OffsetBook, metrics: Metrics, *, start_time: datetime | None = None, commits: bool = True
+    ) -> None:
         """``start_time``: where partitions without a committed offset start
-        (``worker.start_position``); None leaves them to ``auto_offset_reset``."""
+        (``worker.start_position``); None leaves them to ``auto_offset_reset``. ``commits``
+        False (a dry run): offsets are tracked, never committed."""
         self.book = book
+        self._commits = commits
         self._start_time = start_time
         self.ready = asyncio.Event()
         self._metrics = metrics
@@ -119,7 +123,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         if partitions is not None:
             wanted = set(partitions)
             moves = {tp: o for tp, o in moves.items() if tp in wanted}
-        if not moves or self._consumer is None:
+        if not moves or self._consumer is None or not self._commits:
             return
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):

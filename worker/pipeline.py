@@ -21,6 +21,7 @@ from worker.broker_watch import BrokerWatch
 from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
+from worker.dry_run import DiscardSink, dry_run_settings, ecs_client
 from worker.group_log import announce_join, log_until_assigned
 from worker.intake import Intake
 from worker.kafka_clients import close_client, make_consumer, make_producer
@@ -30,7 +31,7 @@ from worker.partitions import Partitions
 from worker.publish import KafkaSink, Publisher
 from worker.ratelimit import AsyncRateLimiter
 from worker.resolve import Resolver
-from worker.submit import Submitter, open_ecs_client
+from worker.submit import Submitter
 
 __all__ = ["Worker"]
 
@@ -41,9 +42,11 @@ class Worker:
     """One worker process's pipeline: ``run()`` until ``request_stop()`` (SIGTERM)."""
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
-        self.settings = settings
+        self.settings = settings = dry_run_settings(settings)
         self.metrics = metrics or Metrics()
-        self.partitions = Partitions(OffsetBook(), self.metrics, start_time=settings.start_time)
+        self.partitions = Partitions(
+            OffsetBook(), self.metrics, start_time=settings.start_time, commits=not settings.dry_run
+        )
         self.intake = Intake.from_settings(settings, self.partitions.book)
         self._stopping = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
@@ -93,7 +96,7 @@ class Worker:
         consumer.subscribe([s.input_topic], listener=self.partitions)
         try:
             if await self._unless_stopped(producer.start()):
-                async with open_ecs_client(s) as client:
+                async with ecs_client(s) as client:
                     dispatcher, publisher = self._build_stages(client, producer)
                     self._dispatcher = dispatcher
                     resolver = self._resolver_for(client, dispatcher)
@@ -115,7 +118,7 @@ class Worker:
             return dispatcher is not None and dispatcher.past_drain_deadline()
 
         publisher = Publisher(
-            KafkaSink(producer),
+            DiscardSink() if s.dry_run else KafkaSink(producer),
             outcome_topic=s.outcome_topic,
             dlq_topic=s.dlq_topic,
             worker=s.group_instance_id or s.client_id,

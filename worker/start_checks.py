@@ -125,12 +125,11 @@ async def wait_for_brokers(settings: Settings) -> None:
 async def check_start(settings: Settings) -> Settings:
     """Every check that can be made before starting; returns ``settings`` with the region
     resolved. Raises ``StartCheckFailed`` (one line) on the first failure."""
-    region = resolve_region(settings)
     _check_files(settings)
-    if settings.dry_run:
-        method = "not needed (dry run)"
+    if settings.dry_run:  # no ECS call: neither a region nor credentials are needed
+        region, method = settings.region, "not needed (dry run)"
     else:
-        method = await _check_credentials()
+        region, method = resolve_region(settings), await _check_credentials()
     await wait_for_brokers(settings)
     log.info("start checks passed", extra={"region": region, "credentials": method})
     return msgspec.structs.replace(settings, region=region)
