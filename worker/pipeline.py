@@ -105,8 +105,8 @@ class Worker:
                         await self._run_loops(consumer, dispatcher, publisher, resolver)
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
-            await close_client(consumer, "consumer")
-            await close_client(producer, "producer")
+            # Together: a stop then fits a pod's grace period (drain + commit + one close).
+            await asyncio.gather(close_client(consumer, "consumer"), close_client(producer, "producer"))
             log.info("worker stopped", extra={"totals": self.metrics.totals()})
 
     def _build_stages(self, client: Any, producer: Any) -> tuple[Dispatcher, Publisher]:
