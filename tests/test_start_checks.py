@@ -5,6 +5,7 @@ is unset. Real `python -m worker run` processes, the embedded broker and the loc
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -120,3 +121,27 @@ async def test_the_region_comes_from_aws_region_when_unset(
     assert (
         await check_start(worker_settings(broker, endpoint, topics, region="eu-north-1"))
     ).region == "eu-north-1"
+
+
+def test_a_sigterm_while_waiting_for_the_brokers_is_a_clean_stop(tmp_path: Path) -> None:
+    env = _bare_env(
+        tmp_path,
+        AWS_REGION="eu-west-1",
+        AWS_ACCESS_KEY_ID="k",
+        AWS_SECRET_ACCESS_KEY="s",
+        WORKER_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        WORKER_START_TIMEOUT_MS="600000",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # wait until it is waiting for the brokers
+        if "brokers not reachable yet" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    rest = process.communicate(timeout=20)[1]
+    assert process.returncode == 0, rest
+    messages = [json.loads(line)["message"] for line in rest.splitlines()]
+    assert messages[-1] == "worker stopped"
+    assert "signal SIGTERM: stopping" in messages
