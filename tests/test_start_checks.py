@@ -5,6 +5,7 @@ is unset. Real `python -m worker run` processes, the embedded broker and the loc
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -145,3 +146,13 @@ def test_a_sigterm_while_waiting_for_the_brokers_is_a_clean_stop(tmp_path: Path)
     messages = [json.loads(line)["message"] for line in rest.splitlines()]
     assert messages[-1] == "worker stopped"
     assert "signal SIGTERM: stopping" in messages
+
+
+async def test_a_missing_output_topic_is_a_warning_at_start(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="worker.start_checks")
+    settings = worker_settings(broker, endpoint, topics, dlq_topic="not-created-dlq")
+    assert (await check_start(settings)).dlq_topic == "not-created-dlq"
+    (warning,) = caplog.records
+    assert warning.getMessage().startswith("topic 'not-created-dlq' (WORKER_DLQ_TOPIC) does not exist yet")

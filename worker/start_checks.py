@@ -89,12 +89,30 @@ async def _probe_brokers(settings: Settings, timeout_s: float) -> None:
         async with asyncio.timeout(timeout_s):
             with quiet_clients():  # its failure is reported in one line: see wait_for_brokers
                 await client.bootstrap()
-            if settings.input_topic not in client.cluster.topics():
+            topics = client.cluster.topics()
+            if settings.input_topic not in topics:
                 raise LookupError(
                     f"topic {settings.input_topic!r} ({env_name('input_topic')}) does not exist"
                 )
     finally:
         await client.close()
+    if not settings.dry_run:
+        _warn_missing_outputs(settings, topics)
+
+
+def _warn_missing_outputs(settings: Settings, topics: set[str]) -> None:
+    """The outcome and dead-letter topics are written, not read: a broker that creates topics on
+    first use makes them then, so a missing one is a warning, not a failure."""
+    for name in ("outcome_topic", "dlq_topic"):
+        topic = getattr(settings, name)
+        if topic not in topics:
+            log.warning(
+                "topic %r (%s) does not exist yet: writes to it wait until the broker creates it "
+                "(auto.create.topics.enable) or it is created",
+                topic,
+                env_name(name),
+                extra={"setting": name},
+            )
 
 
 async def wait_for_brokers(settings: Settings) -> None:
