@@ -79,7 +79,15 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned = list(assigned)
         partitions = [(tp.topic, tp.partition) for tp in assigned]
         if self._start_time is not None and assigned:
-            await seek_to_start_time(self._consumer, assigned, self._start_time)
+            try:
+                await seek_to_start_time(self._consumer, assigned, self._start_time)
+            except Exception as exc:  # the brokers failed to answer: say so, start as configured
+                log.warning(
+                    "start_time not applied (%s): partitions without a committed offset follow "
+                    "auto_offset_reset",
+                    exc,
+                    extra={"error_class": type(exc).__name__},
+                )
         self.book.assign(partitions)
         self.ready.set()
         log.info(
