@@ -58,6 +58,16 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it is started."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while the broker runs (or was never started); its exit code once it died."""
+        return None if self._process is None else self._process.poll()
+
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 
 import msgspec
 
@@ -70,17 +69,10 @@ def _ecs_endpoint(args: argparse.Namespace) -> int:
 
 def _broker(args: argparse.Namespace) -> int:
     from devkit.broker import EmbeddedBroker
+    from devkit.broker_process import serve_until_stopped
 
     configure_logging("INFO", "text")
-    with EmbeddedBroker(host=args.host, port=args.port) as broker:
-        print(
-            f"embedded broker on {broker.bootstrap}; Ctrl-C stops it (its data is in memory)",
-            flush=True,
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
-    return 0
+    return serve_until_stopped(EmbeddedBroker(host=args.host, port=args.port), "embedded broker")
 
 
 def _demo(args: argparse.Namespace) -> int:

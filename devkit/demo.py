@@ -104,6 +104,7 @@ def _settings(broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, fleet: Fleet) 
     return Settings(
         bootstrap_servers=broker.bootstrap,
         ecs_endpoint_url=endpoint.url,
+        region="us-east-1",  # the local endpoint answers in any region
         input_format="auto",
         metrics_port=0,
         group_id="demo",

@@ -76,7 +76,6 @@ def test_environment_values_are_converted() -> None:
             "WORKER_ENABLE_IDEMPOTENCE": "TRUE",
             "WORKER_ECS_ENDPOINT_URL": "",
             "WORKER_ACKS": "1",
-            "WORKER_UNRELATED": "ignored",
             "OTHER": "x",
         }
     )

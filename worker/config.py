@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from worker.decode.registry import INPUT_FORMAT_HELP, InputFormat
+from worker.setting_checks import problems, unknown_variables
 
 __all__ = ["SETTING_HELP", "ConfigError", "Settings", "env_name", "flag_name", "load_settings"]
 
@@ -35,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     group_instance_id: str | None = None
     client_id: NonEmpty = "ecs-state-worker"
     input_format: InputFormat = "auto"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    start_time: datetime | None = None
     max_record_bytes: Positive = 1_048_576
     max_poll_records: Positive = 500
     fetch_max_wait_ms: Positive = 100
@@ -52,7 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     # ECS
-    region: NonEmpty = "us-east-1"
+    region: NonEmpty | None = None
     ecs_endpoint_url: str | None = None
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     call_timeout_ms: Positive = 10_000
@@ -78,10 +82,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stop_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 35_000
     exit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1_000
     # Operations
+    start_timeout_ms: NonNegative = 60_000
     drain_timeout_ms: Positive = 25_000
     metrics_port: Port = 9464
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         if self.retry_initial_ms > self.retry_max_ms:
@@ -112,6 +118,15 @@ SETTING_HELP: dict[str, str] = {
     "group_instance_id": "Static membership id (e.g. the pod name): restarts do not rebalance.",
     "client_id": "Kafka client id, also written to outcome and dead-letter records.",
     "input_format": INPUT_FORMAT_HELP,
+    "auto_offset_reset": (
+        "Where a partition the group has no committed offset for starts: earliest (all that the "
+        "topic retains) or latest (only records produced from now on)."
+    ),
+    "start_time": (
+        "ISO 8601 time with a zone (2026-11-30T08:00:00Z): partitions without a committed offset "
+        "start at the first record at or after it (Kafka's offsets_for_times; a partition with none "
+        "that late follows auto_offset_reset); committed offsets always win."
+    ),
     "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",
     "fetch_max_wait_ms": "Longest wait of a fetch for new records: bounds the delay a quiet partition adds.",
@@ -128,7 +143,10 @@ SETTING_HELP: dict[str, str] = {
     "ssl_cafile": "CA bundle to verify the brokers.",
     "ssl_certfile": "Client certificate for mutual TLS.",
     "ssl_keyfile": "Client private key for mutual TLS.",
-    "region": "AWS region of the ECS clusters.",
+    "region": (
+        "AWS region of the ECS clusters; unset: the SDK's (AWS_REGION, AWS_DEFAULT_REGION, the "
+        "profile's region), and the worker does not start without one."
+    ),
     "ecs_endpoint_url": "ECS endpoint override (the local endpoint); unset for real ECS.",
     "concurrency": "Most ECS calls in flight; also the HTTP connection pool size.",
     "call_timeout_ms": "Connect and read timeout of one ECS call.",
@@ -165,10 +183,18 @@ SETTING_HELP: dict[str, str] = {
         "A container's stop whose end lacks a fact the agent reports with it (a stop before its "
         "die: the exit code; an exit 137: a possible oom) waits up to this long for it; 0: never."
     ),
+    "start_timeout_ms": (
+        "At start, keep trying to reach the brokers and find the input topic this long (backoff "
+        "0.5 s doubling to 5 s), then exit 3 with one line; 0: one attempt."
+    ),
     "drain_timeout_ms": "On SIGTERM, wait this long for in-flight work (keep under the pod's grace period).",
     "metrics_port": "Port of /metrics, /healthz and /readyz; 0 disables.",
     "log_level": "Log level.",
     "log_format": "json for structured logs, text for humans.",
+    "dry_run": (
+        "Consume, decode, coalesce and log each request that would be sent; no ECS call (no "
+        "submission, no describe), no offset commit, no outcome or dead-letter record."
+    ),
 }
 
 
@@ -210,12 +236,20 @@ def load_settings(
     unknown = sorted(set(merged) - fields)
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r} (from {origin[unknown[0]]})")
+    for _variable, problem in unknown_variables(env, fields):
+        raise ConfigError(f"unknown environment variable {problem}")
+    if isinstance(merged.get("log_level"), str):
+        merged["log_level"] = merged["log_level"].upper()
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(exc, origin)) from None
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from None
+    for field, problem in problems(settings):
+        where = f" (from {origin[field]})" if field in origin else ""
+        raise ConfigError(f"invalid setting {field}{where}: {problem}")
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -6,6 +6,8 @@ book once everything below them is resolved, and is the consumer's rebalance lis
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from typing import Any
 
@@ -14,7 +16,14 @@ from aiokafka.helpers import create_ssl_context
 
 from worker.config import Settings
 
-__all__ = ["kafka_security", "make_consumer", "make_producer"]
+__all__ = ["CLOSE_TIMEOUT_S", "close_client", "kafka_security", "make_consumer", "make_producer"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 4.0
+"""Bound on one Kafka client's stop: after a broker outage aiokafka can wait out its 40 s request
+timeout. The worker closes both clients at once, so a stop takes at most the drain, one commit
+and one close: 25 s + 3 s + 4 s by default, within the 35 s grace period of the deployment."""
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
@@ -40,7 +49,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         group_instance_id=settings.group_instance_id,
         client_id=settings.client_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=settings.auto_offset_reset,
         max_poll_records=settings.max_poll_records,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=settings.session_timeout_ms,
@@ -65,3 +74,36 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         request_timeout_ms=30_000,
         **kafka_security(settings),
     )
+
+
+async def close_client(client: AIOKafkaConsumer | AIOKafkaProducer, name: str) -> None:
+    """Stop a Kafka client within ``CLOSE_TIMEOUT_S``, never raising, and log how it went (the
+    ``client`` field is ``name``). By then the work is drained and committed (or left to be
+    re-read), so a failing close must not turn a clean stop into a crash. During a broker outage
+    the consumer's fetcher hands the ``CancelledError`` of its own cancelled fetch tasks back to
+    ``stop()``: that is swallowed too, unless this task itself is being cancelled."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await client.stop()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        log.warning(
+            "Kafka %s closed (its close was interrupted by its own cancelled requests)",
+            name,
+            extra={"client": name},
+        )
+    except TimeoutError:
+        log.warning(
+            "Kafka %s abandoned: its close took over %.0f s", name, CLOSE_TIMEOUT_S, extra={"client": name}
+        )
+    except Exception as exc:
+        log.warning(
+            "Kafka %s closed with an error: %s",
+            name,
+            exc,
+            extra={"client": name, "error_class": type(exc).__name__},
+        )
+    else:
+        log.info("Kafka %s closed", name, extra={"client": name})

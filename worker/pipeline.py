@@ -17,50 +17,41 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from worker.broker_watch import BrokerWatch
 from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
+from worker.dry_run import DiscardSink, dry_run_settings, ecs_client
+from worker.group_log import announce_join, log_until_assigned
 from worker.intake import Intake
-from worker.kafka_clients import make_consumer, make_producer
+from worker.kafka_clients import close_client, make_consumer, make_producer
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.partitions import Partitions
 from worker.publish import KafkaSink, Publisher
 from worker.ratelimit import AsyncRateLimiter
 from worker.resolve import Resolver
-from worker.submit import Submitter, open_ecs_client
+from worker.submit import Submitter
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-
-_CLOSE_TIMEOUT_S = 4.0
-"""Bound on one Kafka client's stop: after a broker outage aiokafka can wait out its 40 s request
-timeout. A stop then takes at most the drain, one commit and two closes (5 s + 3 s + 2 x 4 s with
-the test settings)."""
-
-
-async def _close(client: Any, name: str) -> None:
-    """Stop a Kafka client, bounded, never raising: by then the work is drained and committed (or
-    left to be re-read), so a failing close must not turn a clean stop into a crash."""
-    try:
-        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-            await client.stop()
-    except Exception as exc:
-        log.warning("closing the Kafka %s failed: %s", name, exc, extra={"error_class": type(exc).__name__})
 
 
 class Worker:
     """One worker process's pipeline: ``run()`` until ``request_stop()`` (SIGTERM)."""
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
-        self.settings = settings
+        self.settings = settings = dry_run_settings(settings)
         self.metrics = metrics or Metrics()
-        self.partitions = Partitions(OffsetBook(), self.metrics)
+        self.partitions = Partitions(
+            OffsetBook(), self.metrics, start_time=settings.start_time, commits=not settings.dry_run
+        )
         self.intake = Intake.from_settings(settings, self.partitions.book)
         self._stopping = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._progress_at = time.monotonic()
+        self.brokers = BrokerWatch(settings, on_change=self.partitions.lag_known)
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -70,7 +61,8 @@ class Worker:
         return self.partitions.ready
 
     def is_ready(self) -> bool:
-        return self.ready.is_set() and not self._stopping.is_set()
+        """Assigned, not stopping, and the brokers answer (``worker.broker_watch``)."""
+        return self.ready.is_set() and not self._stopping.is_set() and not self.brokers.outage
 
     def pending_work(self) -> int:
         """Records this process could resolve but has not yet, and background work: records held
@@ -104,18 +96,18 @@ class Worker:
         consumer.subscribe([s.input_topic], listener=self.partitions)
         try:
             if await self._unless_stopped(producer.start()):
-                async with open_ecs_client(s) as client:
+                async with ecs_client(s) as client:
                     dispatcher, publisher = self._build_stages(client, producer)
                     self._dispatcher = dispatcher
                     resolver = self._resolver_for(client, dispatcher)
                     self.partitions.attach(consumer, dispatcher)
-                    if await self._unless_stopped(consumer.start()):
+                    if await self._unless_stopped(self._join(consumer)):
                         await self._run_loops(consumer, dispatcher, publisher, resolver)
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
-            await _close(consumer, "consumer")
-            await _close(producer, "producer")
-        log.info("worker stopped", extra={"totals": self.metrics.totals()})
+            # Together: a stop then fits a pod's grace period (drain + commit + one close).
+            await asyncio.gather(close_client(consumer, "consumer"), close_client(producer, "producer"))
+            log.info("worker stopped", extra={"totals": self.metrics.totals()})
 
     def _build_stages(self, client: Any, producer: Any) -> tuple[Dispatcher, Publisher]:
         s = self.settings
@@ -126,7 +118,7 @@ class Worker:
             return dispatcher is not None and dispatcher.past_drain_deadline()
 
         publisher = Publisher(
-            KafkaSink(producer),
+            DiscardSink() if s.dry_run else KafkaSink(producer),
             outcome_topic=s.outcome_topic,
             dlq_topic=s.dlq_topic,
             worker=s.group_instance_id or s.client_id,
@@ -158,6 +150,15 @@ class Worker:
             release=dispatcher.release,
             wake=dispatcher.wake,
         )
+
+    async def _join(self, consumer: Any) -> None:
+        """Start the consumer (it returns at the first assignment), saying what it waits for."""
+        announce_join(self.settings)
+        waiting = asyncio.create_task(log_until_assigned(self.settings, self.ready))
+        try:
+            await consumer.start()
+        finally:
+            waiting.cancel()
 
     async def _unless_stopped(self, starting: Awaitable[None]) -> bool:
         """Await a client's start unless a stop is requested first: the consumer's start waits for
@@ -199,6 +200,7 @@ class Worker:
         others = [
             asyncio.create_task(dispatcher.run(), name="dispatch"),
             asyncio.create_task(resolver.run(), name="resolve"),
+            asyncio.create_task(self.brokers.run(), name="brokers"),
             asyncio.create_task(
                 self.partitions.run_commits(self.settings.commit_interval_ms / 1000), name="commit"
             ),

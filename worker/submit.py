@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import platform
 import time
 from contextlib import AbstractAsyncContextManager
@@ -61,7 +62,9 @@ def request_params(request: SubmitTaskStateChangeRequest) -> dict[str, Any]:
 
 def open_ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
     config = AioConfig(
-        region_name=settings.region,
+        # None: the SDK's region; AWS_REGION first, which botocore alone does not read
+        # (``worker.start_checks.resolve_region`` fills the setting before a ``run``).
+        region_name=settings.region or os.environ.get("AWS_REGION"),
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=settings.concurrency,
         connect_timeout=settings.call_timeout_ms / 1000,

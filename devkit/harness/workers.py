@@ -98,6 +98,7 @@ class Run:
             **os.environ,
             "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "harness"),
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "harness"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
             "WORKER_BOOTSTRAP_SERVERS": self.bootstrap,
             "WORKER_ECS_ENDPOINT_URL": self.endpoint_url,
             "WORKER_INPUT_TOPIC": self.input_topic,
