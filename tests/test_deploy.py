@@ -811,6 +811,11 @@ def exported_metrics() -> dict[str, frozenset[str]]:
     }
     exposed: dict[str, frozenset[str]] = {}
     for family in metrics.registry.collect():
+        if family.name not in labels or family.type == "info":
+            # prometheus-client's collectors and the build info: the series they hold now.
+            for sample in family.samples:
+                exposed[sample.name] = exposed.get(sample.name, frozenset()) | frozenset(sample.labels)
+            continue
         for suffix in suffixes[family.type]:
             extra = {"le"} if suffix == "_bucket" else set()
             exposed[family.name + suffix] = labels[family.name] | extra

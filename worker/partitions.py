@@ -66,6 +66,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in assigned]
+        self._metrics.rebalances.labels("assigned").inc()
         self.book.assign(partitions)
         self.ready.set()
         log.info(
@@ -75,6 +76,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in revoked]
+        self._metrics.rebalances.labels("revoked").inc()
         await self.revoke(partitions)
 
     async def revoke(self, partitions: list[TopicPartitionKey]) -> None:

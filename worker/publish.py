@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_nev
 
 from schemas.records import DEAD_LETTER_HEADER_PREFIX, DeadLetter, Outcome, SourceRecords, Stage
 from worker.decode import BadItem
-from worker.metrics import Metrics
+from worker.metrics import Metrics, code_label
 from worker.work import Submission, SubmitResult
 
 __all__ = [
@@ -194,7 +194,7 @@ class Publisher:
 
     async def _dead_letter(self, key: bytes | None, value: bytes | None, letter: DeadLetter) -> None:
         await self._send(self._dlq_topic, key, value, dead_letter_headers(letter))
-        self._metrics.dead_lettered.labels(letter.stage, letter.errorClass).inc()
+        self._metrics.dead_lettered.labels(letter.stage, code_label(letter.errorClass)).inc()
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
