@@ -91,8 +91,22 @@ class KustomizeError(Exception):
 
 
 _KUSTOMIZATION_FIELDS = frozenset(
-    {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "configMapGenerator", "patches"}
+    {
+        "apiVersion",
+        "kind",
+        "resources",
+        "components",
+        "namespace",
+        "images",
+        "replicas",
+        "configMapGenerator",
+        "patches",
+    }
 )
+_KINDS = {
+    "Kustomization": "kustomize.config.k8s.io/v1beta1",
+    "Component": "kustomize.config.k8s.io/v1alpha1",
+}
 _CLUSTER_SCOPED = frozenset(
     {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass"}
 )
@@ -167,18 +181,26 @@ def _containers(pod: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     yield from pod.get("containers", [])
 
 
-def _render_layer(directory: Path) -> tuple[list[Manifest], set[str]]:
+def _render_layer(
+    directory: Path, into: tuple[list[Manifest], set[str]] | None = None
+) -> tuple[list[Manifest], set[str]]:
     """The documents of one kustomization and the names of the ConfigMaps it generated (hashed and
-    referenced only once, at the top: the same result as Kustomize's per-layer hashing)."""
+    referenced only once, at the top: the same result as Kustomize's per-layer hashing).
+
+    A ``kind: Component`` is rendered ``into`` its parent's documents: it adds its resources to
+    them and its patches apply to them all. As in Kustomize, a kustomization's components come
+    after its resources and before its own generators and patches."""
     path = directory / "kustomization.yaml"
     (kustomization,) = _load_documents(path)
     unknown = set(kustomization) - _KUSTOMIZATION_FIELDS
     if unknown:
         raise KustomizeError(f"{path}: unsupported fields {sorted(unknown)}")
-    if kustomization.get("kind", "Kustomization") != "Kustomization":
-        raise KustomizeError(f"{path}: not a Kustomization")
-    docs: list[Manifest] = []
-    generated: set[str] = set()
+    kind = kustomization.get("kind", "Kustomization")
+    if kind != ("Kustomization" if into is None else "Component"):
+        raise KustomizeError(f"{path}: a {kind} where a {'Component' if into else 'Kustomization'} belongs")
+    if kustomization.get("apiVersion", _KINDS[kind]) != _KINDS[kind]:
+        raise KustomizeError(f"{path}: a {kind} is {_KINDS[kind]}")
+    docs, generated = into if into is not None else ([], set())
     for entry in kustomization.get("resources", []):
         target = (directory / entry).resolve()
         if target.is_dir():
@@ -187,6 +209,8 @@ def _render_layer(directory: Path) -> tuple[list[Manifest], set[str]]:
             generated |= sub_generated
         else:
             docs.extend(_load_documents(target))
+    for entry in kustomization.get("components", []):
+        _render_layer((directory / entry).resolve(), (docs, generated))
     for generator in kustomization.get("configMapGenerator", []):
         extra = set(generator) - {"name", "behavior", "envs", "literals"}
         if extra:
@@ -350,25 +374,108 @@ def pod_settings(docs: list[Manifest]) -> Settings:
 
 
 KUSTOMIZATIONS = sorted(kustomizations())
+COMPONENTS = {
+    path.parent.name: path.parent for path in sorted((DEPLOY / "components").glob("*/kustomization.yaml"))
+}
+BUILTIN_KINDS = ("ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount")
+# The objects that need a CRD installed, each in a component (the base applies to a bare cluster).
+CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule", "ScaledObject"})
+
+
+def with_kind(kind: str) -> list[str]:
+    """The kustomizations whose rendering holds a ``kind`` (those that include its component)."""
+    return [name for name in KUSTOMIZATIONS if any(d["kind"] == kind for d in rendering(name))]
+
+
+def _components_of(directory: Path) -> set[str]:
+    """The components a kustomization includes, through its resources too."""
+    (kustomization,) = _load_documents(directory / "kustomization.yaml")
+    found = {(directory / entry).resolve().name for entry in kustomization.get("components", [])}
+    for entry in kustomization.get("resources", []):
+        if (directory / entry).is_dir():
+            found |= _components_of((directory / entry).resolve())
+    return found
+
+
+def _component_kinds(name: str) -> list[str]:
+    (component,) = _load_documents(COMPONENTS[name] / "kustomization.yaml")
+    return [d["kind"] for entry in component["resources"] for d in _load_documents(COMPONENTS[name] / entry)]
 
 
 def test_every_kustomization_renders_the_expected_kinds() -> None:
     assert {"base", "production"} <= set(KUSTOMIZATIONS)
     for name in KUSTOMIZATIONS:
         kinds = sorted(d["kind"] for d in rendering(name))
-        for kind in (
-            "ConfigMap",
-            "Deployment",
-            "PodDisruptionBudget",
-            "PrometheusRule",
-            "ScaledObject",
-            "Service",
-            "ServiceAccount",
-            "ServiceMonitor",
-        ):
+        expected = list(BUILTIN_KINDS)
+        for component in _components_of(kustomizations()[name]):
+            expected += _component_kinds(component)
+        for kind in expected:
             assert kinds.count(kind) == 1, f"{name}: {kind} x{kinds.count(kind)}"
+        assert CRD_KINDS & set(kinds) == CRD_KINDS & set(expected), (
+            f"{name}: a CRD object outside a component"
+        )
         identities = [_identity(d) for d in rendering(name)]
         assert len(identities) == len(set(identities)), f"{name}: duplicate resources"
+
+
+def test_base_applies_to_a_bare_cluster() -> None:
+    """Built-in kinds only: no object of the base waits for a CRD."""
+    kinds = {(d["apiVersion"], d["kind"]) for d in rendering("base")}
+    assert {kind for _, kind in kinds} == set(BUILTIN_KINDS)
+    assert all(_is_builtin(api_version) for api_version, _ in kinds), kinds
+    assert not _components_of(DEPLOY / "base")
+
+
+def test_components_hold_every_crd_object() -> None:
+    assert set(COMPONENTS) == {"keda", "prometheus-operator"}
+    kinds: list[str] = []
+    for name, directory in COMPONENTS.items():
+        (component,) = _load_documents(directory / "kustomization.yaml")
+        assert component["kind"] == "Component"
+        assert component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+        for entry in component["resources"]:
+            for doc in _load_documents(directory / entry):
+                assert not _is_builtin(doc["apiVersion"]), f"{name}: {doc['kind']} needs no CRD"
+                kinds.append(doc["kind"])
+    assert sorted(kinds) == sorted(CRD_KINDS)
+    # The production overlay's cluster runs both operators.
+    assert _components_of(kustomizations()["production"]) == set(COMPONENTS)
+
+
+def _overlay_of(tmp_path: Path, component: str) -> Path:
+    """A kustomization of the base and one component, as an operator's overlay would be."""
+    text = (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(DEPLOY / 'base', tmp_path)}\n"
+        f"components:\n  - {os.path.relpath(COMPONENTS[component], tmp_path)}\n"
+    )
+    (tmp_path / "kustomization.yaml").write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_each_component_on_the_base_renders_valid_objects(component: str, tmp_path: Path) -> None:
+    docs = render(_overlay_of(tmp_path, component))
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted([*BUILTIN_KINDS, *_component_kinds(component)])
+    for doc in docs:
+        if _is_builtin(doc["apiVersion"]):
+            continue
+        key = (doc["apiVersion"], doc["kind"])
+        assert key in CRD_SCHEMAS, f"nothing validates {key}"
+        errors = schema_errors(crd_validator(*key), doc)
+        assert not errors, f"{component} {doc['kind']}: {errors}"
+    if KUSTOMIZE is not None:
+        assert _kustomize_build(KUSTOMIZE, tmp_path) == sorted(json.dumps(d, sort_keys=True) for d in docs)
+
+
+def test_renderer_refuses_a_component_as_a_resource(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(COMPONENTS['keda'], tmp_path)}\n"
+    )
+    with pytest.raises(KustomizeError, match="a Component where a Kustomization belongs"):
+        render(tmp_path)
 
 
 @pytest.mark.parametrize("name", [n for n in KUSTOMIZATIONS if n != "base"])
@@ -397,6 +504,38 @@ def test_overlay_applies_its_changes(name: str) -> None:
             assert {key: env[key] for key in overrides} == overrides
             kept = set(base_env) - set(overrides) - {"WORKER_GROUP_INSTANCE_ID"}
             assert {key: env[key] for key in kept} == {key: base_env[key] for key in kept}
+
+
+def _find_kustomize() -> str | None:
+    """The ``kustomize`` binary: on PATH, or where ``go install
+    sigs.k8s.io/kustomize/kustomize/v5@v5.7.1`` puts it."""
+    found = shutil.which("kustomize")
+    if found:
+        return found
+    gobin = os.environ.get("GOBIN") or str(Path(os.environ.get("GOPATH") or Path.home() / "go") / "bin")
+    candidate = Path(gobin) / "kustomize"
+    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+KUSTOMIZE = _find_kustomize()
+
+
+def _kustomize_build(binary: str, directory: Path) -> list[str]:
+    result = subprocess.run(
+        [binary, "build", str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return sorted(json.dumps(doc, sort_keys=True) for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+@pytest.mark.skipif(
+    KUSTOMIZE is None,
+    reason="kustomize is not installed (go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1)",
+)
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_rendering_equals_kustomize_build(name: str) -> None:
+    assert KUSTOMIZE is not None
+    assert _kustomize_build(KUSTOMIZE, kustomizations()[name]) == sorted(_rendering(name))
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
@@ -522,7 +661,7 @@ def test_every_resource_is_validated(name: str) -> None:
 
 
 def test_crd_structure_rejects_unquoted_keda_metadata() -> None:
-    scaled = only(rendering("base"), "ScaledObject")
+    scaled = only(rendering("production"), "ScaledObject")
     validator = crd_validator("keda.sh/v1alpha1", "ScaledObject")
     assert not schema_errors(validator, scaled)
     scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 5000
@@ -561,14 +700,17 @@ def test_references_between_resources_resolve(name: str) -> None:
         target = port["targetPort"]
         assert target in port_names or target in port_names.values(), f"Service targetPort {target}"
 
-    monitor = only(docs, "ServiceMonitor")
-    assert _selects(monitor["spec"]["selector"], service["metadata"]["labels"])
-    service_ports = {p["name"] for p in service["spec"]["ports"]}
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
-    assert all(e.get("path", "/metrics") == "/metrics" for e in monitor["spec"]["endpoints"])
-
     assert _selects(only(docs, "PodDisruptionBudget")["spec"]["selector"], pod_labels)
 
+    if name in with_kind("ServiceMonitor"):
+        monitor = only(docs, "ServiceMonitor")
+        assert _selects(monitor["spec"]["selector"], service["metadata"]["labels"])
+        service_ports = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
+        assert all(e.get("path", "/metrics") == "/metrics" for e in monitor["spec"]["endpoints"])
+
+    if name not in with_kind("ScaledObject"):
+        return
     scaled = only(docs, "ScaledObject")
     target = scaled["spec"]["scaleTargetRef"]
     assert target.get("kind", "Deployment") == "Deployment"
@@ -611,6 +753,21 @@ def test_pod_is_hardened(name: str) -> None:
     assert "emptyDir" in volumes[tmp["name"]]
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind]), kind
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_pods_spread_over_zones_and_hosts(name: str) -> None:
+    deployment = only(rendering(name), "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    constraints = {
+        c["topologyKey"]: c for c in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    }
+    assert set(constraints) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for key, constraint in constraints.items():
+        assert _selects(constraint["labelSelector"], pod_labels), key
+        assert constraint["maxSkew"] == 1, key
+        # A hard constraint would hold back a rollout (maxUnavailable 0) on a cluster of few nodes.
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", key
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -683,6 +840,8 @@ def test_replicas_stay_within_the_partitions(name: str) -> None:
     partitions = int(deployment["metadata"]["annotations"][PARTITIONS_ANNOTATION])
     assert partitions >= 1
     assert 1 <= deployment["spec"]["replicas"] <= partitions
+    if name not in with_kind("ScaledObject"):
+        return
     scaled = only(docs, "ScaledObject")["spec"]
     assert scaled.get("minReplicaCount", 0) <= scaled["maxReplicaCount"] <= partitions
     assert scaled["maxReplicaCount"] == partitions, "the partition count is the ceiling"
@@ -691,11 +850,14 @@ def test_replicas_stay_within_the_partitions(name: str) -> None:
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_rate_limit_fits_the_account_budget_at_the_ceiling(name: str) -> None:
     docs = rendering(name)
-    ceiling = only(docs, "ScaledObject")["spec"]["maxReplicaCount"]
+    if name in with_kind("ScaledObject"):
+        ceiling = only(docs, "ScaledObject")["spec"]["maxReplicaCount"]
+    else:  # no autoscaler: the replicas stay as they are
+        ceiling = only(docs, "Deployment")["spec"]["replicas"]
     assert pod_settings(docs).rate_limit_per_s * ceiling <= ECS_CALLS_PER_S_PER_ACCOUNT
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", with_kind("ScaledObject"))
 def test_keda_watches_the_workers_group_and_topic(name: str) -> None:
     docs = rendering(name)
     settings = pod_settings(docs)
@@ -989,7 +1151,7 @@ def test_dashboard_is_well_formed() -> None:
         cells |= area
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", with_kind("PrometheusRule"))
 def test_alerts_query_exported_metrics(name: str) -> None:
     rules = only(rendering(name), "PrometheusRule")
     alerts = [rule for group in rules["spec"]["groups"] for rule in group["rules"]]
