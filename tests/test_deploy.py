@@ -1260,6 +1260,56 @@ def test_dockerfile_installs_runtime_dependencies_only() -> None:
     assert ".[" not in runs
 
 
+def test_dockerfile_installs_the_locked_versions_first() -> None:
+    """The builder installs requirements.lock with its hashes, then the project without resolving
+    anything again (``--no-deps``), and proves the environment complete (``pip check``)."""
+    _, stages = _dockerfile_stages()
+    (builder,) = [_lineage(stages, name) for name in _copied_stages(_lineage(stages))]
+    commands = _instructions(builder)
+    runs = [c.value[0] for c in commands if c.cmd == "RUN"]
+    locked = [
+        i
+        for i, run in enumerate(runs)
+        if re.search(r"pip install --require-hashes (--\S+ )*-r requirements\.lock", run)
+    ]
+    project = [i for i, run in enumerate(runs) if re.search(r"pip install --no-deps \.(\s|$)", run)]
+    assert locked, runs
+    assert project, runs
+    assert locked[0] < project[0], "the project is installed before its locked dependencies"
+    assert "pip check" in runs[project[0]]
+    copied = [source for c in commands if c.cmd == "COPY" and not c.flags for source in c.value[:-1]]
+    assert "requirements.lock" in copied
+    assert "LICENSE" in copied, "license-files needs the LICENSE in the build"
+
+
+def test_image_carries_the_oci_labels_of_the_project() -> None:
+    """org.opencontainers.image.* annotations (OCI image spec, annotations.md), the same as the
+    project's metadata."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    args, stages = _dockerfile_stages()
+    labels: dict[str, str] = {}
+    for command in _instructions(_lineage(stages)):
+        if command.cmd == "LABEL":
+            pairs = command.value
+            # BuildKit's parser keeps a value's quotes.
+            labels.update(
+                (k, v.removeprefix('"').removesuffix('"'))
+                for k, v in zip(pairs[::2], pairs[1::2], strict=True)
+            )
+    oci = {k.removeprefix("org.opencontainers.image."): v for k, v in labels.items() if k.startswith("org.")}
+    assert set(oci) >= {"title", "description", "version", "revision", "created", "licenses", "source", "url"}
+    assert oci["title"] == project["name"]
+    assert _expand(oci["version"], args) == project["version"]
+    assert oci["licenses"] == project["license"]
+    assert oci["source"] == project["urls"]["Source"]
+    assert oci["url"] == project["urls"]["Homepage"]
+    assert oci["documentation"] == project["urls"]["Documentation"]
+    assert oci["revision"] == "${REVISION}"
+    assert oci["created"] == "${CREATED}"
+
+
 def test_dockerfile_dev_target_is_the_production_image_plus_devkit() -> None:
     _, stages = _dockerfile_stages()
     production = _lineage(stages)
