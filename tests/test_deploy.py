@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -506,18 +507,18 @@ def test_overlay_applies_its_changes(name: str) -> None:
             assert {key: env[key] for key in kept} == {key: base_env[key] for key in kept}
 
 
-def _find_kustomize() -> str | None:
-    """The ``kustomize`` binary: on PATH, or where ``go install
-    sigs.k8s.io/kustomize/kustomize/v5@v5.7.1`` puts it."""
-    found = shutil.which("kustomize")
+def go_tool(name: str) -> str | None:
+    """A binary on PATH, or where ``go install`` puts it (``$GOBIN``, ``$GOPATH/bin``, ``~/go/bin``)."""
+    found = shutil.which(name)
     if found:
         return found
     gobin = os.environ.get("GOBIN") or str(Path(os.environ.get("GOPATH") or Path.home() / "go") / "bin")
-    candidate = Path(gobin) / "kustomize"
+    candidate = Path(gobin) / name
     return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
 
 
-KUSTOMIZE = _find_kustomize()
+# go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
+KUSTOMIZE = go_tool("kustomize")
 
 
 def _kustomize_build(binary: str, directory: Path) -> list[str]:
@@ -1178,6 +1179,132 @@ def test_alerts_query_exported_metrics(name: str) -> None:
                 assert label in available, f"{alert['alert']}: annotation uses $labels.{label}"
 
 
+def prometheus_rule() -> Manifest:
+    (rule,) = [
+        doc
+        for doc in _load_documents(COMPONENTS["prometheus-operator"] / "prometheusrule.yaml")
+        if doc["kind"] == "PrometheusRule"
+    ]
+    return rule
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for group in prometheus_rule()["spec"]["groups"] for rule in group["rules"]}
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings: lower case, punctuation other than ``-``
+    and ``_`` dropped, spaces as ``-``; a repeated one gets ``-1``, ``-2``..."""
+    anchors: set[str] = set()
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or not re.match(r"#{1,6} ", line):
+            continue
+        anchor = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        candidate, n = anchor, 0
+        while candidate in anchors:
+            n += 1
+            candidate = f"{anchor}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def test_anchor_rule_follows_github() -> None:
+    text = "# A `b` c\n## Metrics, health and logs\n```\n# not a heading\n```\n## Metrics, health and logs\n"
+    assert github_anchors(text) == {"a-b-c", "metrics-health-and-logs", "metrics-health-and-logs-1"}
+
+
+def test_every_alert_links_a_runbook_that_exists() -> None:
+    documentation = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Documentation"]
+    anchors = github_anchors((REPO / "README.md").read_text())
+    for name, alert in alerts().items():
+        assert alert["labels"]["severity"] in ("warning", "critical"), name
+        assert alert["annotations"]["summary"], name
+        url = alert["annotations"]["runbook_url"]
+        base, _, anchor = url.partition("#")
+        assert base == documentation, f"{name}: {url} is not the README ({documentation})"
+        assert anchor in anchors, f"{name}: README has no section #{anchor}"
+        assert anchor == name.lower(), f"{name}: its runbook is another alert's"
+
+
+def test_alerts_cover_absence_throttling_and_the_lifecycle() -> None:
+    rules = alerts()
+    service = only(rendering("production"), "Service")["metadata"]["name"]
+    absent = re.fullmatch(r"\s*absent\((\w+)\{job=\"([\w-]+)\"\}\)\s*", rules["EcsStateWorkerAbsent"]["expr"])
+    assert absent, rules["EcsStateWorkerAbsent"]["expr"]
+    # Present on every scrape of a worker; the job label is the Service's name (the Prometheus
+    # Operator's default for a ServiceMonitor without jobLabel).
+    assert absent[1] == "ecs_state_worker_build_info"
+    assert absent[1] in exported_metrics()
+    assert absent[2] == service
+    assert "jobLabel" not in only(rendering("production"), "ServiceMonitor")["spec"]
+    assert Query(rules["EcsStateWorkerThrottled"]["expr"]).metrics == {
+        "ecs_state_worker_throttles_total",
+        "ecs_state_worker_ecs_calls_total",
+    }
+    assert "ecs_state_worker_state" in Query(rules["EcsStateWorkerStuckStarting"]["expr"]).metrics
+
+
+def _minutes(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    assert match, duration
+    return int(match[1]) * {"s": 1 / 60, "m": 1, "h": 60}[match[2]]
+
+
+def test_dead_letter_alert_does_not_fire_on_a_single_record() -> None:
+    """A threshold above one record over a window: ``increase()`` of a counter that moved by one
+    extrapolates to little more than 1, far below the threshold."""
+    rule = alerts()["EcsStateWorkerDeadLetters"]
+    match = re.fullmatch(
+        r"\s*sum by \(([\w, ]+)\) \((increase|rate)\(ecs_state_worker_dead_lettered_total\[(\w+)\]\)\)"
+        r" > ([\d.]+)\s*",
+        rule["expr"],
+    )
+    assert match, rule["expr"]
+    window_minutes = _minutes(match[3])
+    threshold = float(match[4])
+    records = threshold if match[2] == "increase" else threshold * window_minutes * 60
+    assert records >= 2, f"fires at {records} records in {match[3]}"
+    assert window_minutes >= 5
+    assert _minutes(rule.get("for", "0s")) > 0
+
+
+# go install github.com/prometheus/prometheus/cmd/promtool@latest
+PROMTOOL = go_tool("promtool")
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool is not installed (go install github.com/prometheus/prometheus/cmd/promtool@latest)",
+)
+def test_alerts_pass_promtool_and_their_unit_tests(tmp_path: Path) -> None:
+    """``promtool check rules`` on the rule groups, then ``promtool test rules`` with the cases of
+    tests/data/deploy/alerts_test.yaml (a single dead letter does not fire, a burst does; no worker
+    scraped; throttling)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": prometheus_rule()["spec"]["groups"]}))
+    checked = _promtool("check", "rules", str(rules))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The unit tests check when alerts fire and their labels: the rules without annotations.
+    groups = copy.deepcopy(prometheus_rule()["spec"]["groups"])
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules.write_text(yaml.safe_dump({"groups": groups}))
+    cases = tmp_path / "alerts_test.yaml"
+    shutil.copy(REPO / "tests" / "data" / "deploy" / "alerts_test.yaml", cases)
+    tested = _promtool("test", "rules", str(cases))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout + tested.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # Dockerfile and .dockerignore
 # --------------------------------------------------------------------------------------------
@@ -1285,8 +1412,6 @@ def test_dockerfile_installs_the_locked_versions_first() -> None:
 def test_image_carries_the_oci_labels_of_the_project() -> None:
     """org.opencontainers.image.* annotations (OCI image spec, annotations.md), the same as the
     project's metadata."""
-    import tomllib
-
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     args, stages = _dockerfile_stages()
     labels: dict[str, str] = {}
