@@ -724,7 +724,10 @@ def test_references_between_resources_resolve(name: str) -> None:
         if "secretKeyRef" in var.get("valueFrom", {})
     }
     for trigger in scaled["spec"]["triggers"]:
-        if "authenticationRef" in trigger:
+        if (
+            "authenticationRef" in trigger
+            and "secretTargetRef" in auths[trigger["authenticationRef"]["name"]]["spec"]
+        ):
             auth = auths[trigger["authenticationRef"]["name"]]
             refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
             # KEDA reads the same Secret, and the same password, as the worker.
@@ -877,6 +880,14 @@ def test_keda_watches_the_workers_group_and_topic(name: str) -> None:
             if d["kind"] == "TriggerAuthentication"
             and d["metadata"]["name"] == trigger["authenticationRef"]["name"]
         )
+        if settings.sasl_mechanism == "AWS_MSK_IAM":
+            # KEDA signs as the worker's own IRSA role (KEDA's kafka scaler, aws_msk_iam).
+            assert meta["sasl"] == "aws_msk_iam"
+            assert meta["tls"] == "enable"
+            assert meta["awsRegion"] == settings.region
+            assert auth["spec"]["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
+            assert "secretTargetRef" not in auth["spec"]
+            return
         parameters = {r["parameter"] for r in auth["spec"]["secretTargetRef"]}
         if settings.security_protocol.startswith("SASL"):
             assert {"sasl", "username", "password"} <= parameters

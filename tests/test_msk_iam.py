@@ -168,7 +168,6 @@ async def test_clients_are_built_with_oauthbearer_and_the_token_provider() -> No
     [
         ({"WORKER_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "AWS_MSK_IAM needs security_protocol SASL_SSL"),
         ({"WORKER_SECURITY_PROTOCOL": "SSL"}, "sasl_mechanism needs security_protocol SASL_SSL"),
-        ({"WORKER_SASL_PASSWORD": "x"}, "AWS_MSK_IAM takes no sasl_username or sasl_password"),
         ({"WORKER_SASL_MECHANISM": "AWS_MSK_IAMX"}, "invalid setting sasl_mechanism"),
     ],
 )

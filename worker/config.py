@@ -98,10 +98,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             return
         if self.sasl_mechanism == "AWS_MSK_IAM":
             # MSK serves IAM authentication on its TLS listener only (port 9098).
+            # sasl_username and sasl_password are not used (the base Deployment passes an optional
+            # Secret's password, unset where no Secret exists).
             if self.security_protocol != "SASL_SSL":
                 raise ValueError("sasl_mechanism AWS_MSK_IAM needs security_protocol SASL_SSL")
-            if self.sasl_username or self.sasl_password:
-                raise ValueError("sasl_mechanism AWS_MSK_IAM takes no sasl_username or sasl_password")
             return
         if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
             raise ValueError("security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password")
