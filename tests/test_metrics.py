@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import platform
 import re
+import signal
 import sys
 
 import aiohttp
@@ -18,10 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 import worker
-from devkit.broker import EmbeddedBroker
+from devkit.broker import EmbeddedBroker, free_port
 from devkit.ecs_endpoint import LocalEcsEndpoint
+from devkit.harness.workers import wait_exit
 from tests.conftest import Topics, worker_settings
-from tests.support import launched_fleet, wait_for
+from tests.support import launched_fleet, spawn_worker, wait_for
 from tests.test_pipeline import produce
 from worker.decode import reasons
 from worker.decode.docker import NO_STATE_CHANGE
@@ -190,3 +192,42 @@ async def test_running_worker_serves_bounded_labels_state_and_rebalances(
         for label, text in s.labels.items():
             if label not in ("topic", "le", "quantile"):
                 assert re.fullmatch(r"[A-Za-z0-9_.]{1,64}", text), f"{s.name}{{{label}={text!r}}}"
+
+
+async def _scrape_when(port: int, wanted: str, timeout_s: float) -> list[Sample]:
+    """Scrape ``port`` until the state ``wanted`` is 1 (the port opens once the worker starts)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            found = samples(await scrape(port))
+        except aiohttp.ClientConnectionError:
+            found = []
+        if value(found, P + "state", state=wanted) == 1.0:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, f"state {wanted} never reached"
+        await asyncio.sleep(0.2)
+
+
+async def test_worker_process_serves_the_collectors_build_info_and_its_state(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    """``python -m worker run`` as deployed: its /metrics carries the process collector's series
+    of that process, the build info and the lifecycle state."""
+    port = free_port()
+    process = spawn_worker(broker, endpoint, topics, WORKER_METRICS_PORT=str(port))
+    try:
+        found = await _scrape_when(port, "running", 60)
+        assert value(found, "process_start_time_seconds") is not None
+        assert (value(found, "process_open_fds") or 0) > 0
+        infos = [s for s in found if s.name == P + "build_info"]
+        assert [s.labels["version"] for s in infos] == [worker.__version__]
+        assert infos[0].labels["aiokafka"] == importlib.metadata.version("aiokafka")
+        for _ in range(150):  # the first assignment may follow the start of the loops
+            assigned = value(samples(await scrape(port)), P + "rebalances_total", event="assigned")
+            if assigned:
+                break
+            await asyncio.sleep(0.2)
+        assert assigned == 1.0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await wait_exit(process, 30) == 0
