@@ -1282,7 +1282,7 @@ def test_dead_letter_alert_does_not_fire_on_a_single_record() -> None:
     assert _minutes(rule.get("for", "0s")) > 0
 
 
-# go install github.com/prometheus/prometheus/cmd/promtool@latest
+# go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 PROMTOOL = go_tool("promtool")
 
 
@@ -1293,7 +1293,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(
     PROMTOOL is None,
-    reason="promtool is not installed (go install github.com/prometheus/prometheus/cmd/promtool@latest)",
+    reason="promtool is not installed (go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0)",
 )
 def test_alerts_pass_promtool_and_their_unit_tests(tmp_path: Path) -> None:
     """``promtool check rules`` on the rule groups, then ``promtool test rules`` with the cases of
