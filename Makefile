@@ -13,10 +13,13 @@ help:
 	@echo "make bench      the benchmark (JSON and a table)"
 	@echo "make faults     the fault harness, every scenario, with its report"
 
-$(STAMP): pyproject.toml
+# The exact versions, with their hashes, from the lock (README: "Dependencies and the lock
+# files"); then the project itself, without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -69,7 +69,8 @@ async def test_metrics_and_health_of_a_running_worker(
         assert status == 200
         p = "ecs_state_worker_"
         consumed = sum(
-            metric(text, p + "records_consumed_total", partition=str(i)) for i in range(topics.partitions)
+            metric(text, p + "records_consumed_total", topic=topics.input, partition=str(i))
+            for i in range(topics.partitions)
         )
         assert consumed == len(fleet.steps)
         assert metric(text, p + "submissions_total", result="acknowledged") == endpoint.state()["accepted"]

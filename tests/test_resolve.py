@@ -28,7 +28,7 @@ from worker.work import Submission
 CLUSTER = "prod"
 APP: list[dict[str, Any]] = [{"name": "app"}]
 APP_SIDECAR: list[dict[str, Any]] = [{"name": "app"}, {"name": "sidecar", "essential": False}]
-MISSING_IGNORED = "task unknown to ECS (DescribeTasks: MISSING)"
+MISSING_IGNORED = "ecs_task_missing"
 
 
 @pytest_asyncio.fixture(loop_scope="function")

@@ -49,7 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     acks: Literal["all", "1", "0"] = "all"
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = None
     ssl_cafile: str | None = None
@@ -92,14 +92,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         if self.retry_initial_ms > self.retry_max_ms:
             raise ValueError("retry_initial_ms must not exceed retry_max_ms")
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError("security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password")
+        self._check_sasl()
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         if self.drain_timeout_ms >= self.rebalance_timeout_ms:
             raise ValueError("drain_timeout_ms must be shorter than rebalance_timeout_ms")
+
+    def _check_sasl(self) -> None:
+        if not self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is not None:
+                raise ValueError("sasl_mechanism needs security_protocol SASL_SSL or SASL_PLAINTEXT")
+            return
+        if self.sasl_mechanism == "AWS_MSK_IAM":
+            # MSK serves IAM authentication on its TLS listener only (port 9098).
+            # sasl_username and sasl_password are not used (the base Deployment passes an optional
+            # Secret's password, unset where no Secret exists).
+            if self.security_protocol != "SASL_SSL":
+                raise ValueError("sasl_mechanism AWS_MSK_IAM needs security_protocol SASL_SSL")
+            return
+        if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError("security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password")
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log line: secrets masked."""
@@ -137,7 +149,10 @@ SETTING_HELP: dict[str, str] = {
     "acks": "Producer acknowledgements for outcome and dead-letter records.",
     "compression_type": "Compression of outcome and dead-letter records.",
     "security_protocol": "Kafka security protocol.",
-    "sasl_mechanism": "SASL mechanism.",
+    "sasl_mechanism": (
+        "SASL mechanism: PLAIN or SCRAM-* with sasl_username and sasl_password; AWS_MSK_IAM for "
+        "MSK IAM (OAUTHBEARER signed with the AWS credentials, IRSA on EKS; needs SASL_SSL)."
+    ),
     "sasl_username": "SASL user name.",
     "sasl_password": "SASL password (prefer the WORKER_SASL_PASSWORD variable from a secret).",
     "ssl_cafile": "CA bundle to verify the brokers.",

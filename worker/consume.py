@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from worker.decode.reasons import reason_code
 from worker.dispatch import Dispatcher
 from worker.intake import Intake, RecordBatch
 from worker.metrics import Metrics
@@ -67,7 +68,7 @@ class ConsumeLoop:
                     continue
                 for record in records:
                     self._take(record, now, wall)
-                self._metrics.records_consumed.labels(str(tp.partition)).inc(len(records))
+                self._metrics.records_consumed.labels(tp.topic, str(tp.partition)).inc(len(records))
             self._publish_tallies()
             if batches:
                 self._on_progress()
@@ -109,7 +110,7 @@ class ConsumeLoop:
         """Counted per record, published per batch: a labelled metric costs more than a count."""
         ignored, decoded = self._intake.take_tallies()
         for reason, count in ignored.items():
-            self._metrics.ignored.labels(reason).inc(count)
+            self._metrics.ignored.labels(reason_code(reason)).inc(count)
         for fmt, count in decoded.items():
             self._metrics.events_decoded.labels(fmt).inc(count)
 

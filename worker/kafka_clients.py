@@ -27,19 +27,33 @@ and one close: 25 s + 3 s + 4 s by default, within the 35 s grace period of the 
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security options for both clients: TLS context, then SASL (``AWS_MSK_IAM``
+    becomes ``OAUTHBEARER`` with ``worker.msk_iam``'s token provider)."""
     options: dict[str, Any] = {"security_protocol": settings.security_protocol}
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         context: ssl.SSLContext = create_ssl_context(
             cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
         )
         options["ssl_context"] = context
-    if settings.security_protocol.startswith("SASL"):
+    if settings.sasl_mechanism == "AWS_MSK_IAM":
+        options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=_msk_iam(settings))
+    elif settings.security_protocol.startswith("SASL"):
         options.update(
             sasl_mechanism=settings.sasl_mechanism,
             sasl_plain_username=settings.sasl_username,
             sasl_plain_password=settings.sasl_password,
         )
     return options
+
+
+def _msk_iam(settings: Settings) -> Any:
+    """The OAUTHBEARER token provider of MSK IAM, signing for the ECS client's Region (MSK and ECS
+    in one Region, as the worker's role is; resolved as for ECS, ``AWS_REGION`` included). Imported
+    here: boto3 loads only when used."""
+    from worker.msk_iam import MskIamTokenProvider
+    from worker.start_checks import resolve_region
+
+    return MskIamTokenProvider(resolve_region(settings))
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:

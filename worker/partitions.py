@@ -78,6 +78,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
         partitions = [(tp.topic, tp.partition) for tp in assigned]
+        self._metrics.rebalances.labels("assigned").inc()
         if self._start_time is not None and assigned:
             try:
                 await seek_to_start_time(self._consumer, assigned, self._start_time)
@@ -101,6 +102,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in revoked]
+        self._metrics.rebalances.labels("revoked").inc()
         if partitions:  # aiokafka calls this with none before every join, the first included
             await self.revoke(partitions)
 

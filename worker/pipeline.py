@@ -86,6 +86,8 @@ class Worker:
     def request_stop(self) -> None:
         """Graceful stop: no more fetching; flush, drain, commit, leave the group."""
         self._stopping.set()
+        if self.metrics.lifecycle != "stopped":
+            self.metrics.set_state("draining")
         if self._dispatcher is not None:
             self._dispatcher.wake()
 
@@ -107,6 +109,7 @@ class Worker:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
             # Together: a stop then fits a pod's grace period (drain + commit + one close).
             await asyncio.gather(close_client(consumer, "consumer"), close_client(producer, "producer"))
+            self.metrics.set_state("stopped")
             log.info("worker stopped", extra={"totals": self.metrics.totals()})
 
     def _build_stages(self, client: Any, producer: Any) -> tuple[Dispatcher, Publisher]:
@@ -206,6 +209,8 @@ class Worker:
             ),
         ]
         stop = asyncio.create_task(self._stopping.wait(), name="stop")
+        if not self._stopping.is_set():
+            self.metrics.set_state("running")
         try:
             done, _ = await asyncio.wait([consume, *others, stop], return_when=asyncio.FIRST_COMPLETED)
             for task in done:

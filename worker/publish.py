@@ -28,7 +28,7 @@ from schemas.records import (
     split_dead_letter_headers,
 )
 from worker.decode import BadItem
-from worker.metrics import Metrics
+from worker.metrics import Metrics, code_label
 from worker.work import Submission, SubmitResult, TaskKey
 
 __all__ = [
@@ -226,7 +226,7 @@ class Publisher:
         own: Sequence[tuple[str, bytes | None]] = (),
     ) -> None:
         await self._send(self._dlq_topic, key, value, dead_letter_headers(letter, own))
-        self._metrics.dead_lettered.labels(letter.pipeline_stage, letter.errorClass).inc()
+        self._metrics.dead_lettered.labels(letter.pipeline_stage, code_label(letter.errorClass)).inc()
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None

@@ -26,8 +26,10 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from worker.coalesce import Coalescer
+from worker.decode import reasons
+from worker.decode.reasons import reason_code
 from worker.errors import classify
-from worker.metrics import Metrics
+from worker.metrics import Metrics, code_label
 from worker.ratelimit import AsyncRateLimiter
 from worker.task_definition import EcsTaskView, definition_from_botocore, view_from_botocore
 from worker.work import SourceRef, TaskKey
@@ -149,7 +151,7 @@ class Resolver:
         for key in keys:
             view = views.get(key[1]) or views.get(key[1].rsplit("/", 1)[-1])
             if view == _MISSING:
-                self._metrics.ignored.labels("task unknown to ECS (DescribeTasks: MISSING)").inc()
+                self._metrics.ignored.labels(reason_code(reasons.ECS_TASK_MISSING)).inc()
                 self._once(
                     f"missing:{cluster}",
                     "ECS does not know tasks of cluster %s (DescribeTasks: MISSING): they are not "
@@ -179,7 +181,7 @@ class Resolver:
                         answer: dict[str, Any] = await method(**params)
                     except Exception as exc:  # sorted by classify(); nothing is swallowed
                         verdict = classify(exc)
-                        self._metrics.describe_calls.labels(operation, verdict.code).inc()
+                        self._metrics.describe_calls.labels(operation, code_label(verdict.code)).inc()
                         if verdict.throttled:
                             self._limiter.on_throttled()
                         if verdict.retryable:
@@ -193,7 +195,7 @@ class Resolver:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _fell_back(self, operation: str, code: str, subject: str) -> None:
-        self._metrics.knowledge_fallbacks.labels(operation, code).inc()
+        self._metrics.knowledge_fallbacks.labels(operation, code_label(code)).inc()
         self._once(
             f"{operation}:{code}",
             "%s failed (%s), first for %s: falling back to the events seen (see settle_ms)",

@@ -36,7 +36,7 @@ from schemas.ecs import SubmitTaskStateChangeRequest
 from worker import __version__
 from worker.config import Settings
 from worker.errors import classify
-from worker.metrics import Metrics
+from worker.metrics import Metrics, code_label
 from worker.ratelimit import AsyncRateLimiter
 from worker.work import Submission, SubmitResult
 
@@ -139,9 +139,9 @@ class Submitter:
                 answer = await self._client.submit_task_state_change(**params)
             except Exception as exc:  # sorted by classify(); nothing is swallowed
                 verdict = classify(exc)
-                self._metrics.calls.labels(verdict.code).inc()
+                self._metrics.calls.labels(code_label(verdict.code)).inc()
                 if verdict.throttled:
-                    self._metrics.throttles.labels(verdict.code).inc()
+                    self._metrics.throttles.labels(code_label(verdict.code)).inc()
                     self._limiter.on_throttled()
                     self._metrics.rate_limit.set(self._limiter.bucket.rate)
                 if verdict.retryable:
@@ -158,7 +158,7 @@ class Submitter:
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         code = exc.code if isinstance(exc, _Retryable) else "unknown"
-        self._metrics.retries.labels(code).inc()
+        self._metrics.retries.labels(code_label(code)).inc()
         log.debug("retrying ECS call", extra={"code": code, "attempt": state.attempt_number})
 
 

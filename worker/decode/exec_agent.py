@@ -42,7 +42,7 @@ __all__ = [
 EXECUTE_COMMAND_AGENT: Final = "ExecuteCommandAgent"
 EXEC_AGENT_STARTED_REASON = "ExecuteCommandAgent started"
 """The reason the agent reports with the managed agent's RUNNING (``docker_task_engine.go``)."""
-EXEC_AGENT_CREATED = "docker: ECS Exec agent exec created (reported RUNNING at its exec_start)"
+EXEC_AGENT_CREATED = reasons.DOCKER_EXEC_AGENT_CREATED
 
 _AGENT_COMMAND = re.compile(
     r"/ecs-execute-command-[^/\s]+/amazon-ssm-agent"
