@@ -18,6 +18,7 @@ from worker.agent_rules import MANAGED_AGENT_STOPPED_REASON
 from worker.decode import reasons
 from worker.decode.event_builder import OOM_REASON
 from worker.decode.exec_agent import EXEC_AGENT_CREATED, EXEC_AGENT_STARTED_REASON
+from worker.decode.reasons import reason_code
 from worker.intake import LATE_EVENT
 from worker.pipeline import Worker
 
@@ -43,7 +44,8 @@ def status(endpoint: LocalEcsEndpoint, task: DockerTask) -> str | None:
 
 
 def ignored(worker: Worker, reason: str) -> float:
-    value = worker.metrics.registry.get_sample_value("ecs_state_worker_ignored_total", {"reason": reason})
+    labels = {"reason": reason_code(reason)}
+    value = worker.metrics.registry.get_sample_value("ecs_state_worker_ignored_total", labels)
     return value or 0.0
 
 
