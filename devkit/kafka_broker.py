@@ -34,7 +34,13 @@ __all__ = ["KafkaBroker", "Listener", "api_versions_answer"]
 
 log = logging.getLogger(__name__)
 
-JVM_OPTIONS = ("-Xms128m", "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
+JVM_OPTIONS = (
+    "-Xms128m",
+    "-Xmx768m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+)
 """Small and quick to start: C1 only and the serial collector suit one node on a shared machine."""
 
 TEST_PROPERTIES: Mapping[str, str] = {
@@ -156,18 +162,23 @@ class KafkaBroker:
         libs = kafka_classpath(self.version)
         self._home = home = Path(tempfile.mkdtemp(prefix="kafka-broker-"))
         config = home / "server.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in self.server_properties(home / "data").items()))
+        properties = self.server_properties(home / "data")
+        config.write_text("".join(f"{k}={_escaped(v)}\n" for k, v in properties.items()))
         log_file = self._log_file or home / "server.log"
         (home / "log4j2.yaml").write_text(_LOG4J.format(path=log_file))
         java = ["java", *JVM_OPTIONS, f"-Dlog4j2.configurationFile={home / 'log4j2.yaml'}"]
         java += ["-cp", f"{libs}/*"]
         self._format(java, config)
         with (home / "stdout.log").open("ab") as output:
-            self._process = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=output, stderr=output)
+            self._process = subprocess.Popen(
+                [*java, "kafka.Kafka", str(config)], stdout=output, stderr=output
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(self._failure(f"Apache Kafka exited at start ({self._process.returncode})"))
+                raise RuntimeError(
+                    self._failure(f"Apache Kafka exited at start ({self._process.returncode})")
+                )
             if api_versions_answer(self.host, self.port):
                 log.info("Apache Kafka %s answering on %s (%s)", self.version, self.bootstrap, home)
                 return self
@@ -220,6 +231,11 @@ class KafkaBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _escaped(value: str) -> str:
+    """A value as ``java.util.Properties`` reads it back: PEM blocks span lines."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def api_versions_answer(host: str, port: int, timeout_s: float = 1.0) -> bool:

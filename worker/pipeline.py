@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from worker.broker_checks import BrokerFacts, check_brokers
 from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
@@ -48,6 +49,11 @@ async def _close(client: Any, name: str) -> None:
             await client.stop()
     except Exception as exc:
         log.warning("closing the Kafka %s failed: %s", name, exc, extra={"error_class": type(exc).__name__})
+
+
+async def _checked_into(facts: list[BrokerFacts], settings: Settings) -> None:
+    """``check_brokers`` whose answer lands in ``facts``: awaited by ``Worker._unless_stopped``."""
+    facts.append(await check_brokers(settings))
 
 
 class Worker:
@@ -99,7 +105,11 @@ class Worker:
 
     async def run(self) -> None:
         s = self.settings
-        producer = make_producer(s)
+        facts: list[BrokerFacts] = []
+        if not await self._unless_stopped(_checked_into(facts, s)):
+            log.info("worker stopped", extra={"totals": self.metrics.totals()})
+            return
+        producer = make_producer(s, idempotent=facts[0].idempotent)
         consumer = make_consumer(s)
         consumer.subscribe([s.input_topic], listener=self.partitions)
         try:
