@@ -15,7 +15,14 @@ from aiokafka.errors import TopicAlreadyExistsError
 from devkit.fleet import Fleet, Format
 from schemas.records import Outcome
 
-__all__ = ["create_topics", "end_offsets", "partitions_of", "outcome_latencies_ms", "produce_fleet", "read_all"]
+__all__ = [
+    "create_topics",
+    "end_offsets",
+    "outcome_latencies_ms",
+    "partitions_of",
+    "produce_fleet",
+    "read_all",
+]
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:

@@ -93,21 +93,29 @@ async def fresh_topics(broker: KafkaBroker) -> Topics:
     return topics
 
 
-async def works_through(broker: KafkaBroker, endpoint: LocalEcsEndpoint, listener: str, **security: str) -> None:
+async def works_through(
+    broker: KafkaBroker, endpoint: LocalEcsEndpoint, listener: str, **security: str
+) -> None:
     """A worker reaching ``listener`` with ``security`` settings carries a fleet to its final states
     (the fleet is produced over the plaintext listener: the same topics)."""
     topics = await fresh_topics(broker)
-    settings = worker_settings(broker, endpoint, topics, bootstrap_servers=broker.address(listener), **security)
+    settings = worker_settings(
+        broker, endpoint, topics, bootstrap_servers=broker.address(listener), **security
+    )
     fleet = await launched_fleet(endpoint, 6, seed=23)
     async with running(Worker(settings)):
         await produce_fleet(broker.bootstrap, topics.input, fleet, pace=FLEET_PACE)
-        await wait_for(lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states")
+        await wait_for(
+            lambda: not final_state_mismatches(fleet.expected, endpoint.state()), 60, "final states"
+        )
 
 
 async def refused(broker: KafkaBroker, endpoint: LocalEcsEndpoint, listener: str, **security: str) -> str:
     """The error a worker stops with when the listener refuses it."""
     topics = await fresh_topics(broker)
-    settings = worker_settings(broker, endpoint, topics, bootstrap_servers=broker.address(listener), **security)
+    settings = worker_settings(
+        broker, endpoint, topics, bootstrap_servers=broker.address(listener), **security
+    )
     with pytest.raises(Exception) as info:  # noqa: PT011 - the kind varies with the refusal; the text is checked
         await asyncio.wait_for(Worker(settings).run(), 60)
     return f"{type(info.value).__name__}: {info.value}"
@@ -116,7 +124,9 @@ async def refused(broker: KafkaBroker, endpoint: LocalEcsEndpoint, listener: str
 async def test_tls_with_the_broker_verified(
     secured: KafkaBroker, endpoint: LocalEcsEndpoint, authority: trustme.CA, tmp_path: Path
 ) -> None:
-    await works_through(secured, endpoint, "SSL", security_protocol="SSL", **tls_files(authority, tmp_path, client=False))
+    await works_through(
+        secured, endpoint, "SSL", security_protocol="SSL", **tls_files(authority, tmp_path, client=False)
+    )
 
 
 async def test_tls_refuses_a_broker_signed_by_another_authority(
@@ -130,7 +140,9 @@ async def test_tls_refuses_a_broker_signed_by_another_authority(
 async def test_mutual_tls(
     secured: KafkaBroker, endpoint: LocalEcsEndpoint, authority: trustme.CA, tmp_path: Path
 ) -> None:
-    await works_through(secured, endpoint, "MTLS", security_protocol="SSL", **tls_files(authority, tmp_path, client=True))
+    await works_through(
+        secured, endpoint, "MTLS", security_protocol="SSL", **tls_files(authority, tmp_path, client=True)
+    )
 
 
 async def test_mutual_tls_refuses_a_worker_without_a_certificate(
@@ -155,7 +167,9 @@ async def test_sasl(secured: KafkaBroker, endpoint: LocalEcsEndpoint, mechanism:
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
-async def test_sasl_refuses_a_wrong_password(secured: KafkaBroker, endpoint: LocalEcsEndpoint, mechanism: str) -> None:
+async def test_sasl_refuses_a_wrong_password(
+    secured: KafkaBroker, endpoint: LocalEcsEndpoint, mechanism: str
+) -> None:
     error = await refused(
         secured,
         endpoint,
