@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_TOPIC_OR_PARTITION = 3
 TOPIC_AUTHORIZATION_FAILED = 29
 PROBE_ATTEMPTS = 20
+TOPIC_ATTEMPTS = 12
 PROBE_BACKOFF_S = 0.25
 PROBE_TRANSACTION_TIMEOUT_MS = 60_000  # ignored without a transactional id; the field is required
 
@@ -69,17 +70,21 @@ async def check_brokers(settings: Settings) -> BrokerFacts:
 
 
 async def _check_topic(client: AIOKafkaClient, node: Any, topic: str) -> None:
-    response = await client.send(node, MetadataRequest([topic], allow_auto_topic_creation=True))
-    for error_code, name, *_ in response.topics:
-        if name != topic:
-            continue
-        if error_code == UNKNOWN_TOPIC_OR_PARTITION:
-            raise MissingTopicError(
-                f"input topic {topic!r} does not exist and the brokers do not create topics "
-                "(auto.create.topics.enable=false): create it, or fix the input_topic setting"
-            )
-        if error_code == TOPIC_AUTHORIZATION_FAILED:
+    """Ask for the topic's metadata until it exists, ``TOPIC_ATTEMPTS`` times ``PROBE_BACKOFF_S``
+    apart: a KRaft broker that creates topics answers UNKNOWN_TOPIC_OR_PARTITION to the request
+    that makes it create one, and the topic the next moment."""
+    for _ in range(TOPIC_ATTEMPTS):
+        response = await client.send(node, MetadataRequest([topic], allow_auto_topic_creation=True))
+        errors = [error_code for error_code, name, *_ in response.topics if name == topic]
+        if TOPIC_AUTHORIZATION_FAILED in errors:
             raise MissingTopicError(f"input topic {topic!r}: the brokers deny this client access to it")
+        if UNKNOWN_TOPIC_OR_PARTITION not in errors:
+            return
+        await asyncio.sleep(PROBE_BACKOFF_S)
+    raise MissingTopicError(
+        f"input topic {topic!r} does not exist and the brokers do not create topics "
+        "(auto.create.topics.enable=false): create it, or fix the input_topic setting"
+    )
 
 
 async def _idempotence(client: AIOKafkaClient, node: Any, settings: Settings) -> bool:
