@@ -28,7 +28,6 @@ from worker.config import Settings
 from worker.kafka_clients import kafka_security
 from worker.pipeline import Worker
 
-
 pytestmark = pytest.mark.tansu
 
 
