@@ -1,6 +1,7 @@
 """Apache Kafka's broker from Maven Central, for the tests, the fault harness and the demo: the
 ``kafka_2.13`` artifact and its runtime dependencies resolved once by Maven into a cache folder,
-then started with the machine's Java (``devkit.kafka_broker``).
+then started with the machine's Java (``devkit.kafka_broker``). ``python3 -m devkit.kafka_artifacts``
+resolves them ahead (it needs only the standard library: CI runs it before the virtualenv exists).
 
 The cache is ``$ECS_STATE_WORKER_CACHE`` or ``~/.cache/ecs-state-worker``, one folder per version
 (``kafka-4.1.2/libs/*.jar``); a folder is complete once its ``classpath.ok`` marker exists, so an
@@ -13,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -116,3 +118,17 @@ def kafka_classpath(version: str = KAFKA_VERSION) -> Path:
     staging.rename(libs)
     marker.write_text(version + "\n")
     return libs
+
+
+def main() -> int:
+    """Resolve the artifacts and print their folder; exit 1 with the reason when that fails."""
+    try:
+        print(kafka_classpath())
+    except KafkaUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from devkit.brokers import Broker, BrokerChoice, choose_broker, make_broker
 from devkit.ecs_endpoint import LocalEcsEndpoint
+from devkit.kafka_artifacts import kafka_classpath
 from devkit.topics import create_topics
 from tests.ecs_support import ecs_client, running_endpoint
 from worker.config import Settings
@@ -33,6 +34,13 @@ BROKER: BrokerChoice = choose_broker(os.environ)
 
 def pytest_report_header() -> str:
     return BROKER.describe()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Resolve Apache Kafka's artifacts before any test (a first run downloads them; no test's
+    timeout should count that), failing the session with Maven's own message when it cannot."""
+    if BROKER.kind == "kafka":
+        kafka_classpath()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
