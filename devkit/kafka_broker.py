@@ -188,7 +188,9 @@ class KafkaBroker:
         raise RuntimeError(message)
 
     def _format(self, java: list[str], config: Path) -> None:
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster = "-"
+        while cluster.startswith("-"):  # as Kafka's own ids: no leading dash (an option to argparse)
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         command = [*java, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)]
         for user, password in self._scram.items():
             for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
