@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: help demo test test-full lint typecheck bench faults schemas clean
 
 help:
-	@echo "make demo       the whole pipeline on embedded parts, with a summary"
+	@echo "make demo       the whole pipeline on embedded parts, with a summary (BROKER=kafka: on Apache Kafka)"
 	@echo "make test       lint, types and the test suite (what CI runs)"
 	@echo "make test-full  the suite plus the long fault scenarios"
 	@echo "make bench      the benchmark (JSON and a table)"
@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# make demo BROKER=kafka: the demo on Apache Kafka (Java 17+ and Maven) instead of Tansu.
+BROKER ?= tansu
 demo: $(STAMP)
-	$(BIN)/python -m worker demo
+	$(BIN)/python -m worker demo --broker $(BROKER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

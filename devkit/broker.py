@@ -38,6 +38,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """``with EmbeddedBroker() as broker: broker.bootstrap`` — a Tansu process on a free port."""
 
+    kind = "tansu"
+
     def __init__(
         self,
         *,

@@ -31,9 +31,10 @@ def register(commands: Subcommands) -> None:
     endpoint.add_argument("--quota-refill-per-s", type=float, default=None)
     endpoint.set_defaults(handler=_ecs_endpoint)
 
-    broker = commands.add_parser("broker", help="the embedded development broker (Tansu)")
+    broker = commands.add_parser("broker", help="the embedded development broker (Tansu, or Apache Kafka)")
     broker.add_argument("--host", default="127.0.0.1")
     broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--kind", choices=("tansu", "kafka"), default="tansu", help="Tansu, or Apache Kafka")
     broker.set_defaults(handler=_broker)
 
     demo = commands.add_parser("demo", help="the whole pipeline on embedded parts, with a summary")
@@ -42,6 +43,7 @@ def register(commands: Subcommands) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--format", choices=("docker", "canonical"), default="docker", help="event format")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--broker", choices=("tansu", "kafka"), default="tansu", help="Tansu, or Apache Kafka")
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="the benchmark: JSON and a table")
@@ -68,11 +70,12 @@ def _ecs_endpoint(args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    from devkit.broker import EmbeddedBroker
     from devkit.broker_process import serve_until_stopped
+    from devkit.brokers import make_broker
 
     configure_logging("INFO", "text")
-    return serve_until_stopped(EmbeddedBroker(host=args.host, port=args.port), "embedded broker")
+    broker = make_broker(args.kind, host=args.host, port=args.port)
+    return serve_until_stopped(broker, f"embedded broker ({broker.kind})")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -80,7 +83,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING", "text")
     summary = run_async(
-        run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed, fmt=args.format)
+        run_demo(
+            tasks=args.tasks,
+            partitions=args.partitions,
+            seed=args.seed,
+            fmt=args.format,
+            broker_kind=args.broker,
+        )
     )
     print(msgspec.json.encode(summary).decode() if args.json else summary.render())
     return 0 if summary.ok else 1

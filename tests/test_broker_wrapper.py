@@ -54,7 +54,7 @@ def wrapper() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     try:
         assert process.stdout is not None
         ready = process.stdout.readline()  # printed once the broker listens
-        assert ready.startswith(f"embedded broker on 127.0.0.1:{port};"), ready
+        assert ready.startswith(f"embedded broker (tansu) on 127.0.0.1:{port};"), ready
         assert _listening(port)
         (child,) = _children(process.pid)
         yield process, port, child
@@ -76,7 +76,7 @@ def test_a_stop_signal_stops_the_broker_too(
     assert process.returncode == 0, stderr
     assert not _alive(child)
     assert not _listening(port)
-    assert stderr.strip().splitlines()[-1] == f"embedded broker stopped ({signum.name})"
+    assert stderr.strip().splitlines()[-1] == f"embedded broker (tansu) stopped ({signum.name})"
 
 
 def test_the_wrapper_exits_when_the_broker_dies(wrapper: tuple[subprocess.Popen[str], int, int]) -> None:
@@ -84,7 +84,7 @@ def test_the_wrapper_exits_when_the_broker_dies(wrapper: tuple[subprocess.Popen[
     os.kill(child, signal.SIGKILL)
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == 128 + signal.SIGKILL, stderr
-    assert "error: the embedded broker process exited with code -9" in stderr
+    assert "error: the embedded broker (tansu) process exited with code -9" in stderr
     assert not _listening(port)
 
 

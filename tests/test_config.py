@@ -73,13 +73,13 @@ def test_environment_values_are_converted() -> None:
         env={
             "WORKER_MAX_POLL_RECORDS": "42",
             "WORKER_RATE_LIMIT_PER_S": "12.5",
-            "WORKER_ENABLE_IDEMPOTENCE": "TRUE",
+            "WORKER_ENABLE_IDEMPOTENCE": "FALSE",
             "WORKER_ECS_ENDPOINT_URL": "",
             "WORKER_ACKS": "1",
             "OTHER": "x",
         }
     )
-    assert (s.max_poll_records, s.rate_limit_per_s, s.enable_idempotence) == (42, 12.5, True)
+    assert (s.max_poll_records, s.rate_limit_per_s, s.enable_idempotence) == (42, 12.5, False)
     assert s.ecs_endpoint_url is None  # empty means unset
     assert s.acks == "1"
 
@@ -192,3 +192,13 @@ def test_input_format_accepts_the_registered_formats() -> None:
     for bad in ("nerdctl", "eventbridge", "AUTO"):
         with pytest.raises(ConfigError, match=r"input_format \(from WORKER_INPUT_FORMAT\)"):
             load_settings(env={"WORKER_INPUT_FORMAT": bad})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("true", True), ("false", False)])
+def test_enable_idempotence_takes_auto_or_a_boolean(value: str, expected: object) -> None:
+    assert load_settings(env={"WORKER_ENABLE_IDEMPOTENCE": value}).enable_idempotence == expected
+
+
+def test_enable_idempotence_true_needs_acks_all() -> None:
+    with pytest.raises(ConfigError, match="enable_idempotence true needs acks all"):
+        load_settings(env={"WORKER_ENABLE_IDEMPOTENCE": "true", "WORKER_ACKS": "1"})

@@ -12,7 +12,7 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from devkit.fleet import final_state_mismatches
 from devkit.topics import read_all
@@ -45,7 +45,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_and_health_of_a_running_worker(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     worker = Worker(worker_settings(broker, endpoint, topics))
     health = HealthServer(worker, port=0, host="127.0.0.1")
@@ -91,7 +91,7 @@ async def test_metrics_and_health_of_a_running_worker(
 
 
 async def test_liveness_fails_when_work_makes_no_progress(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     endpoint.set_faults(Faults(latency_ms=4000))  # every ECS call hangs for 4 s
     worker = Worker(worker_settings(broker, endpoint, topics, linger_ms=0, call_timeout_ms=20_000))
@@ -111,7 +111,7 @@ async def test_liveness_fails_when_work_makes_no_progress(
 
 
 async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     async with ecs_tasks(endpoint.url) as ecs:  # a task ECS knows, of three containers
         definition = await ecs.register("bounded", [{"name": f"app-{i}"} for i in range(3)])

@@ -94,22 +94,6 @@ def test_unreachable_brokers_fail_after_start_timeout_with_one_line(tmp_path: Pa
     assert "Traceback" not in result.stderr
 
 
-def test_a_missing_input_topic_fails_at_start(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    env = _bare_env(
-        tmp_path,
-        AWS_REGION="eu-west-1",
-        AWS_ACCESS_KEY_ID="k",
-        AWS_SECRET_ACCESS_KEY="s",
-        WORKER_BOOTSTRAP_SERVERS=broker.bootstrap,
-        WORKER_INPUT_TOPIC="no-such-topic-here",
-        WORKER_START_TIMEOUT_MS="0",
-    )
-    result = _run(env)
-    assert result.returncode == 3, result.stderr
-    (error,) = _errors(result.stderr)
-    assert "topic 'no-such-topic-here' (WORKER_INPUT_TOPIC) does not exist" in str(error["message"])
-
-
 async def test_the_region_comes_from_aws_region_when_unset(
     broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, monkeypatch: pytest.MonkeyPatch
 ) -> None:

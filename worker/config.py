@@ -45,7 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     session_timeout_ms: Positive = 45_000
     rebalance_timeout_ms: Positive = 60_000
     commit_interval_ms: Positive = 1_000
-    enable_idempotence: bool = False
+    enable_idempotence: bool | Literal["auto"] = "auto"
     acks: Literal["all", "1", "0"] = "all"
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -95,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         self._check_sasl()
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
+        if self.enable_idempotence is True and self.acks != "all":
+            raise ValueError("enable_idempotence true needs acks all")
         if self.drain_timeout_ms >= self.rebalance_timeout_ms:
             raise ValueError("drain_timeout_ms must be shorter than rebalance_timeout_ms")
 
@@ -145,7 +147,11 @@ SETTING_HELP: dict[str, str] = {
     "session_timeout_ms": "Consumer group session timeout.",
     "rebalance_timeout_ms": "Time a rebalance waits for members; covers the drain of revoked partitions.",
     "commit_interval_ms": "How often resolved offsets are committed.",
-    "enable_idempotence": "Idempotent producer (needs broker support; off for Tansu).",
+    "enable_idempotence": (
+        "Idempotent producer: auto asks the brokers at start (InitProducerId) and turns it on where "
+        "they grant producer ids (Apache Kafka, MSK, Confluent; not Tansu) and acks is all; "
+        "true fails at start where they do not."
+    ),
     "acks": "Producer acknowledgements for outcome and dead-letter records.",
     "compression_type": "Compression of outcome and dead-letter records.",
     "security_protocol": "Kafka security protocol.",

@@ -75,13 +75,19 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, idempotent: bool | None = None) -> AIOKafkaProducer:
+    """The outcome and dead-letter producer; ``idempotent`` is ``enable_idempotence`` resolved
+    against the brokers (``worker.broker_checks``, as the worker does). None (the one-shot tools:
+    ``dlq replay``, ``produce``): idempotent only where the setting says ``true``; ``auto`` would
+    cost them a probe of the brokers for records that are sent once."""
+    if idempotent is None:
+        idempotent = settings.enable_idempotence is True
     acks: int | str = settings.acks if settings.acks == "all" else int(settings.acks)
     return AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=settings.client_id,
         acks=acks,
-        enable_idempotence=settings.enable_idempotence,
+        enable_idempotence=idempotent,
         compression_type=None if settings.compression_type == "none" else settings.compression_type,
         linger_ms=5,
         max_request_size=max(1_048_576, settings.max_record_bytes * 2 + 65_536),

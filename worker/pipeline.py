@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from worker.broker_checks import BrokerFacts, check_brokers
 from worker.broker_watch import BrokerWatch
 from worker.config import Settings
 from worker.consume import ConsumeLoop
@@ -36,6 +37,11 @@ from worker.submit import Submitter
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
+
+
+async def _checked_into(facts: list[BrokerFacts], settings: Settings) -> None:
+    """``check_brokers`` whose answer lands in ``facts``: awaited by ``Worker._unless_stopped``."""
+    facts.append(await check_brokers(settings))
 
 
 class Worker:
@@ -93,7 +99,11 @@ class Worker:
 
     async def run(self) -> None:
         s = self.settings
-        producer = make_producer(s)
+        facts: list[BrokerFacts] = []
+        if not await self._unless_stopped(_checked_into(facts, s)):
+            log.info("worker stopped", extra={"totals": self.metrics.totals()})
+            return
+        producer = make_producer(s, idempotent=facts[0].idempotent)
         consumer = make_consumer(s)
         consumer.subscribe([s.input_topic], listener=self.partitions)
         try:

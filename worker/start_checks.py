@@ -21,6 +21,7 @@ import msgspec
 from aiobotocore.session import get_session
 from aiokafka.client import AIOKafkaClient
 
+from worker.broker_checks import MissingTopicError, check_topic, missing_topics
 from worker.config import Settings, env_name
 from worker.kafka_clients import kafka_security
 from worker.log_filters import quiet_clients
@@ -89,23 +90,21 @@ async def _probe_brokers(settings: Settings, timeout_s: float) -> None:
         async with asyncio.timeout(timeout_s):
             with quiet_clients():  # its failure is reported in one line: see wait_for_brokers
                 await client.bootstrap()
-            topics = client.cluster.topics()
-            if settings.input_topic not in topics:
-                raise LookupError(
-                    f"topic {settings.input_topic!r} ({env_name('input_topic')}) does not exist"
-                )
+            node = client.get_random_node()
+        await check_topic(client, node, settings.input_topic)  # MissingTopicError: not retried
+        if not settings.dry_run:
+            outputs = [settings.outcome_topic, settings.dlq_topic]
+            _warn_missing_outputs(settings, await missing_topics(client, node, outputs))
     finally:
         await client.close()
-    if not settings.dry_run:
-        _warn_missing_outputs(settings, topics)
 
 
-def _warn_missing_outputs(settings: Settings, topics: set[str]) -> None:
+def _warn_missing_outputs(settings: Settings, missing: list[str]) -> None:
     """The outcome and dead-letter topics are written, not read: a broker that creates topics on
     first use makes them then, so a missing one is a warning, not a failure."""
     for name in ("outcome_topic", "dlq_topic"):
         topic = getattr(settings, name)
-        if topic not in topics:
+        if topic in missing:
             log.warning(
                 "topic %r (%s) does not exist yet: writes to it wait until the broker creates it "
                 "(auto.create.topics.enable) or it is created",
@@ -126,6 +125,8 @@ async def wait_for_brokers(settings: Settings) -> None:
         try:
             await _probe_brokers(settings, max(0.5, min(remaining, 10.0)))
             return
+        except MissingTopicError as exc:  # the brokers answered: waiting would not create it
+            raise StartCheckFailed(f"{exc} ({env_name('input_topic')})") from None
         except Exception as exc:  # OSError, TimeoutError, LookupError and aiokafka's own errors
             problem = str(exc) or type(exc).__name__
         remaining = deadline - time.monotonic()

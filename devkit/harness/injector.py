@@ -111,6 +111,8 @@ class Injector:
             return
         kill = fault.kind == "kill"
         run.note(f"{'SIGKILL' if kill else 'SIGTERM'} {victim.name} (pid {victim.process.pid})")
+        if not kill:
+            run.signalled.append((victim.name, time.time()))
         await run.terminate(victim, kill=kill)
         if fault.kind != "leave" and fault.restart_after_s is not None:
             await asyncio.sleep(fault.restart_after_s)

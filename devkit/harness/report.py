@@ -91,6 +91,11 @@ class Report(msgspec.Struct, kw_only=True):
     """The longest time from SIGTERM to a worker's exit."""
     drain_s: float | None
     """From the end of production and faults to quiescence; None: never quiescent."""
+    handover_s: float | None = None
+    """The longest time from a fault's SIGTERM of a worker until every partition it held was
+    assigned to another member (``devkit.harness.handover``); None without such a fault."""
+    broker: str = "tansu"
+    """The embedded broker the scenario ran on: ``kafka`` (Apache Kafka) or ``tansu``."""
     wall_s: float
     ok: bool = False
     problems: list[str] = msgspec.field(default_factory=list)
@@ -136,6 +141,8 @@ class Observed:
     unclean_exits: int
     max_exit_s: float
     drain_s: float | None
+    handovers_s: Sequence[float | None] = ()
+    """Per SIGTERM fault, its handover (``devkit.harness.handover.handover_s``)."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,11 @@ def build_report(seen: Observed) -> Report:
         ),
         *submissions.problems(repeats_allowed),
         *(f"regression: {r}" for r in regressions[:5]),
+        *(
+            ["a worker's partitions were never assigned again after its SIGTERM"]
+            if None in seen.handovers_s
+            else []
+        ),
     ]
     # Mismatches read "<task ARN>: ..." (an ARN holds colons, never ": ").
     lost = len({m.split(": ")[0] for m in mismatches}) + len(records.missing_poison)
@@ -314,6 +326,7 @@ def _assemble(
         unclean_exits=seen.unclean_exits,
         max_exit_s=round(seen.max_exit_s, 1),
         drain_s=seen.drain_s,
+        handover_s=max((h for h in seen.handovers_s if h is not None), default=None),
         wall_s=0.0,
         problems=problems,
     )

@@ -61,6 +61,8 @@ class Run:
     live: list[WorkerProcess] = field(default_factory=list)
     dead: list[WorkerProcess] = field(default_factory=list)
     records: list[FaultRecord] = field(default_factory=list)
+    signalled: list[tuple[str, float]] = field(default_factory=list)
+    """(worker, wall-clock time) of each SIGTERM a fault sent (``devkit.harness.handover``)."""
     problems: list[str] = field(default_factory=list)
     spawned: int = 0
     unclean_exits: int = 0
