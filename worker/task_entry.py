@@ -41,6 +41,11 @@ class TaskEntry:
     """Observation (wall-clock ns) of the task's last event."""
     changed_at: int = 0
     """Arrival (monotonic ns) of the first unsent change."""
+    queued: bool = False
+    """Due and waiting for its call's turn (a token of its account and Region): its request is
+    built when the call can go (``Coalescer.take``)."""
+    throttled: int = 0
+    """Submissions of the task ECS throttled in a row (each went back unsent)."""
 
 
 def statuses(request: SubmitTaskStateChangeRequest) -> tuple[object, ...]:
