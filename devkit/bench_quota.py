@@ -3,14 +3,15 @@ the local ECS endpoint enforcing ECS's quota, reported side by side for three re
 
 The workload is ``devkit.bench_quota_burst`` (3,000 tasks of 1-10 containers starting within
 10 s, a third stopping within a minute; ``--quota-tasks`` scales it). The endpoint runs in
-process with ECS's quota for SubmitTaskStateChange (``REFILL_PER_S`` 120 calls per second,
-``BURST`` 200, per account and Region; a call beyond it is answered 400 ``ThrottlingException``).
+process with ECS's quota for SubmitTaskStateChange (``EcsQuota``: 120 calls per second, a burst
+of 200, per account and Region; a call beyond it is answered 400 ``ThrottlingException``).
 Each reporter runs alone on a fresh endpoint state, fed the burst's changes in real time:
 
 * **worker**: the worker's own stages (``Coalescer``, ``Dispatcher``, ``Submitter`` with its
   routed clients and rate budget), fed canonical events; outcome records go to a sink that
-  drops them. Its account budget is ``WORKER_QUOTA_PER_S`` / ``WORKER_QUOTA_BURST`` (5 % under
-  ECS's: two buckets with the same figures drift apart by the calls' latency);
+  drops them. Its account budget (``account_quota_per_s``, ``account_quota_burst``) is
+  ``WORKER_MARGIN`` 95 % of ECS's: two buckets with the same figures drift apart by the calls'
+  latency;
 * **agent-like** and **naive**: ``devkit.bench_quota_reporters``.
 
 Per reporter: calls (as the endpoint counts them, throttled ones included), throttled answers (all,
@@ -47,15 +48,19 @@ from worker.ratelimit import RateBudgets
 from worker.routing import Routes
 from worker.submit import Submitter, open_ecs_client
 
-__all__ = ["BURST", "REFILL_PER_S", "BurstShape", "QuotaReport", "ReporterFigures", "run_quota_bench"]
+__all__ = ["WORKER_MARGIN", "BurstShape", "EcsQuota", "QuotaReport", "ReporterFigures", "run_quota_bench"]
 
-REFILL_PER_S = 120.0
-BURST = 200
-WORKER_QUOTA_PER_S = 114.0
-WORKER_QUOTA_BURST = 190
+WORKER_MARGIN = 0.95
 REGION = "us-east-1"
 _POLL_S = 0.1
 _TOPIC = "container-events"
+
+
+class EcsQuota(msgspec.Struct, kw_only=True, frozen=True):
+    """ECS's SubmitTaskStateChange quota per account and Region, as the endpoint enforces it."""
+
+    refill_per_s: float = 120.0
+    burst: int = 200
 
 
 class ReporterFigures(msgspec.Struct, kw_only=True):
@@ -90,8 +95,8 @@ class _NullSink:
 class _Run:
     """One reporter's run: the endpoint reset, the clock started, the view watched."""
 
-    def __init__(self, endpoint: LocalEcsEndpoint, burst: Burst) -> None:
-        self.endpoint, self.burst = endpoint, burst
+    def __init__(self, endpoint: LocalEcsEndpoint, burst: Burst, quota: EcsQuota) -> None:
+        self.endpoint, self.burst, self.quota = endpoint, burst, quota
         self.scope = Scope(DEFAULT_ACCOUNT, REGION)
         endpoint.reset()
         self.t0 = time.monotonic()
@@ -148,8 +153,8 @@ class _Run:
         refused = self.endpoint.quota.refusals.get(self.scope, 0)
         convergence, wrong = converged
         accepted = calls - throttled
-        floor = accepted / REFILL_PER_S
-        bound = max(self.burst.last_change_at, (accepted - BURST) / REFILL_PER_S)
+        floor = accepted / self.quota.refill_per_s
+        bound = max(self.burst.last_change_at, (accepted - self.quota.burst) / self.quota.refill_per_s)
         return ReporterFigures(
             reporter=reporter,
             calls=calls,
@@ -175,12 +180,12 @@ def _session() -> AioSession:
     return session
 
 
-def _worker_settings(url: str) -> Settings:
+def _worker_settings(run: _Run, url: str) -> Settings:
     return Settings(
         ecs_endpoint_url=url,
         region=REGION,
-        account_quota_per_s=WORKER_QUOTA_PER_S,
-        account_quota_burst=WORKER_QUOTA_BURST,
+        account_quota_per_s=run.quota.refill_per_s * WORKER_MARGIN,
+        account_quota_burst=max(1, int(run.quota.burst * WORKER_MARGIN)),
         rate_limit_per_s=10_000.0,
         rate_limit_burst=10_000,
     )
@@ -188,7 +193,7 @@ def _worker_settings(url: str) -> Settings:
 
 async def _drive_worker(run: _Run, url: str) -> None:
     """Feed the burst to the worker's stages and let them send, until cancelled."""
-    settings = _worker_settings(url)
+    settings = _worker_settings(run, url)
     coalescer = Coalescer(
         linger_ns=settings.linger_ms * 1_000_000,
         max_active_tasks=1_000_000,
@@ -269,7 +274,7 @@ async def _drive_agent_like(run: _Run, url: str) -> None:
         + [(t.stopped_at, n, "STOPPED") for n, t in enumerate(run.burst.truths) if t.stopped_at is not None]
     )
     hosts = max(t.host for t in run.burst.truths) + 1
-    async with open_ecs_client(_worker_settings(url), session=_session()) as client:
+    async with open_ecs_client(_worker_settings(run, url), session=_session()) as client:
         reporters, reporter_of = per_host(client, hosts, run.burst.shape.seed)
         try:
             for at, number, status in transitions:
@@ -285,7 +290,7 @@ async def _drive_agent_like(run: _Run, url: str) -> None:
 async def _drive_naive(run: _Run, url: str) -> None:
     """One call per container event, until cancelled."""
     seen: dict[int, dict[str, str]] = {}
-    async with open_ecs_client(_worker_settings(url), session=_session()) as client:
+    async with open_ecs_client(_worker_settings(run, url), session=_session()) as client:
         reporter = FifoReporter(
             client, in_flight=NAIVE_IN_FLIGHT, backoff=NAIVE_BACKOFF, seed=run.burst.shape.seed
         )
@@ -324,8 +329,7 @@ REPORTERS: dict[str, Driver] = {
 class QuotaReport(msgspec.Struct, kw_only=True):
     machine: str
     shape: BurstShape
-    refill_per_s: float
-    burst: int
+    quota: EcsQuota
     last_change_s: float
     reporters: list[ReporterFigures]
     targets: dict[str, bool]
@@ -368,7 +372,7 @@ class QuotaReport(msgspec.Struct, kw_only=True):
             f"quota bench on {self.machine}: {s.tasks:,} tasks of 1-{s.max_containers} containers "
             f"starting within {s.start_window_s:g} s, {s.stop_share:.0%} stopping within "
             f"{s.stop_window_s:g} s (last change at {self.last_change_s:.1f} s); "
-            f"ECS quota {self.refill_per_s:g}/s, burst {self.burst}"
+            f"ECS quota {self.quota.refill_per_s:g}/s, burst {self.quota.burst}"
         )
         wrong = [
             f"{f.reporter}: {f.tasks_wrong} tasks wrong at the deadline"
@@ -380,29 +384,33 @@ class QuotaReport(msgspec.Struct, kw_only=True):
 
 
 async def run_quota_bench(
-    shape: BurstShape, *, machine: str, deadline_s: float = 300.0, only: list[str] | None = None
+    shape: BurstShape,
+    *,
+    machine: str,
+    quota: EcsQuota | None = None,
+    deadline_s: float = 300.0,
+    only: list[str] | None = None,
 ) -> QuotaReport:
     """Run each reporter (``only``: a subset of ``REPORTERS``) on the burst of ``shape``, one after
-    the other on a fresh endpoint state; ``deadline_s``: the longest a reporter may take."""
+    the other on a fresh endpoint state enforcing ``quota`` (default ECS's); ``deadline_s``: the
+    longest a reporter may take. Raises what makes a reporter fail."""
+    quota = quota or EcsQuota()
     burst = make_burst(shape)
-    endpoint = LocalEcsEndpoint(
-        seed=shape.seed, faults=Faults(quota_burst=BURST, quota_refill_per_s=REFILL_PER_S)
-    )
+    faults = Faults(quota_burst=quota.burst, quota_refill_per_s=quota.refill_per_s)
+    endpoint = LocalEcsEndpoint(seed=shape.seed, faults=faults)
     await endpoint.start()
     figures = []
     try:
         for name in only or list(REPORTERS):
-            run = _Run(endpoint, burst)
-            figures.append(
-                run.figures(name, await _converge(run, REPORTERS[name](run, endpoint.url), deadline_s))
-            )
+            run = _Run(endpoint, burst, quota)
+            converged = await _converge(run, REPORTERS[name](run, endpoint.url), deadline_s)
+            figures.append(run.figures(name, converged))
     finally:
         await endpoint.stop()
     return QuotaReport(
         machine=machine,
         shape=shape,
-        refill_per_s=REFILL_PER_S,
-        burst=BURST,
+        quota=quota,
         last_change_s=round(burst.last_change_at, 2),
         reporters=figures,
         targets=_targets(figures),

@@ -132,7 +132,10 @@ class Dispatcher:
         queue.append(key)
         sender = self._senders.get(route)
         if sender is None or sender.done():
-            self._senders[route] = asyncio.create_task(self._send(route, queue), name=f"send {route}")
+            sender = self._senders[route] = asyncio.create_task(
+                self._send(route, queue), name=f"send {route}"
+            )
+            sender.add_done_callback(self._task_done)
 
     async def _send(self, route: Route, queue: deque[TaskKey]) -> None:
         """Send the route's queued tasks in order, each built when its token is granted. A route
@@ -144,6 +147,8 @@ class Dispatcher:
             submission, resolved = self._coalescer.take(queue.popleft())
             self.release(resolved)
             if submission is None:
+                if resolved:
+                    self._metrics.skipped_unchanged.inc()
                 if limiter is not None:
                     limiter.refund()
                 continue
