@@ -30,6 +30,9 @@ def register(commands: Subcommands) -> None:
     endpoint.add_argument("--drop-rate", type=float, default=0.0)
     endpoint.add_argument("--quota-burst", type=int, default=None)
     endpoint.add_argument("--quota-refill-per-s", type=float, default=None)
+    endpoint.add_argument(
+        "--strict-scope", action="store_true", help="refuse a report of a task of another account or Region"
+    )
     endpoint.set_defaults(handler=_ecs_endpoint)
 
     broker = commands.add_parser("broker", help="the embedded development broker (Tansu)")
@@ -74,7 +77,7 @@ def _ecs_endpoint(args: argparse.Namespace) -> int:
         quota_refill_per_s=args.quota_refill_per_s,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        run_async(serve(args.host, args.port, faults))
+        run_async(serve(args.host, args.port, faults, strict_scope=args.strict_scope))
     return 0
 
 
