@@ -48,6 +48,7 @@ test-full: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m worker bench
+	$(BIN)/python -m worker bench --quota
 
 faults: $(STAMP)
 	$(BIN)/python -m devkit.harness --full

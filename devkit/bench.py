@@ -48,7 +48,7 @@ from schemas.records import Outcome
 from worker.submit import request_params
 from worker.task_definition import definition_from_botocore
 
-__all__ = ["BenchReport", "run_bench"]
+__all__ = ["BenchReport", "machine", "run_bench"]
 
 PACE = 0.05
 """The paced run's schedule runs twenty times faster than real time."""
@@ -120,7 +120,8 @@ class BenchReport(msgspec.Struct, kw_only=True):
         return "\n".join([f"ecs-state-worker bench on {self.machine}", *lines, met])
 
 
-def _machine() -> str:
+def machine() -> str:
+    """Cores, processor model and Python version of this machine."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -206,7 +207,7 @@ def _report(
     operations = paced.state["operations"]
     revisions = len(fleet.definitions)
     report = BenchReport(
-        machine=_machine(),
+        machine=machine(),
         decode_coalesce_events_per_s=ours,
         bare_decode_events_per_s=bare,
         decode_coalesce_ratio=ours / bare,

@@ -29,6 +29,9 @@ def register(commands: Subcommands) -> None:
     endpoint.add_argument("--drop-rate", type=float, default=0.0)
     endpoint.add_argument("--quota-burst", type=int, default=None)
     endpoint.add_argument("--quota-refill-per-s", type=float, default=None)
+    endpoint.add_argument(
+        "--strict-scope", action="store_true", help="refuse a report of a task of another account or Region"
+    )
     endpoint.set_defaults(handler=_ecs_endpoint)
 
     broker = commands.add_parser("broker", help="the embedded development broker (Tansu, or Apache Kafka)")
@@ -49,6 +52,16 @@ def register(commands: Subcommands) -> None:
     bench = commands.add_parser("bench", help="the benchmark: JSON and a table")
     bench.add_argument("--json", action="store_true", help="print JSON only")
     bench.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
+    bench.add_argument("--quota", action="store_true", help="the quota benchmark only: a deployment burst")
+    bench.add_argument("--quota-tasks", type=int, default=3000, help="tasks of the burst")
+    bench.add_argument("--quota-start-window-s", type=float, default=10.0, help="the tasks start within this")
+    bench.add_argument("--quota-stop-window-s", type=float, default=60.0, help="a third stop within this")
+    bench.add_argument("--quota-deadline-s", type=float, default=300.0, help="longest run of one reporter")
+    bench.add_argument(
+        "--quota-reporters",
+        default="worker,agent-like,naive",
+        help="comma separated: worker, agent-like, naive",
+    )
     bench.set_defaults(handler=_bench)
 
 
@@ -65,7 +78,7 @@ def _ecs_endpoint(args: argparse.Namespace) -> int:
         quota_refill_per_s=args.quota_refill_per_s,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        run_async(serve(args.host, args.port, faults))
+        run_async(serve(args.host, args.port, faults, strict_scope=args.strict_scope))
     return 0
 
 
@@ -96,9 +109,25 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from devkit.bench import run_bench
+    from devkit.bench import machine, run_bench
 
     configure_logging("WARNING", "text")
+    if args.quota:
+        from devkit.bench_quota import BurstShape, run_quota_bench
+
+        shape = BurstShape(
+            tasks=args.quota_tasks,
+            start_window_s=args.quota_start_window_s,
+            stop_window_s=args.quota_stop_window_s,
+        )
+        only = [name.strip() for name in args.quota_reporters.split(",") if name.strip()]
+        quota = run_async(
+            run_quota_bench(shape, machine=machine(), deadline_s=args.quota_deadline_s, only=only)
+        )
+        print(msgspec.json.encode(quota).decode())
+        if not args.json:
+            print(quota.render())
+        return 0
     report = run_async(run_bench(quick=args.quick))
     print(msgspec.json.encode(report).decode())
     if not args.json:

@@ -47,7 +47,9 @@ def metric(text: str, name: str, **labels: str) -> float:
 async def test_metrics_and_health_of_a_running_worker(
     broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
-    worker = Worker(worker_settings(broker, endpoint, topics))
+    # The account quota is set: the only member takes all of it (3 of 3 partitions), under its own cap.
+    settings = msgspec.structs.replace(worker_settings(broker, endpoint, topics), account_quota_per_s=1500.0)
+    worker = Worker(settings)
     health = HealthServer(worker, port=0, host="127.0.0.1")
     await health.start()
     base = f"http://127.0.0.1:{health.port}"
@@ -77,7 +79,8 @@ async def test_metrics_and_health_of_a_running_worker(
         assert metric(text, p + "ecs_calls_total", code="OK") == endpoint.state()["accepted"]
         assert metric(text, p + "event_to_ack_seconds_count") == endpoint.state()["accepted"]
         assert metric(text, p + "events_decoded_total", format="canonical") > 0
-        assert metric(text, p + "rate_limit_per_second") == 2000.0
+        assert metric(text, p + "rate_limit_per_second") == 1500.0
+        assert metric(text, p + "quota_share") == 1.0
         assert metric(text, p + "ecs_calls_in_flight") == 0
         committed = [
             metric(text, p + "committed_offset", topic=topics.input, partition=str(i)) for i in range(3)

@@ -187,16 +187,29 @@ class Coalescer(KnowledgeMixin):
         while self._heap:
             due_at, _, key = self._heap[0]
             entry = self._active.get(key)
-            if entry is not None and entry.due_at == due_at and entry.in_flight is None:
+            if entry is not None and entry.due_at == due_at and entry.in_flight is None and not entry.queued:
                 return due_at
             heapq.heappop(self._heap)
         return None
 
     def due(self, now: int) -> tuple[list[Submission], list[SourceRef]]:
-        """Submissions to send now, and sources resolved because there was nothing to send."""
+        """Submissions to send now, and sources resolved because there was nothing to send:
+        ``due_keys`` then ``take`` of each at once (``replay``, tests). The dispatcher calls the
+        two apart, taking a task only when its call can go (late binding)."""
+        keys, resolved = self.due_keys(now)
         ready: list[Submission] = []
-        resolved: list[SourceRef] = []
-        resolved.extend(self._settle_due(now))
+        for key in keys:
+            submission, settled = self.take(key)
+            resolved.extend(settled)
+            if submission is not None:
+                ready.append(submission)
+        return ready, resolved
+
+    def due_keys(self, now: int) -> tuple[list[TaskKey], list[SourceRef]]:
+        """The tasks due now, marked queued: each waits for ``take`` (its request is built then,
+        with every change merged until that moment); and the sources of settle checks resolved."""
+        keys: list[TaskKey] = []
+        resolved = self._settle_due(now)
         while (due_at := self._next_submission_at()) is not None and due_at <= now:
             _, _, key = heapq.heappop(self._heap)
             entry = self._active[key]
@@ -216,17 +229,48 @@ class Coalescer(KnowledgeMixin):
             if until is not None and until > now:
                 self._push(key, entry, until)
                 continue
-            submission = self._take(key, entry)
-            if submission is None:
-                if not guarded(entry):
-                    resolved.extend(entry.sources)
-                    entry.sources = []
-                entry.first_event_at = None
-                if entry.state.rank == STOPPED and entry.acked is not None:
-                    self._retire(key)  # STOPPED was acknowledged and nothing new to say
-            else:
-                ready.append(submission)
-        return ready, resolved
+            entry.queued = True
+            keys.append(key)
+        return keys, resolved
+
+    def take(self, key: TaskKey) -> tuple[Submission | None, list[SourceRef]]:
+        """Build the submission of a queued task now (its call can go): None when there is
+        nothing to send any more, with the sources that resolves. A task not queued (dropped by a
+        revocation, or forgotten meanwhile) gives (None, [])."""
+        entry = self._active.get(key)
+        if entry is None or not entry.queued:
+            return None, []
+        entry.queued = False
+        if entry.needs_view or entry.waiting is not None:
+            return None, []  # rescheduled when the answer comes
+        submission = self._take(key, entry)
+        if submission is not None:
+            return submission, []
+        resolved: list[SourceRef] = []
+        if not guarded(entry):
+            resolved, entry.sources = entry.sources, []
+        entry.first_event_at = None
+        if entry.state.rank == STOPPED and entry.acked is not None:
+            self._retire(key)  # STOPPED was acknowledged and nothing new to say
+        return None, resolved
+
+    def requeue(self, submission: Submission, now: int) -> None:
+        """A submission ECS throttled goes back, unsent: its records return to the task, which is
+        due again at once, and its request is built anew when its next call can go, carrying every
+        change that arrived meanwhile (a throttled task costs no extra call per change)."""
+        entry = self._active.get(submission.key)
+        if entry is None or entry.in_flight is not submission:
+            return
+        entry.in_flight = None
+        entry.sources = [*submission.sources, *entry.sources]
+        entry.throttled += 1
+        entry.reported = entry.acked is not None or entry.baseline is not None
+        if entry.first_event_at is None or submission.first_event_at < entry.first_event_at:
+            entry.first_event_at = submission.first_event_at
+        if not entry.dirty:
+            entry.dirty = True
+            entry.changed_at = now
+        self._push(submission.key, entry, now)
 
     def complete(self, submission: Submission, result: OutcomeResult, now: int) -> list[SourceRef]:
         """Record a finished submission; return the sources it resolves."""
@@ -234,6 +278,7 @@ class Coalescer(KnowledgeMixin):
         if entry is None or entry.in_flight is not submission:
             return list(submission.sources)
         entry.in_flight = None
+        entry.throttled = 0
         if result == "acknowledged":
             entry.acked = submission.fingerprint
         resolved = list(submission.sources)
@@ -285,7 +330,8 @@ class Coalescer(KnowledgeMixin):
     def flush_all(self, now: int) -> None:
         """Make every changed task due now (shutdown, rebalance)."""
         for key, entry in self._active.items():
-            if entry.dirty and entry.in_flight is None and not entry.needs_view and entry.waiting is None:
+            idle = entry.in_flight is None and not entry.queued
+            if entry.dirty and idle and not entry.needs_view and entry.waiting is None:
                 self._push(key, entry, now)
 
     def set_linger(self, linger_ns: int) -> None:
@@ -301,6 +347,8 @@ class Coalescer(KnowledgeMixin):
         return self._active.keys()
 
     def _schedule(self, key: TaskKey, entry: TaskEntry, now: int) -> None:
+        if entry.queued:
+            return  # its request is built when its call goes: this change rides along
         due_at = now if entry.state.rank == STOPPED else now + self._linger
         if entry.due_at is not None and entry.due_at <= due_at:
             return
@@ -332,6 +380,7 @@ class Coalescer(KnowledgeMixin):
             sources=entry.sources,
             first_event_at=entry.first_event_at or 0,
             stopped=entry.state.rank == STOPPED,
+            throttled=entry.throttled,
         )
         entry.sources = []
         entry.first_event_at = None

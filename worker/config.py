@@ -25,6 +25,7 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+RoleArn = Annotated[str, msgspec.Meta(pattern=r"^arn:aws[\w-]*:iam::\d{12}:role/.+$")]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # ECS
     region: NonEmpty | None = None
     ecs_endpoint_url: str | None = None
+    home_account: Annotated[str, msgspec.Meta(pattern=r"^\d{12}$")] | None = None
+    account_roles: dict[Annotated[str, msgspec.Meta(pattern=r"^\d{12}$")], RoleArn] = {}
+    sts_endpoint_url: str | None = None
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     call_timeout_ms: Positive = 10_000
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
@@ -66,6 +70,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_max_ms: Positive = 20_000
     rate_limit_per_s: Annotated[float, msgspec.Meta(gt=0)] = 100.0
     rate_limit_burst: Positive = 150
+    account_quota_per_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    account_quota_burst: Positive = 200
     # Coalescing
     linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
     max_active_tasks: Positive = 200_000
@@ -97,6 +103,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         if self.enable_idempotence is True and self.acks != "all":
             raise ValueError("enable_idempotence true needs acks all")
+        if self.account_roles and self.home_account is None:
+            raise ValueError("account_roles needs home_account (the account of the default credentials)")
         if self.drain_timeout_ms >= self.rebalance_timeout_ms:
             raise ValueError("drain_timeout_ms must be shorter than rebalance_timeout_ms")
 
@@ -169,6 +177,15 @@ SETTING_HELP: dict[str, str] = {
         "profile's region), and the worker does not start without one."
     ),
     "ecs_endpoint_url": "ECS endpoint override (the local endpoint); unset for real ECS.",
+    "home_account": (
+        "Account of the default credentials: its tasks are called with them, other accounts only "
+        "through account_roles (their tasks are rejected otherwise); unset: every account."
+    ),
+    "account_roles": (
+        "Role to assume per other account, as ACCOUNT=ROLE_ARN pairs, comma separated "
+        "(a TOML table in a file); needs home_account."
+    ),
+    "sts_endpoint_url": "STS endpoint override for account_roles (the local endpoint); unset for real STS.",
     "concurrency": "Most ECS calls in flight; also the HTTP connection pool size.",
     "call_timeout_ms": "Connect and read timeout of one ECS call.",
     "max_attempts": "Attempts per submission, the first included.",
@@ -176,9 +193,15 @@ SETTING_HELP: dict[str, str] = {
     "retry_initial_ms": "First retry backoff (exponential, with jitter).",
     "retry_max_ms": "Largest retry backoff.",
     "rate_limit_per_s": (
-        "ECS calls per second for this process (ECS allows about 120/s per account: divide by replicas)."
+        "ECS calls per second of this process per account and Region (ECS allows about 120/s per "
+        "account and Region, shared: divide by replicas, or set account_quota_per_s)."
     ),
-    "rate_limit_burst": "Token-bucket burst of ECS calls.",
+    "rate_limit_burst": "Token-bucket burst of ECS calls per account and Region.",
+    "account_quota_per_s": (
+        "ECS calls per second per account and Region for the whole group: each process takes its "
+        "share of partitions of it (and at most rate_limit_per_s); unset: rate_limit_per_s alone."
+    ),
+    "account_quota_burst": "Burst per account and Region for the group, shared like account_quota_per_s.",
     "linger_ms": "Delay from a task's first unsent change to its submission (STOPPED goes at once).",
     "max_active_tasks": "Cap on tasks held in memory; at the cap consumption pauses.",
     "max_containers_per_task": "Events giving a task more containers are dead-lettered (ECS allows 10).",
@@ -254,6 +277,8 @@ def load_settings(
         if value is not None:
             merged[field] = value
             origin[field] = flag_name(field)
+    if "account_roles" in merged:
+        merged["account_roles"] = _pairs(merged["account_roles"])
     unknown = sorted(set(merged) - fields)
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r} (from {origin[unknown[0]]})")
@@ -282,6 +307,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
     # Accept both a flat file and one with a [worker] table.
     table = data.get("worker", data)
     return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def _pairs(value: Any) -> Any:
+    """``ACCOUNT=ROLE,ACCOUNT=ROLE`` (environment, flag) as a mapping; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+    if any(not sep for _, sep, _ in pairs):
+        return value  # msgspec then names the setting: "Expected object, got str"
+    return {key.strip(): role.strip() for key, _, role in pairs}
 
 
 def _from_env(value: str) -> Any:

@@ -35,13 +35,14 @@ import msgspec
 from schemas.ecs import SubmitTaskStateChangeRequest
 from schemas.records import Outcome
 from worker.config import Settings
+from worker.ecs_clients import EcsClients, routes_of
 from worker.kafka_clients import make_producer
 from worker.letters import Letter, make_reader, read_topic
 from worker.metrics import Metrics
 from worker.publish import KafkaSink, Publisher
-from worker.ratelimit import AsyncRateLimiter
+from worker.ratelimit import RateBudgets
 from worker.snapshot import fingerprint
-from worker.submit import Submitter, open_ecs_client
+from worker.submit import Submitter
 from worker.work import NS_PER_MS, Submission, SubmitResult, TaskKey
 
 __all__ = ["REPLAY_WORKER", "ReplayTally", "latest_acknowledged", "replay_letters"]
@@ -216,9 +217,14 @@ async def _resubmit(
         connector=settings.group_id,
         metrics=metrics,
     )
-    async with open_ecs_client(settings) as client:
-        limiter = AsyncRateLimiter(rate=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
-        submitter = Submitter(client, settings, metrics=metrics, limiter=limiter)
+    budgets = RateBudgets(
+        rate_cap=settings.rate_limit_per_s,
+        burst_cap=settings.rate_limit_burst,
+        quota_per_s=settings.account_quota_per_s,
+        quota_burst=settings.account_quota_burst,
+    )
+    async with EcsClients(settings, routes_of(settings)) as clients:
+        submitter = Submitter(clients, settings, metrics=metrics, budgets=budgets)
         results = await asyncio.gather(*(_submit(submitter, publisher, x, r) for x, r in due))
     for (letter, request), result in zip(due, results, strict=True):
         tally.submitted[result.result] += 1

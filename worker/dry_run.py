@@ -15,9 +15,7 @@ needs no AWS credentials.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -25,9 +23,8 @@ import msgspec
 from botocore.exceptions import ClientError
 
 from worker.config import Settings
-from worker.submit import open_ecs_client
 
-__all__ = ["DRY_RUN_GROUP_SUFFIX", "DiscardSink", "DryRunEcs", "dry_run_settings", "ecs_client"]
+__all__ = ["DRY_RUN_GROUP_SUFFIX", "DiscardSink", "DryRunEcs", "dry_run_settings"]
 
 log = logging.getLogger("worker.dry_run")
 
@@ -84,13 +81,3 @@ class DiscardSink:
                 **({"dead_letter": reasons} if reasons else {}),
             },
         )
-
-
-@contextlib.asynccontextmanager
-async def ecs_client(settings: Settings) -> AsyncIterator[Any]:
-    """The ECS client of a run: ``DryRunEcs`` for a dry run, else aiobotocore's."""
-    if settings.dry_run:
-        yield DryRunEcs()
-        return
-    async with open_ecs_client(settings) as client:
-        yield client

@@ -147,8 +147,7 @@ async def read_topic(consumer: Any, topic: str, *, since_ms: int | None = None) 
     """Every record of ``topic`` (each partition in offset order) from the first written at or
     after ``since_ms`` (from the start when None) to the end found on entry. Raises ``LookupError``
     when the brokers do not know the topic."""
-    await consumer.topics()  # refreshes the metadata, so that a topic made since start is known
-    partitions = consumer.partitions_for_topic(topic)
+    partitions = await _partitions_of(consumer, topic)
     if not partitions:
         raise LookupError(f"topic {topic!r} does not exist")
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -162,6 +161,14 @@ async def read_topic(consumer: Any, topic: str, *, since_ms: int | None = None) 
                 yield record
         if not batches and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
             return
+
+
+async def _partitions_of(consumer: Any, topic: str) -> set[int]:
+    """The partitions of ``topic`` (none when it does not exist), from metadata of every topic:
+    what ``consumer.topics()`` asks for, whose answer aiokafka keeps apart from the consumer's own
+    metadata (which, on Apache Kafka, names only the topics it subscribed to: none here)."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return set(cluster.partitions_for_topic(topic) or ())
 
 
 async def _seek_start(consumer: Any, tps: list[TopicPartition], since_ms: int | None) -> None:
@@ -203,8 +210,7 @@ async def read_letter(settings: Settings, partition: int, offset: int) -> Letter
     consumer = make_reader(settings)
     try:
         await consumer.start()
-        await consumer.topics()
-        if partition not in (consumer.partitions_for_topic(settings.dlq_topic) or ()):
+        if partition not in await _partitions_of(consumer, settings.dlq_topic):
             raise LookupError(f"topic {settings.dlq_topic!r} has no partition {partition}")
         tp = TopicPartition(settings.dlq_topic, partition)
         consumer.assign([tp])

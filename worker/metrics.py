@@ -141,6 +141,9 @@ class Metrics:
         self.active_tasks = Gauge(p + "active_tasks", "Tasks held in memory.", registry=r)
         self.in_flight = Gauge(p + "ecs_calls_in_flight", "ECS calls in flight.", registry=r)
         self.rate_limit = Gauge(p + "rate_limit_per_second", "Current ECS call rate limit.", registry=r)
+        self.quota_share = Gauge(
+            p + "quota_share", "Share of the account quota taken (owned / topic partitions).", registry=r
+        )
         self.paused = Gauge(p + "consumption_paused", "1 while consumption is paused (task cap).", registry=r)
         self.event_to_ack = Histogram(
             p + "event_to_ack_seconds",

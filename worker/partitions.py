@@ -68,10 +68,25 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer: Any = None
         self._drainer: Drainer | None = None
         self._lag_known = True
+        self._on_share: Callable[[int, int], None] | None = None
 
-    def attach(self, consumer: Any, drainer: Drainer) -> None:
+    def attach(
+        self, consumer: Any, drainer: Drainer, on_share: Callable[[int, int], None] | None = None
+    ) -> None:
+        """``on_share(owned, partitions)`` is told this process's share of the topic's
+        partitions after every assignment and revocation (``RateBudgets.set_share``)."""
         self._consumer = consumer
         self._drainer = drainer
+        self._on_share = on_share
+
+    def _reshare(self) -> None:
+        owned = self.book.partitions()
+        if self._on_share is None or self._consumer is None or not owned:
+            return
+        topics = {topic for topic, _ in owned}
+        total = sum(len(self._consumer.partitions_for_topic(topic) or ()) for topic in topics)
+        if total:
+            self._on_share(len(owned), total)
 
     # -- rebalance listener (called by aiokafka's coordinator) -----------------------------------
 
@@ -90,6 +105,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
                     extra={"error_class": type(exc).__name__},
                 )
         self.book.assign(partitions)
+        self._reshare()
         self.ready.set()
         log.info(
             "partitions assigned: %s",
@@ -116,6 +132,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         for source in self._drainer.drop(lambda s: (s.topic, s.partition) in revoked):
             self.book.release(source)
         self.book.revoke(partitions)
+        self._reshare()
 
     # -- commits and lag -------------------------------------------------------------------------
 

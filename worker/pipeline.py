@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from worker.broker_checks import BrokerFacts, check_brokers
@@ -22,7 +22,8 @@ from worker.broker_watch import BrokerWatch
 from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
-from worker.dry_run import DiscardSink, dry_run_settings, ecs_client
+from worker.dry_run import DiscardSink, dry_run_settings
+from worker.ecs_clients import EcsClients, routes_of
 from worker.group_log import announce_join, log_until_assigned
 from worker.intake import Intake
 from worker.kafka_clients import close_client, make_consumer, make_producer
@@ -30,7 +31,7 @@ from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.partitions import Partitions
 from worker.publish import KafkaSink, Publisher
-from worker.ratelimit import AsyncRateLimiter
+from worker.ratelimit import RateBudgets
 from worker.resolve import Resolver
 from worker.submit import Submitter
 
@@ -74,7 +75,7 @@ class Worker:
         """Records this process could resolve but has not yet, and background work: records held
         by tasks that wait (never reported yet, or for ECS) are not counted, since waiting is not
         being stuck."""
-        background = 0 if self._dispatcher is None else self._dispatcher.background
+        background = 0 if self._dispatcher is None else self._dispatcher.background + self._dispatcher.queued
         return self.partitions.book.unresolved(self.intake.coalescer.pinned()) + background
 
     def committed_offsets(self) -> dict[TopicPartitionKey, int]:
@@ -108,11 +109,11 @@ class Worker:
         consumer.subscribe([s.input_topic], listener=self.partitions)
         try:
             if await self._unless_stopped(producer.start()):
-                async with ecs_client(s) as client:
-                    dispatcher, publisher = self._build_stages(client, producer)
+                async with EcsClients(s, routes_of(s)) as clients:
+                    dispatcher, publisher, budgets = self._build_stages(clients, producer)
                     self._dispatcher = dispatcher
-                    resolver = self._resolver_for(client, dispatcher)
-                    self.partitions.attach(consumer, dispatcher)
+                    resolver = self._resolver_for(clients, dispatcher)
+                    self.partitions.attach(consumer, dispatcher, self._share_of(budgets))
                     if await self._unless_stopped(self._join(consumer)):
                         await self._run_loops(consumer, dispatcher, publisher, resolver)
         finally:
@@ -122,9 +123,26 @@ class Worker:
             self.metrics.set_state("stopped")
             log.info("worker stopped", extra={"totals": self.metrics.totals()})
 
-    def _build_stages(self, client: Any, producer: Any) -> tuple[Dispatcher, Publisher]:
+    def _share_of(self, budgets: RateBudgets) -> Callable[[int, int], None]:
+        def on_share(owned: int, partitions: int) -> None:
+            budgets.set_share(owned, partitions)
+            self.metrics.quota_share.set(budgets.share)
+            self.metrics.rate_limit.set(budgets.limits()[0])
+            log.info(
+                "quota share",
+                extra={"owned": owned, "partitions": partitions, "rate_per_s": budgets.limits()[0]},
+            )
+
+        return on_share
+
+    def _build_stages(self, clients: EcsClients, producer: Any) -> tuple[Dispatcher, Publisher, RateBudgets]:
         s = self.settings
-        limiter = AsyncRateLimiter(rate=s.rate_limit_per_s, burst=s.rate_limit_burst)
+        budgets = RateBudgets(
+            rate_cap=s.rate_limit_per_s,
+            burst_cap=s.rate_limit_burst,
+            quota_per_s=s.account_quota_per_s,
+            quota_burst=s.account_quota_burst,
+        )
         dispatcher: Dispatcher | None = None
 
         def giving_up() -> bool:
@@ -142,19 +160,19 @@ class Worker:
         dispatcher = Dispatcher(
             coalescer=self.intake.coalescer,
             book=self.partitions.book,
-            submitter=Submitter(client, s, metrics=self.metrics, limiter=limiter),
+            submitter=Submitter(clients, s, metrics=self.metrics, budgets=budgets),
             publisher=publisher,
             metrics=self.metrics,
             linger_ms=s.linger_ms,
             drain_timeout_ms=s.drain_timeout_ms,
             on_progress=self._progressed,
         )
-        return dispatcher, publisher
+        return dispatcher, publisher, budgets
 
-    def _resolver_for(self, client: Any, dispatcher: Dispatcher) -> Resolver:
+    def _resolver_for(self, clients: EcsClients, dispatcher: Dispatcher) -> Resolver:
         s = self.settings
         return Resolver(
-            client,
+            clients,
             self.intake.coalescer,
             metrics=self.metrics,
             batch_ms=s.describe_batch_ms,

@@ -10,8 +10,10 @@ Describe calls have their own rate limit and retry policy (throttling and server
 with backoff until ``describe_deadline_ms``): they never take a submission's slot or token. When
 an answer cannot be had (denied, throttled past the deadline, failing), the coalescer is told so
 and the task falls back to what was seen (``worker.knowledge``); each cause is logged once and
-counted in ``ecs_state_worker_knowledge_fallbacks_total``. IAM: ``ecs:DescribeTasks`` and
-``ecs:DescribeTaskDefinition``.
+counted in ``ecs_state_worker_knowledge_fallbacks_total``. Each call goes to the account and Region
+of the ARN it asks about (``worker.routing``): a definition's own ARN, the tasks' ARNs (batches
+never mix routes); an account with no route is a fallback with code ``NoRouteForAccount``. IAM:
+``ecs:DescribeTasks`` and ``ecs:DescribeTaskDefinition``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from worker.decode.reasons import reason_code
 from worker.errors import classify
 from worker.metrics import Metrics, code_label
 from worker.ratelimit import AsyncRateLimiter
+from worker.routing import NO_ROUTE, NoRoute, Route
+from worker.submit import ClientSource
 from worker.task_definition import EcsTaskView, definition_from_botocore, view_from_botocore
 from worker.work import SourceRef, TaskKey
 
@@ -61,7 +65,7 @@ class Resolver:
 
     def __init__(
         self,
-        client: Any,
+        clients: ClientSource,
         coalescer: Coalescer,
         *,
         metrics: Metrics,
@@ -71,7 +75,7 @@ class Resolver:
         release: Callable[[Iterable[SourceRef]], None],
         wake: Callable[[], None],
     ) -> None:
-        self._client = client
+        self._clients = clients
         self._coalescer = coalescer
         self._metrics = metrics
         self._batch_s = batch_ms / 1000
@@ -105,12 +109,12 @@ class Resolver:
         arns, keys = self._coalescer.take_wants()
         for arn in arns:
             self._spawn(self._definition(arn))
-        by_cluster: dict[str, list[TaskKey]] = defaultdict(list)
+        by_cluster: dict[tuple[Route, str], list[TaskKey]] = defaultdict(list)
         for key in keys:
-            by_cluster[key[0]].append(key)
-        for cluster, wanted in by_cluster.items():
+            by_cluster[self._clients.routes.route_of(*key), key[0]].append(key)
+        for (route, cluster), wanted in by_cluster.items():
             for start in range(0, len(wanted), DESCRIBE_TASKS_LIMIT):
-                self._spawn(self._describe(cluster, wanted[start : start + DESCRIBE_TASKS_LIMIT]))
+                self._spawn(self._describe(route, cluster, wanted[start : start + DESCRIBE_TASKS_LIMIT]))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -131,7 +135,8 @@ class Resolver:
 
     async def _definition(self, arn: str) -> None:
         try:
-            answer = await self._call("DescribeTaskDefinition", taskDefinition=arn)
+            route = self._clients.routes.route_of("", arn)
+            answer = await self._call(route, "DescribeTaskDefinition", taskDefinition=arn)
             definition = definition_from_botocore(answer)
         except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
             self._fell_back("DescribeTaskDefinition", _code(exc), arn)
@@ -140,10 +145,11 @@ class Resolver:
         self._metrics.definitions_cached.set(len(self._coalescer.definitions))
         self._answered()
 
-    async def _describe(self, cluster: str, keys: list[TaskKey]) -> None:
+    async def _describe(self, route: Route, cluster: str, keys: list[TaskKey]) -> None:
         views: dict[str, EcsTaskView | str] = {}
         try:
-            answer = await self._call("DescribeTasks", cluster=cluster, tasks=[task for _, task in keys])
+            tasks = [task for _, task in keys]
+            answer = await self._call(route, "DescribeTasks", cluster=cluster, tasks=tasks)
             views = _views(answer)
         except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
             self._fell_back("DescribeTasks", _code(exc), cluster)
@@ -165,8 +171,12 @@ class Resolver:
                 )
         self._answered()
 
-    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method = getattr(self._client, _snake(operation))
+    async def _call(self, route: Route, operation: str, **params: Any) -> dict[str, Any]:
+        try:
+            client = await self._clients.client_for(route)
+        except NoRoute as exc:
+            raise _Unanswered(NO_ROUTE) from exc
+        method = getattr(client, _snake(operation))
         retrying = AsyncRetrying(
             stop=stop_before_delay(self._deadline_s),
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),

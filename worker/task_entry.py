@@ -44,6 +44,11 @@ class TaskEntry:
     end_since: int | None = None
     """Arrival (monotonic ns) of the first container stop not yet reported: the wait for the
     facts of its end (``exit_wait``) counts from it."""
+    queued: bool = False
+    """Due and waiting for its call's turn (a token of its account and Region): its request is
+    built when the call can go (``Coalescer.take``)."""
+    throttled: int = 0
+    """Submissions of the task ECS throttled in a row (each went back unsent)."""
 
 
 def statuses(request: SubmitTaskStateChangeRequest) -> tuple[object, ...]:
