@@ -75,7 +75,10 @@ async def test_a_container_end_reaches_ecs_whole_whatever_the_order_of_its_event
     }
     tasks = dict(zip(ends, await started(endpoint, len(ends)), strict=True))
     base = time.time_ns()
-    async with running(Worker(worker_settings(broker, endpoint, topics, linger_ms=100))) as worker:
+    # exit_wait_ms well above the time a loaded machine may take between two records of one send:
+    # each end is whole before its STOPPED goes, so the wait never runs out here.
+    settings = worker_settings(broker, endpoint, topics, linger_ms=100, exit_wait_ms=10_000)
+    async with running(Worker(settings)) as worker:
         begin = [
             (t.arn, t.event("app", a, s, base_ns=base))
             for t in tasks.values()
