@@ -19,7 +19,6 @@ from worker.decode import reasons
 from worker.decode.event_builder import OOM_REASON
 from worker.decode.exec_agent import EXEC_AGENT_CREATED, EXEC_AGENT_STARTED_REASON
 from worker.decode.reasons import reason_code
-from worker.intake import LATE_EVENT
 from worker.pipeline import Worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -100,7 +99,9 @@ async def test_a_container_end_reaches_ecs_whole_whatever_the_order_of_its_event
         await send_records(broker.bootstrap, topics.input, records)
         await wait_for(lambda: all(status(endpoint, t) == "STOPPED" for t in tasks.values()), 30, "STOPPED")
         await wait_for(lambda: worker.pending_work() == 0, 30, "resolved")
-        assert ignored(worker, LATE_EVENT) == 0
+    # Nothing late: each STOPPED was whole (ECS's view below). The worker's late-event count is not
+    # asserted: a rebalance of the test's fresh group may re-read records after the STOPPED, which
+    # are then rightly counted as late and cost no call.
     assert not any(flags(endpoint).values())
     assert endpoint.state()["regressions"] == []
     shown = await described(endpoint, list(tasks.values()))
