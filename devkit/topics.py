@@ -15,7 +15,19 @@ from aiokafka.errors import TopicAlreadyExistsError
 from devkit.fleet import Fleet, Format
 from schemas.records import Outcome
 
-__all__ = ["create_topics", "end_offsets", "outcome_latencies_ms", "produce_fleet", "read_all"]
+__all__ = [
+    "create_topics",
+    "end_offsets",
+    "outcome_latencies_ms",
+    "produce_fleet",
+    "read_all",
+    "round_robin",
+]
+
+
+def round_robin(partitions: list[int], index: int) -> dict[str, Any]:
+    """``send`` arguments of the ``index``-th unkeyed record: no key, the partitions in turn."""
+    return {"key": None, "partition": partitions[index % len(partitions)]}
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -79,9 +91,13 @@ async def produce_fleet(
     pace: float | None = 1.0,
     interleave: Mapping[int, tuple[bytes, bytes]] | None = None,
     produced_at: dict[tuple[int, int], int] | None = None,
+    unkeyed: bool = False,
 ) -> dict[int, int]:
     """Send a launched fleet's steps keyed by task ARN; return each partition's end offset as the
     broker's acknowledgements give it (Tansu's ListOffsets can lag by a record).
+
+    ``unkeyed``: no key, the partitions taken in turn (round-robin, as an unkeyed stream with a
+    round-robin partitioner): a task's consecutive events land on different partitions.
 
     ``pace`` scales the schedule into wall time (0.05: twenty times faster); ``None`` sends
     everything at once. Either way events are stamped on the schedule's clock from now
@@ -95,13 +111,15 @@ async def produce_fleet(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262_144)
     await producer.start()
     try:
+        partitions = sorted(await producer.partitions_for(topic))
         start, base = time.monotonic(), time.time_ns()
         sent: list[tuple[int, asyncio.Future[Any]]] = []
         for index, step in enumerate(fleet.steps):
             if pace is not None and (delay := start + step.at_s * pace - time.monotonic()) > 0:
                 await asyncio.sleep(delay)
             value = fleet.render(step, fleet.observed_ns(step, base), fmt)
-            sent.append((time.time_ns(), await producer.send(topic, value, key=step.task.encode())))
+            where = round_robin(partitions, index) if unkeyed else {"key": step.task.encode()}
+            sent.append((time.time_ns(), await producer.send(topic, value, **where)))
             if interleave and index in interleave:
                 key, value = interleave[index]
                 sent.append((time.time_ns(), await producer.send(topic, value, key=key)))

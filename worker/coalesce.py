@@ -53,7 +53,10 @@ class Coalescer(KnowledgeMixin):
     consumption when only busy tasks remain. ``retired_cap``: how many retired tasks are
     remembered. ``max_containers`` and ``max_attachments`` bound one task's containers and its
     attachments or managed agents: an event that would pass them is refused (``over_limits``) and
-    dead-lettered by the caller.
+    dead-lettered by the caller. ``detect_split``: note each task whose events come from more than
+    one partition (``take_split``), the sign that the input is not keyed by task. ``reorder_ns``:
+    with re-keyed input, how long a STOPPED task waits for its containers' exit codes
+    (``deferred_until``).
     """
 
     def __init__(
@@ -68,8 +71,13 @@ class Coalescer(KnowledgeMixin):
         describe: bool = True,
         settle_ns: int = 45_000_000_000,
         stop_linger_ns: int = 35_000_000_000,
+        detect_split: bool = False,
+        reorder_ns: int = 0,
     ) -> None:
         self._linger = linger_ns
+        self._detect_split = detect_split
+        self._reorder = reorder_ns
+        self._split: list[tuple[TaskKey, int, int]] = []
         self.definitions = definitions if definitions is not None else DefinitionCache(1024)
         self._wants = Wants()
         self._describe = describe
@@ -108,6 +116,11 @@ class Coalescer(KnowledgeMixin):
             None if entry is None else entry.state, event, self._max_containers, self._max_attachments
         )
 
+    def over_event_limits(self, event: TaskEvent) -> str | None:
+        """Why ``event`` alone passes a per-task bound, or None: the check of a stage that does not
+        hold the task's state (``worker.repartition``)."""
+        return over_limits(None, event, self._max_containers, self._max_attachments)
+
     def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
         """Merge one event. Returns what happened and the sources resolved at once."""
         key = (event.cluster, event.task)
@@ -120,6 +133,8 @@ class Coalescer(KnowledgeMixin):
             self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
             self._active.move_to_end(key)
+        if self._detect_split and entry.partition != source.partition:
+            self._note_partition(key, entry, source.partition)
         if entry.waiting is not None:
             entry.waiting.append((event, now))
             entry.sources.append(source)
@@ -131,6 +146,19 @@ class Coalescer(KnowledgeMixin):
             # (for an answer, a settle, a restart) unless it still waits.
             return Applied.UNCHANGED, self._settled_sources(entry)
         return (Applied.CHANGED if changed else Applied.UNCHANGED), []
+
+    def _note_partition(self, key: TaskKey, entry: TaskEntry, partition: int) -> None:
+        if entry.partition < 0:
+            entry.partition = partition
+        elif not entry.split:
+            entry.split = True
+            self._split.append((key, entry.partition, partition))
+
+    def take_split(self) -> list[tuple[TaskKey, int, int]]:
+        """The tasks first seen on a second partition since the last call: (task, the partition of
+        its first event, the other partition). Each task is noted once while it is held."""
+        split, self._split = self._split, []
+        return split
 
     def _first_sight(self, key: TaskKey, entry: TaskEntry, arn: str | None, now: int) -> None:
         """A task new to this process: wait for its definition, or know it (or that it has none)."""
@@ -202,6 +230,7 @@ class Coalescer(KnowledgeMixin):
                 changed_at=entry.changed_at,
                 settle_ns=self._settle,
                 stop_linger_ns=0 if self._draining else self._stop_linger,
+                reorder_ns=0 if self._draining else self._reorder,
             )
             if until is not None and until > now:
                 self._push(key, entry, until)

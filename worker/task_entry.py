@@ -41,6 +41,10 @@ class TaskEntry:
     """Observation (wall-clock ns) of the task's last event."""
     changed_at: int = 0
     """Arrival (monotonic ns) of the first unsent change."""
+    partition: int = -1
+    """The input partition of the task's first event (with ``input_keying = task``), -1 before it."""
+    split: bool = False
+    """The task's events came from more than one partition (noted once)."""
 
 
 def statuses(request: SubmitTaskStateChangeRequest) -> tuple[object, ...]:

@@ -300,6 +300,13 @@ class TaskState:
                 changed |= container.merge(held)
         return self._rerank() or changed
 
+    def exits_pending(self) -> bool:
+        """Some container that started is STOPPED without an exit code (its ``die`` not read)."""
+        return any(
+            c.rank == STOPPED and c.exit_code is None and c.started_at is not None
+            for c in self.containers.values()
+        )
+
     def stopping(self) -> bool:
         """An essential container has stopped: the agent is stopping the others (within its stop
         timeout), so the task's STOPPED follows. Once true it stays true (ranks never fall); it is
