@@ -178,6 +178,7 @@ SETTING_HELP: dict[str, str] = {
         "With input_keying any: how often the repartition records below the committed offsets are "
         "deleted (DeleteRecords, as Kafka Streams does); 0: never, retention alone."
     ),
+    "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",
     "fetch_max_wait_ms": "Longest wait of a fetch for new records: bounds the delay a quiet partition adds.",
     "session_timeout_ms": "Consumer group session timeout.",
