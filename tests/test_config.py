@@ -206,7 +206,10 @@ def test_input_keying_is_task_or_any() -> None:
     ("env", "needle"),
     [
         ({"WORKER_GROUP_ID": "ecs state/worker"}, "group_id 'ecs state/worker' makes the repartition topic"),
-        ({"WORKER_GROUP_ID": "in", "WORKER_INPUT_TOPIC": "in-repartition"}, "a topic the worker uses already"),
+        (
+            {"WORKER_GROUP_ID": "in", "WORKER_INPUT_TOPIC": "in-repartition"},
+            "a topic the worker uses already",
+        ),
         ({"WORKER_REPARTITION_RETENTION_MS": "60000"}, "repartition_retention_ms must be -1"),
     ],
 )

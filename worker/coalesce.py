@@ -26,6 +26,7 @@ from enum import Enum
 
 from schemas.events import TaskEvent
 from worker.knowledge import DefinitionCache, KnowledgeMixin, Wants, deferred_until, guarded
+from worker.reorder import Held, ReorderBuffer
 from worker.snapshot import build_request, fingerprint
 from worker.task_entry import TaskEntry, statuses
 from worker.task_limits import over_limits
@@ -54,9 +55,10 @@ class Coalescer(KnowledgeMixin):
     remembered. ``max_containers`` and ``max_attachments`` bound one task's containers and its
     attachments or managed agents: an event that would pass them is refused (``over_limits``) and
     dead-lettered by the caller. ``detect_split``: note each task whose events come from more than
-    one partition (``take_split``), the sign that the input is not keyed by task. ``reorder_ns``:
-    with re-keyed input, how long a STOPPED task waits for its containers' exit codes
-    (``deferred_until``).
+    one partition (``take_split``), the sign that the input is not keyed by task. With re-keyed
+    input: ``reorder_ns``, the window of the reorder buffer events pass through before they are
+    merged (``worker.reorder``); ``exit_wait_ns``, how long a STOPPED task waits for its
+    containers' exit codes (``deferred_until``).
     """
 
     def __init__(
@@ -72,11 +74,15 @@ class Coalescer(KnowledgeMixin):
         settle_ns: int = 45_000_000_000,
         stop_linger_ns: int = 35_000_000_000,
         detect_split: bool = False,
+        exit_wait_ns: int = 0,
         reorder_ns: int = 0,
     ) -> None:
         self._linger = linger_ns
         self._detect_split = detect_split
-        self._reorder = reorder_ns
+        self._exit_wait = exit_wait_ns
+        self._reorder = ReorderBuffer(reorder_ns) if reorder_ns else None
+        self.late = 0
+        """Events released by the reorder buffer for tasks already retired (counted by the caller)."""
         self._split: list[tuple[TaskKey, int, int]] = []
         self.definitions = definitions if definitions is not None else DefinitionCache(1024)
         self._wants = Wants()
@@ -122,8 +128,26 @@ class Coalescer(KnowledgeMixin):
         return over_limits(None, event, self._max_containers, self._max_attachments)
 
     def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
-        """Merge one event. Returns what happened and the sources resolved at once."""
+        """Merge one event (or hold it in the reorder buffer: ``HELD``, merged by ``due``). Returns
+        what happened and the sources resolved at once."""
         key = (event.cluster, event.task)
+        if self._reorder is not None and not self._draining and key not in self._retired:
+            self._reorder.hold(key, event, source, now)
+            return Applied.HELD, []
+        return self._apply(key, event, source, now)
+
+    def _release(self, held: list[Held]) -> list[SourceRef]:
+        """Merge the events the reorder buffer hands over; return the sources resolved at once."""
+        resolved: list[SourceRef] = []
+        for event, source, at in held:
+            applied, done = self._apply((event.cluster, event.task), event, source, at)
+            self.late += applied is Applied.RETIRED
+            resolved.extend(done)
+        return resolved
+
+    def _apply(
+        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int
+    ) -> tuple[Applied, list[SourceRef]]:
         if key in self._retired:
             return Applied.RETIRED, [source]
         entry = self._active.get(key)
@@ -197,8 +221,11 @@ class Coalescer(KnowledgeMixin):
         return changed
 
     def next_due_at(self) -> int | None:
-        """The next time ``due`` has work: a submission's due time or a settle check."""
+        """The next time ``due`` has work: a submission's due time, a settle check, held events."""
         submission = self._next_submission_at()
+        held = None if self._reorder is None else self._reorder.next_due_at()
+        if held is not None and (submission is None or held < submission):
+            submission = held
         if self._settle_heap and (submission is None or self._settle_heap[0][0] < submission):
             return self._settle_heap[0][0]
         return submission
@@ -216,6 +243,8 @@ class Coalescer(KnowledgeMixin):
         """Submissions to send now, and sources resolved because there was nothing to send."""
         ready: list[Submission] = []
         resolved: list[SourceRef] = []
+        if self._reorder is not None:
+            resolved.extend(self._release(self._reorder.due(now)))
         resolved.extend(self._settle_due(now))
         while (due_at := self._next_submission_at()) is not None and due_at <= now:
             _, _, key = heapq.heappop(self._heap)
@@ -230,7 +259,7 @@ class Coalescer(KnowledgeMixin):
                 changed_at=entry.changed_at,
                 settle_ns=self._settle,
                 stop_linger_ns=0 if self._draining else self._stop_linger,
-                reorder_ns=0 if self._draining else self._reorder,
+                exit_wait_ns=self._exit_wait,
             )
             if until is not None and until > now:
                 self._push(key, entry, until)
@@ -275,7 +304,7 @@ class Coalescer(KnowledgeMixin):
         forgotten; a task that also answers for records of partitions still owned is kept with
         those, so that their offsets are not committed before its changes are reported. Returns
         the sources given up (an in-flight submission hands its own back through ``complete``)."""
-        given_up: list[SourceRef] = []
+        given_up: list[SourceRef] = [] if self._reorder is None else self._reorder.drop(owns)
         for key, entry in list(self._active.items()):
             if not _holds(entry, owns):
                 continue
@@ -289,23 +318,32 @@ class Coalescer(KnowledgeMixin):
         return given_up
 
     def pinned(self) -> set[tuple[str, int, int]]:
-        """(topic, partition, offset) of the records held by tasks that wait (``guarded``): a drain
-        cannot resolve them; a revocation gives them up to be read again."""
+        """(topic, partition, offset) of the records held by tasks that wait (``guarded``, or a
+        STOPPED task waiting for its exit codes): a drain cannot resolve them; a revocation gives
+        them up to be read again."""
         return {
             (s.topic, s.partition, s.offset)
             for entry in self._active.values()
-            if guarded(entry)
+            if guarded(entry) or self._awaits_exits(entry)
             for s in entry.sources
         }
+
+    def _awaits_exits(self, entry: TaskEntry) -> bool:
+        """With re-keyed input, a STOPPED task is not sent without its exit codes, not even by a
+        drain: the ``die`` may be in an input partition another member is about to read."""
+        return bool(self._exit_wait) and entry.state.rank == STOPPED and entry.state.exits_pending()
 
     def in_flight(self) -> list[Submission]:
         return [e.in_flight for e in self._active.values() if e.in_flight is not None]
 
-    def flush_all(self, now: int) -> None:
-        """Make every changed task due now (shutdown, rebalance)."""
+    def flush_all(self, now: int) -> list[SourceRef]:
+        """Merge every held event and make every changed task due now (shutdown, rebalance);
+        return the sources resolved at once."""
+        resolved = [] if self._reorder is None else self._release(self._reorder.everything())
         for key, entry in self._active.items():
             if entry.dirty and entry.in_flight is None and not entry.needs_view and entry.waiting is None:
                 self._push(key, entry, now)
+        return resolved
 
     def set_linger(self, linger_ns: int) -> None:
         """Change the linger (0 while draining, so that changes arriving meanwhile go at once)."""

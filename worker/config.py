@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     repartition_replication_factor: Annotated[int, msgspec.Meta(ge=0, le=32)] = 0
     repartition_retention_ms: Annotated[int, msgspec.Meta(ge=-1)] = 604_800_000
     repartition_purge_interval_ms: NonNegative = 30_000
+    repartition_reorder_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1_000
     max_record_bytes: Positive = 1_048_576
     max_poll_records: Positive = 500
     fetch_max_wait_ms: Positive = 100
@@ -177,6 +178,11 @@ SETTING_HELP: dict[str, str] = {
     "repartition_purge_interval_ms": (
         "With input_keying any: how often the repartition records below the committed offsets are "
         "deleted (DeleteRecords, as Kafka Streams does); 0: never, retention alone."
+    ),
+    "repartition_reorder_ms": (
+        "With input_keying any: a task's re-keyed events are merged once the task has been quiet this "
+        "long (at most 4 times this after the first), in their observation order: events read from "
+        "different input partitions arrive out of order."
     ),
     "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",

@@ -102,8 +102,8 @@ class ConsumeLoop:
             if batches:
                 self._on_progress()
                 self._dispatcher.wake()
-                if intake.coalescer.wants_pending():
-                    self._on_wants()
+            if intake.coalescer.wants_pending():  # events merged by the dispatcher count too
+                self._on_wants()
             self._metrics.active_tasks.set(intake.coalescer.active_count)
 
     def _coalesces(self, topic: str) -> bool:

@@ -38,11 +38,21 @@ from worker.knowledge import DefinitionCache
 from worker.offsets import OffsetBook
 from worker.work import NS_PER_MS, SourceRef
 
-__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer"]
+__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer", "exit_wait_ms"]
 
 LATE_EVENT = "task already stopped and reported"
 """The ignored-item reason of an event for a retired task."""
 _repartitioned = msgspec.json.Decoder(TaskEvent)
+
+
+def exit_wait_ms(settings: Settings) -> int:
+    """With re-keyed input, how long a STOPPED task waits for its stopped containers' exit codes:
+    the stop linger, or the rebalance or session timeout when longer (an input partition stalls
+    that long when its owner leaves or dies, and with it a ``die`` of the task); 0 with ``task``
+    keying (a container's events keep their order: its ``die`` comes first)."""
+    if settings.input_keying != "any":
+        return 0
+    return max(settings.stop_linger_ms, settings.session_timeout_ms, settings.rebalance_timeout_ms)
 
 
 def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coalescer:
@@ -59,7 +69,8 @@ def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coal
         settle_ns=settings.settle_ms * NS_PER_MS,
         stop_linger_ns=settings.stop_linger_ms * NS_PER_MS,
         detect_split=settings.input_keying == "task",
-        reorder_ns=settings.stop_linger_ms * NS_PER_MS if settings.input_keying == "any" else 0,
+        exit_wait_ns=exit_wait_ms(settings) * NS_PER_MS,
+        reorder_ns=settings.repartition_reorder_ms * NS_PER_MS if settings.input_keying == "any" else 0,
     )
 
 
@@ -181,6 +192,9 @@ class Intake:
 
     def take_tallies(self) -> tuple[Counter[str], Counter[str]]:
         """The ignored and decoded counts since the last call; the counters start again."""
+        if self.coalescer.late:
+            self.ignored[LATE_EVENT] += self.coalescer.late
+            self.coalescer.late = 0
         tallies = (self.ignored, self.decoded)
         self.ignored, self.decoded = Counter(), Counter()
         return tallies

@@ -128,19 +128,19 @@ def deferred_until(
     changed_at: int,
     settle_ns: int,
     stop_linger_ns: int,
-    reorder_ns: int = 0,
+    exit_wait_ns: int = 0,
 ) -> int | None:
     """The time (monotonic ns) before which a due change of ``state`` must not be sent, or None.
 
     ``partial``: the view is known partial and ECS's view could not be had. ``last_event_at``: the
-    task's last event; ``changed_at``: its first unsent change. ``reorder_ns``: how long a STOPPED
+    task's last event; ``changed_at``: its first unsent change. ``exit_wait_ns``: how long a STOPPED
     task waits for the exit codes of its stopped containers (the agent reports a container's exit
     code with its STOPPED), when one container's events may arrive out of order (re-keyed input:
     a ``stop`` read before its ``die``); 0: no wait."""
     if partial and state.rank == STOPPED and state.explicit_rank < STOPPED and not state.settled:
         return last_event_at + settle_ns
-    if reorder_ns and state.rank == STOPPED and state.exits_pending():
-        return changed_at + reorder_ns
+    if exit_wait_ns and state.rank == STOPPED and state.exits_pending():
+        return last_event_at + exit_wait_ns
     if state.rank < STOPPED and state.stopping():
         return changed_at + stop_linger_ns
     return None
