@@ -14,6 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from devkit.fleet import Fleet, Format
 from schemas.records import Outcome
+from worker.repartition import parse_source
 
 __all__ = [
     "create_topics",
@@ -21,6 +22,7 @@ __all__ = [
     "outcome_latencies_ms",
     "produce_fleet",
     "read_all",
+    "repartition_origins",
     "round_robin",
 ]
 
@@ -134,22 +136,38 @@ async def produce_fleet(
         await producer.stop()
 
 
+def repartition_origins(records: Iterable[Any], topic: str) -> dict[tuple[int, int], tuple[int, int]]:
+    """(partition, offset) of each repartition record -> (partition, offset) of the record of
+    input ``topic`` it came from (its ``source`` header, ``worker.repartition``)."""
+    origins: dict[tuple[int, int], tuple[int, int]] = {}
+    for record in records:
+        source = parse_source(record.headers or ())
+        if source is not None and source[0] == topic:
+            origins[(record.partition, record.offset)] = (source[1], source[2])
+    return origins
+
+
 def outcome_latencies_ms(
-    outcomes: Iterable[Outcome], produced_at: Mapping[tuple[int, int], int], topic: str
+    outcomes: Iterable[Outcome],
+    produced_at: Mapping[tuple[int, int], int],
+    topic: str,
+    origins: Mapping[tuple[int, int], tuple[int, int]] | None = None,
 ) -> list[float]:
     """Production-to-acknowledgement latency (ms) of each acknowledged outcome: from the sending
-    of the oldest input record it covers (its ``sources`` in ``topic``) to its ``completedAt``.
-    The worker's own ``latencyMs`` counts from the events' observation times, which run ahead of
-    the wall clock when a fleet is sent faster than real time."""
+    of the oldest input record it covers (its ``sources`` in ``topic``, or traced back through
+    ``origins`` with ``input_keying = any``) to its ``completedAt``. The worker's own
+    ``latencyMs`` counts from the events' observation times, which run ahead of the wall clock
+    when a fleet is sent faster than real time."""
     latencies: list[float] = []
     for outcome in outcomes:
-        sent = [
-            produced_at[(source.partition, offset)]
-            for source in outcome.sources
+        inputs = [
+            (source.partition, offset)
             if source.topic == topic
+            else (origins or {}).get((source.partition, offset))
+            for source in outcome.sources
             for offset in source.offsets
-            if (source.partition, offset) in produced_at
         ]
+        sent = [produced_at[at] for at in inputs if at is not None and at in produced_at]
         if outcome.result == "acknowledged" and sent:
             latencies.append((outcome.completedAt.timestamp() * 1e9 - min(sent)) / 1e6)
     return latencies

@@ -26,7 +26,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import LocalEcsEndpoint
-from devkit.fleet import final_state_mismatches
+from devkit.fleet import check_final, final_state_mismatches
 from devkit.harness.workers import wait_exit
 from devkit.topics import end_offsets, produce_fleet, read_all
 from tests.conftest import Topics, worker_settings
@@ -176,6 +176,7 @@ async def test_unkeyed_input_three_workers_a_kill_and_rebalances_every_task_fina
     state = endpoint.state()
     assert flags(endpoint) == dict.fromkeys(flags(endpoint), 0), state["flags"]
     assert state["regressions"] == []
+    assert await check_final(fleet, endpoint.url) == []  # exit codes too, as DescribeTasks shows them
     assert tally["forwarded"] > 0
     assert tally["dead-lettered"] == 0
     keys = await one_partition_per_task(broker.bootstrap, repartition_topic(topics.group))
