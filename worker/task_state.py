@@ -84,6 +84,8 @@ class ContainerState:
     """Observation time (ns) of the exit whose code is ``exit_code``."""
     stop_requested_at: int = 0
     """Observation time (ns) of the first stop asked of the container (``stop_requested``)."""
+    held_at: int = 0
+    """Observation time (ns) of ``held_exit``."""
 
     def merge(self, change: ContainerChange) -> bool:
         # Spelled out member by member: this runs for every event.
@@ -242,6 +244,8 @@ class TaskState:
             if not container.stop_requested_at or at < container.stop_requested_at:
                 container.stop_requested_at = at
         if rank == RUNNING:
+            if container.held_exit is not None and at < container.held_at:
+                return False  # a start from before the held exit (read late): not its restart
             if container.held_exit is not None or container.rank < RUNNING:
                 container.started_at = at  # started, or restarted by the agent
             container.restarts += container.held_exit is not None
@@ -262,12 +266,15 @@ class TaskState:
                 started_at=container.started_at,
                 exited_at=at,
             ):
-                container.held_exit = change
+                container.held_exit, container.held_at = change, at
                 self.maybe_holding = True
                 return False
         if container.held_exit is not None and (rank == STOPPED or container.stop_requested):
             held, container.held_exit = container.held_exit, None
             changed |= container.merge(held)  # the held exit is final after all
+            container.exit_at = max(container.exit_at, container.held_at)
+            if rank == STOPPED and change.exitCode is not None and at < container.exit_at:
+                return changed  # an exit observed before the held one (read late): stale
         changed |= container.merge(change)
         if change.exitCode is not None and container.exit_code == change.exitCode and at > container.exit_at:
             container.exit_at = at
