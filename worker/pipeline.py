@@ -115,7 +115,8 @@ class Worker:
                     topic = None
                     if s.input_keying == "any":
                         topic = await stack.enter_async_context(RepartitionTopic(s))
-                        await topic.ensure()
+                        if not await self._unless_stopped(topic.ensure()):
+                            return
                     consumer.subscribe(
                         [s.input_topic, *([topic.name] if topic else [])], listener=self.partitions
                     )
@@ -191,7 +192,7 @@ class Worker:
             wake=dispatcher.wake,
         )
 
-    async def _unless_stopped(self, starting: Awaitable[None]) -> bool:
+    async def _unless_stopped(self, starting: Awaitable[object]) -> bool:
         """Await a client's start unless a stop is requested first: the consumer's start waits for
         the group's first assignment, which a stalled rebalance can hold back indefinitely, and a
         SIGTERM must not wait for it. Nothing is held yet, so nothing needs draining."""

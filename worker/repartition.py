@@ -34,7 +34,7 @@ from worker.intake import RecordBatch
 from worker.metrics import Metrics
 from worker.work import SourceRef
 
-__all__ = ["SOURCE_HEADER", "Repartitioner", "parse_source", "task_key"]
+__all__ = ["SOURCE_HEADER", "Repartitioner", "parse_source", "source_header", "task_key"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def task_key(cluster: str, task: str) -> bytes:
 
 
 def source_header(topic: str, partition: int, offset: int) -> bytes:
+    """The ``source`` header's value: ``<topic>:<partition>:<offset>``, UTF-8."""
     return f"{topic}:{partition}:{offset}".encode()
 
 
