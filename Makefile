@@ -7,20 +7,25 @@ STAMP  := $(VENV)/.installed
 .PHONY: help demo test test-full lint typecheck bench faults schemas clean
 
 help:
-	@echo "make demo       the whole pipeline on embedded parts, with a summary"
+	@echo "make demo       the whole pipeline on embedded parts, with a summary (BROKER=kafka: on Apache Kafka)"
 	@echo "make test       lint, types and the test suite (what CI runs)"
 	@echo "make test-full  the suite plus the long fault scenarios"
 	@echo "make bench      the benchmark (JSON and a table)"
 	@echo "make faults     the fault harness, every scenario, with its report"
 
-$(STAMP): pyproject.toml
+# The exact versions, with their hashes, from the lock (README: "Dependencies and the lock
+# files"); then the project itself, without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# make demo BROKER=kafka: the demo on Apache Kafka (Java 17+ and Maven) instead of Tansu.
+BROKER ?= tansu
 demo: $(STAMP)
-	$(BIN)/python -m worker demo
+	$(BIN)/python -m worker demo --broker $(BROKER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,6 +48,7 @@ test-full: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m worker bench
+	$(BIN)/python -m worker bench --quota
 
 faults: $(STAMP)
 	$(BIN)/python -m devkit.harness --full

@@ -51,7 +51,7 @@ from worker.config import InputKeying
 from worker.submit import request_params
 from worker.task_definition import definition_from_botocore
 
-__all__ = ["BenchReport", "run_bench"]
+__all__ = ["BenchReport", "machine", "run_bench"]
 
 PACE = 0.05
 """The paced run's schedule runs twenty times faster than real time."""
@@ -137,7 +137,8 @@ class BenchReport(msgspec.Struct, kw_only=True):
         return "\n".join([f"ecs-state-worker bench on {self.machine}", *lines, met])
 
 
-def _machine() -> str:
+def machine() -> str:
+    """Cores, processor model and Python version of this machine."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -256,7 +257,7 @@ def _report(
     operations = paced.state["operations"]
     revisions = len(fleet.definitions)
     report = BenchReport(
-        machine=_machine(),
+        machine=machine(),
         decode_coalesce_events_per_s=ours,
         bare_decode_events_per_s=bare,
         decode_coalesce_ratio=ours / bare,

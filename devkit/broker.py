@@ -38,6 +38,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """``with EmbeddedBroker() as broker: broker.bootstrap`` — a Tansu process on a free port."""
 
+    kind = "tansu"
+
     def __init__(
         self,
         *,
@@ -57,6 +59,16 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it is started."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while the broker runs (or was never started); its exit code once it died."""
+        return None if self._process is None else self._process.poll()
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"

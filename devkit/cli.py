@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 
 import msgspec
 
@@ -30,11 +29,15 @@ def register(commands: Subcommands) -> None:
     endpoint.add_argument("--drop-rate", type=float, default=0.0)
     endpoint.add_argument("--quota-burst", type=int, default=None)
     endpoint.add_argument("--quota-refill-per-s", type=float, default=None)
+    endpoint.add_argument(
+        "--strict-scope", action="store_true", help="refuse a report of a task of another account or Region"
+    )
     endpoint.set_defaults(handler=_ecs_endpoint)
 
-    broker = commands.add_parser("broker", help="the embedded development broker (Tansu)")
+    broker = commands.add_parser("broker", help="the embedded development broker (Tansu, or Apache Kafka)")
     broker.add_argument("--host", default="127.0.0.1")
     broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--kind", choices=("tansu", "kafka"), default="tansu", help="Tansu, or Apache Kafka")
     broker.set_defaults(handler=_broker)
 
     demo = commands.add_parser("demo", help="the whole pipeline on embedded parts, with a summary")
@@ -43,11 +46,22 @@ def register(commands: Subcommands) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--format", choices=("docker", "canonical"), default="docker", help="event format")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--broker", choices=("tansu", "kafka"), default="tansu", help="Tansu, or Apache Kafka")
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="the benchmark: JSON and a table")
     bench.add_argument("--json", action="store_true", help="print JSON only")
     bench.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
+    bench.add_argument("--quota", action="store_true", help="the quota benchmark only: a deployment burst")
+    bench.add_argument("--quota-tasks", type=int, default=3000, help="tasks of the burst")
+    bench.add_argument("--quota-start-window-s", type=float, default=10.0, help="the tasks start within this")
+    bench.add_argument("--quota-stop-window-s", type=float, default=60.0, help="a third stop within this")
+    bench.add_argument("--quota-deadline-s", type=float, default=300.0, help="longest run of one reporter")
+    bench.add_argument(
+        "--quota-reporters",
+        default="worker,agent-like,naive",
+        help="comma separated: worker, agent-like, naive",
+    )
     bench.set_defaults(handler=_bench)
 
 
@@ -64,23 +78,17 @@ def _ecs_endpoint(args: argparse.Namespace) -> int:
         quota_refill_per_s=args.quota_refill_per_s,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        run_async(serve(args.host, args.port, faults))
+        run_async(serve(args.host, args.port, faults, strict_scope=args.strict_scope))
     return 0
 
 
 def _broker(args: argparse.Namespace) -> int:
-    from devkit.broker import EmbeddedBroker
+    from devkit.broker_process import serve_until_stopped
+    from devkit.brokers import make_broker
 
     configure_logging("INFO", "text")
-    with EmbeddedBroker(host=args.host, port=args.port) as broker:
-        print(
-            f"embedded broker on {broker.bootstrap}; Ctrl-C stops it (its data is in memory)",
-            flush=True,
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
-    return 0
+    broker = make_broker(args.kind, host=args.host, port=args.port)
+    return serve_until_stopped(broker, f"embedded broker ({broker.kind})")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -88,16 +96,38 @@ def _demo(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING", "text")
     summary = run_async(
-        run_demo(tasks=args.tasks, partitions=args.partitions, seed=args.seed, fmt=args.format)
+        run_demo(
+            tasks=args.tasks,
+            partitions=args.partitions,
+            seed=args.seed,
+            fmt=args.format,
+            broker_kind=args.broker,
+        )
     )
     print(msgspec.json.encode(summary).decode() if args.json else summary.render())
     return 0 if summary.ok else 1
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from devkit.bench import run_bench
+    from devkit.bench import machine, run_bench
 
     configure_logging("WARNING", "text")
+    if args.quota:
+        from devkit.bench_quota import BurstShape, run_quota_bench
+
+        shape = BurstShape(
+            tasks=args.quota_tasks,
+            start_window_s=args.quota_start_window_s,
+            stop_window_s=args.quota_stop_window_s,
+        )
+        only = [name.strip() for name in args.quota_reporters.split(",") if name.strip()]
+        quota = run_async(
+            run_quota_bench(shape, machine=machine(), deadline_s=args.quota_deadline_s, only=only)
+        )
+        print(msgspec.json.encode(quota).decode())
+        if not args.json:
+            print(quota.render())
+        return 0
     report = run_async(run_bench(quick=args.quick))
     print(msgspec.json.encode(report).decode())
     if not args.json:

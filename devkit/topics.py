@@ -20,6 +20,7 @@ __all__ = [
     "create_topics",
     "end_offsets",
     "outcome_latencies_ms",
+    "partitions_of",
     "produce_fleet",
     "read_all",
     "repartition_origins",
@@ -44,12 +45,30 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         await admin.close()
 
 
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (none when it does not exist), from a Metadata request
+    naming it: a consumer's own metadata names no topic on Apache Kafka until it subscribes."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(
+        part["partition"]
+        for found in described
+        if found["topic"] == topic and found["error_code"] == 0
+        for part in found["partitions"]
+    )
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    if not tps:
+        return {}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await consumer.end_offsets(tps) if tps else {}
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:

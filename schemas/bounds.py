@@ -12,6 +12,8 @@ from __future__ import annotations
 __all__ = [
     "INT32_MAX",
     "INT32_MIN",
+    "INT64_MAX",
+    "INT64_MIN",
     "MAX_ITEMS",
     "MAX_NAME_LENGTH",
     "MAX_NANOTIME",
@@ -33,3 +35,8 @@ MAX_NANOTIME = 2**63 - 1
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 """The range of exit codes (ECS's ``exitCode`` is an int32)."""
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+"""The range of exit codes an input may carry: a Go ``int`` on the ECS agent's 64-bit hosts. The
+worker reports them wrapped to int32, as the agent does (``worker.decode.exit_codes``)."""

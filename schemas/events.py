@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from schemas.bounds import (
-    INT32_MAX,
-    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
     MAX_ITEMS,
     MAX_NAME_LENGTH,
     MAX_NANOTIME,
@@ -65,7 +65,9 @@ TaskStatus = Literal[
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
 NanoTime = Annotated[int, msgspec.Meta(ge=0, le=MAX_NANOTIME)]
-Int32 = Annotated[int, msgspec.Meta(ge=INT32_MIN, le=INT32_MAX)]
+ExitCode = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+"""An exit code as a runtime gives it (the ECS agent reads a Go ``int``); the worker reports it
+wrapped to the int32 ECS takes, as the agent does: 3221225477 (0xC0000005) is -1073741819."""
 
 
 class _Event(
@@ -75,13 +77,15 @@ class _Event(
 
 
 class ContainerChange(_Event, frozen=True):
-    """One container's change. Absent members mean "not observed", never "cleared"."""
+    """One container's change. Absent members mean "not observed", never "cleared". A ``reason``
+    without a ``status`` (an OOM kill: Docker's ``oom``) is a fact of the container's end: it is
+    reported with the container's STOPPED and causes no call by itself."""
 
     containerName: Name
     runtimeId: Text | None = None
     imageDigest: Text | None = None
     status: ContainerStatus | None = None
-    exitCode: Int32 | None = None
+    exitCode: ExitCode | None = None
     reason: Text | None = None
     networkBindings: Annotated[tuple[NetworkBinding, ...], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
     stopRequested: bool = False
@@ -98,7 +102,9 @@ class AttachmentChange(_Event, frozen=True):
 
 
 class ManagedAgentChange(_Event, frozen=True):
-    """One managed agent's (ECS Exec's) new status."""
+    """One managed agent's (ECS Exec's ``ExecuteCommandAgent``) new status: RUNNING once it runs in
+    the container, STOPPED (with a reason) when it stopped. It stops with its container, as the
+    ECS agent reports it, without an event of its own."""
 
     containerName: Name
     managedAgentName: ManagedAgentName

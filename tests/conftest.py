@@ -1,5 +1,10 @@
-"""Shared fixtures: one embedded broker (Tansu) per test session, a local ECS endpoint per test,
-and unique topic names per test so that tests sharing the broker never see each other's data."""
+"""Shared fixtures: one embedded broker per test session, a local ECS endpoint per test, and
+unique topic names per test so that tests sharing the broker never see each other's data.
+
+The broker is Apache Kafka when Java 17+ and Maven are present (required under ``CI=true``), else
+Tansu; ``TEST_BROKER=kafka|tansu`` chooses (``devkit.brokers.choose_broker``). pytest's header
+says which. Tests marked ``tansu`` run only on Tansu, those marked ``kafka`` only on Apache Kafka.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker, BrokerChoice, choose_broker, make_broker
 from devkit.ecs_endpoint import LocalEcsEndpoint
+from devkit.kafka_artifacts import kafka_classpath
 from devkit.topics import create_topics
 from tests.ecs_support import ecs_client, running_endpoint
 from worker.config import Settings
@@ -23,9 +29,30 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+BROKER: BrokerChoice = choose_broker(os.environ)
+
+
+def pytest_report_header() -> str:
+    return BROKER.describe()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Resolve Apache Kafka's artifacts before any test (a first run downloads them; no test's
+    timeout should count that), failing the session with Maven's own message when it cannot."""
+    if BROKER.kind == "kafka":
+        kafka_classpath()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for only in ("tansu", "kafka"):
+            if item.get_closest_marker(only) and BROKER.kind != only:
+                item.add_marker(pytest.mark.skip(reason=f"needs {only}; the tests run on {BROKER.kind}"))
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
+def broker() -> Iterator[Broker]:
+    with make_broker(BROKER.kind) as running:
         yield running
 
 
@@ -63,7 +90,7 @@ class Topics:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def topics(broker: EmbeddedBroker) -> Topics:
+async def topics(broker: Broker) -> Topics:
     suffix = uuid.uuid4().hex[:10]
     made = Topics(f"in-{suffix}", f"out-{suffix}", f"dlq-{suffix}", f"group-{suffix}", 3)
     await create_topics(broker.bootstrap, {made.input: made.partitions, made.outcome: 2, made.dlq: 1})
@@ -71,7 +98,7 @@ async def topics(broker: EmbeddedBroker) -> Topics:
 
 
 def worker_settings(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, **overrides: object
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics, **overrides: object
 ) -> Settings:
     """Settings for a worker in a test: fast timers, no metrics port."""
     base: dict[str, object] = {

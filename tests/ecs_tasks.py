@@ -79,6 +79,11 @@ class EcsTasks:
         answer: dict[str, Any] = await self._client.describe_task_definition(taskDefinition=arn)
         return answer
 
+    async def describe(self, cluster: str, tasks: Sequence[DockerTask]) -> dict[str, dict[str, Any]]:
+        """DescribeTasks: each task's ``Task`` answer by ARN."""
+        answer = await self._client.describe_tasks(cluster=cluster, tasks=[t.arn for t in tasks])
+        return {task["taskArn"]: task for task in answer["tasks"]}
+
     async def run(self, cluster: str, definition_arn: str, count: int = 1) -> list[DockerTask]:
         answer = await self._client.run_task(cluster=cluster, taskDefinition=definition_arn, count=count)
         assert not answer.get("failures"), answer["failures"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.fleet import Fleet, FleetShape, Format, flag_counts, launch, synthetic_fleet
 from tests.conftest import Topics
@@ -87,7 +87,7 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
 
 
 def spawn_worker(
-    broker: EmbeddedBroker,
+    broker: Broker,
     endpoint: LocalEcsEndpoint,
     topics: Topics,
     log: Path | None = None,

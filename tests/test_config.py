@@ -73,14 +73,13 @@ def test_environment_values_are_converted() -> None:
         env={
             "WORKER_MAX_POLL_RECORDS": "42",
             "WORKER_RATE_LIMIT_PER_S": "12.5",
-            "WORKER_ENABLE_IDEMPOTENCE": "TRUE",
+            "WORKER_ENABLE_IDEMPOTENCE": "FALSE",
             "WORKER_ECS_ENDPOINT_URL": "",
             "WORKER_ACKS": "1",
-            "WORKER_UNRELATED": "ignored",
             "OTHER": "x",
         }
     )
-    assert (s.max_poll_records, s.rate_limit_per_s, s.enable_idempotence) == (42, 12.5, True)
+    assert (s.max_poll_records, s.rate_limit_per_s, s.enable_idempotence) == (42, 12.5, False)
     assert s.ecs_endpoint_url is None  # empty means unset
     assert s.acks == "1"
 
@@ -190,7 +189,7 @@ def test_input_format_accepts_the_registered_formats() -> None:
         assert load_settings(env={"WORKER_INPUT_FORMAT": name}).input_format == name
     for name in FORMATS[1:]:
         assert name in SETTING_HELP["input_format"]
-    for bad in ("podman", "eventbridge", "AUTO"):
+    for bad in ("nerdctl", "eventbridge", "AUTO"):
         with pytest.raises(ConfigError, match=r"input_format \(from WORKER_INPUT_FORMAT\)"):
             load_settings(env={"WORKER_INPUT_FORMAT": bad})
 
@@ -211,6 +210,7 @@ def test_input_keying_is_task_or_any() -> None:
             "a topic the worker uses already",
         ),
         ({"WORKER_REPARTITION_RETENTION_MS": "60000"}, "repartition_retention_ms must be -1"),
+        ({"WORKER_DRY_RUN": "true"}, "dry_run cannot run with input_keying any"),
     ],
 )
 def test_repartition_settings_are_checked_in_any_mode_only(env: dict[str, str], needle: str) -> None:
@@ -223,3 +223,13 @@ def test_repartition_sizes_are_bounded() -> None:
     with pytest.raises(ConfigError, match=r"invalid setting repartition_partitions \(from --repartition"):
         load_settings({"repartition_partitions": -1}, env={})
     assert load_settings(env={"WORKER_REPARTITION_RETENTION_MS": "-1", "WORKER_INPUT_KEYING": "any"})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("true", True), ("false", False)])
+def test_enable_idempotence_takes_auto_or_a_boolean(value: str, expected: object) -> None:
+    assert load_settings(env={"WORKER_ENABLE_IDEMPOTENCE": value}).enable_idempotence == expected
+
+
+def test_enable_idempotence_true_needs_acks_all() -> None:
+    with pytest.raises(ConfigError, match="enable_idempotence true needs acks all"):
+        load_settings(env={"WORKER_ENABLE_IDEMPOTENCE": "true", "WORKER_ACKS": "1"})

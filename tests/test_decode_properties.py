@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import TaskEvent
+from tests import decode_inputs as inputs
 from worker.decode import RecordDecoder
 from worker.decode.bad_items import BAD_ITEM_CLASSES
 from worker.decode.framing import split_items
@@ -73,7 +74,14 @@ def _load() -> list[bytes]:
     fluentbit = json.dumps(
         {"@timestamp": 1.5, "message": "\n".join(x.decode() for x in labelled[:8])}
     ).encode()
-    return lines + labelled + bodies + [fluentbit]
+    inspect = json.dumps({"ImageDigest": "sha256:" + "0f" * 32, "NetworkSettings": {"Ports": {"80/tcp": []}}})
+    own = [  # the formats the samples have no line of
+        inputs.podman_json("died", exit_code=137, OOMKilled=True),
+        inputs.podman_json("create", ContainerInspectData=inspect),
+        inputs.docker_line("die", note="a, b=c (d)", exitCode="3221225477"),
+        inputs.podman_line("died", note="a, b=c (d)"),
+    ]
+    return lines + labelled + bodies + [fluentbit] + own
 
 
 REAL = _load()
@@ -162,7 +170,9 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @st.composite
 def restructured(draw: st.DrawFn) -> bytes:
     """A real JSON event with members deleted or their values replaced (type changes)."""
-    line = draw(st.sampled_from(REAL_JSON + [x[x.index(b"{") :] for x in REAL if x[:1].isdigit()]))
+    line = draw(
+        st.sampled_from(REAL_JSON + [x[x.index(b"{") :] for x in REAL if x[:1].isdigit() and b"{" in x])
+    )
     doc = json.loads(line)
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(doc)
@@ -222,6 +232,12 @@ MARKER_KEYS = [
     "time",
     "timeNano",
     "containers",
+    "Status",
+    "ID",
+    "ContainerExitCode",
+    "ContainerInspectData",
+    "OOMKilled",
+    "Time",
 ]
 
 

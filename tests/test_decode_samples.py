@@ -276,7 +276,7 @@ def test_pause_container_is_not_reported() -> None:
     pause = dict(LABELS, **{"com.amazonaws.ecs.container-name": "~internal~ecs~pause"})
     for number in (1, 4, 6, 7):
         result = decode(labelled(line("docker_events.jsonl", number), pause))
-        assert outcome(result) == [("ignored", r.DOCKER_PAUSE_CONTAINER)]
+        assert outcome(result) == [("ignored", r.ECS_INTERNAL_CONTAINER)]
 
 
 def test_short_cluster_name_passes_through() -> None:
@@ -578,11 +578,8 @@ def test_task_definition_from_the_labels_of_every_docker_shape() -> None:
             "arn:aws-cn:ecs:cn-north-1:111122223333:task/prod/0123",
             "arn:aws-cn:ecs:cn-north-1:111122223333:task-definition/web:7",
         ),
-        ("0123456789abcdef0123456789abcdef", "web:7"),  # not an ARN
-        ("arn:aws:ecs:us-west-2:111122223333:service/prod/web", "web:7"),  # not a task ARN
-        ("arn:aws:s3:us-west-2:111122223333:task/x", "web:7"),  # not ECS
-        ("arn:aws:ecs::111122223333:task/x", "web:7"),  # no Region
-        ("arn:aws:ecs:us-west-2:111122223333:extra:task/x", "web:7"),
+        ("0123456789abcdef0123456789abcdef", "web:7"),  # not an ARN: a task id
+        # ARNs that are not task ARNs are the agent's internal tasks: tests/test_decode_internal.py
     ],
 )
 def test_task_definition_name(task: str, expected: str) -> None:

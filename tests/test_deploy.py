@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -91,8 +92,22 @@ class KustomizeError(Exception):
 
 
 _KUSTOMIZATION_FIELDS = frozenset(
-    {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "configMapGenerator", "patches"}
+    {
+        "apiVersion",
+        "kind",
+        "resources",
+        "components",
+        "namespace",
+        "images",
+        "replicas",
+        "configMapGenerator",
+        "patches",
+    }
 )
+_KINDS = {
+    "Kustomization": "kustomize.config.k8s.io/v1beta1",
+    "Component": "kustomize.config.k8s.io/v1alpha1",
+}
 _CLUSTER_SCOPED = frozenset(
     {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass"}
 )
@@ -167,18 +182,26 @@ def _containers(pod: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     yield from pod.get("containers", [])
 
 
-def _render_layer(directory: Path) -> tuple[list[Manifest], set[str]]:
+def _render_layer(
+    directory: Path, into: tuple[list[Manifest], set[str]] | None = None
+) -> tuple[list[Manifest], set[str]]:
     """The documents of one kustomization and the names of the ConfigMaps it generated (hashed and
-    referenced only once, at the top: the same result as Kustomize's per-layer hashing)."""
+    referenced only once, at the top: the same result as Kustomize's per-layer hashing).
+
+    A ``kind: Component`` is rendered ``into`` its parent's documents: it adds its resources to
+    them and its patches apply to them all. As in Kustomize, a kustomization's components come
+    after its resources and before its own generators and patches."""
     path = directory / "kustomization.yaml"
     (kustomization,) = _load_documents(path)
     unknown = set(kustomization) - _KUSTOMIZATION_FIELDS
     if unknown:
         raise KustomizeError(f"{path}: unsupported fields {sorted(unknown)}")
-    if kustomization.get("kind", "Kustomization") != "Kustomization":
-        raise KustomizeError(f"{path}: not a Kustomization")
-    docs: list[Manifest] = []
-    generated: set[str] = set()
+    kind = kustomization.get("kind", "Kustomization")
+    if kind != ("Kustomization" if into is None else "Component"):
+        raise KustomizeError(f"{path}: a {kind} where a {'Component' if into else 'Kustomization'} belongs")
+    if kustomization.get("apiVersion", _KINDS[kind]) != _KINDS[kind]:
+        raise KustomizeError(f"{path}: a {kind} is {_KINDS[kind]}")
+    docs, generated = into if into is not None else ([], set())
     for entry in kustomization.get("resources", []):
         target = (directory / entry).resolve()
         if target.is_dir():
@@ -187,6 +210,8 @@ def _render_layer(directory: Path) -> tuple[list[Manifest], set[str]]:
             generated |= sub_generated
         else:
             docs.extend(_load_documents(target))
+    for entry in kustomization.get("components", []):
+        _render_layer((directory / entry).resolve(), (docs, generated))
     for generator in kustomization.get("configMapGenerator", []):
         extra = set(generator) - {"name", "behavior", "envs", "literals"}
         if extra:
@@ -350,25 +375,108 @@ def pod_settings(docs: list[Manifest]) -> Settings:
 
 
 KUSTOMIZATIONS = sorted(kustomizations())
+COMPONENTS = {
+    path.parent.name: path.parent for path in sorted((DEPLOY / "components").glob("*/kustomization.yaml"))
+}
+BUILTIN_KINDS = ("ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount")
+# The objects that need a CRD installed, each in a component (the base applies to a bare cluster).
+CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule", "ScaledObject"})
+
+
+def with_kind(kind: str) -> list[str]:
+    """The kustomizations whose rendering holds a ``kind`` (those that include its component)."""
+    return [name for name in KUSTOMIZATIONS if any(d["kind"] == kind for d in rendering(name))]
+
+
+def _components_of(directory: Path) -> set[str]:
+    """The components a kustomization includes, through its resources too."""
+    (kustomization,) = _load_documents(directory / "kustomization.yaml")
+    found = {(directory / entry).resolve().name for entry in kustomization.get("components", [])}
+    for entry in kustomization.get("resources", []):
+        if (directory / entry).is_dir():
+            found |= _components_of((directory / entry).resolve())
+    return found
+
+
+def _component_kinds(name: str) -> list[str]:
+    (component,) = _load_documents(COMPONENTS[name] / "kustomization.yaml")
+    return [d["kind"] for entry in component["resources"] for d in _load_documents(COMPONENTS[name] / entry)]
 
 
 def test_every_kustomization_renders_the_expected_kinds() -> None:
     assert {"base", "production"} <= set(KUSTOMIZATIONS)
     for name in KUSTOMIZATIONS:
         kinds = sorted(d["kind"] for d in rendering(name))
-        for kind in (
-            "ConfigMap",
-            "Deployment",
-            "PodDisruptionBudget",
-            "PrometheusRule",
-            "ScaledObject",
-            "Service",
-            "ServiceAccount",
-            "ServiceMonitor",
-        ):
+        expected = list(BUILTIN_KINDS)
+        for component in _components_of(kustomizations()[name]):
+            expected += _component_kinds(component)
+        for kind in expected:
             assert kinds.count(kind) == 1, f"{name}: {kind} x{kinds.count(kind)}"
+        assert CRD_KINDS & set(kinds) == CRD_KINDS & set(expected), (
+            f"{name}: a CRD object outside a component"
+        )
         identities = [_identity(d) for d in rendering(name)]
         assert len(identities) == len(set(identities)), f"{name}: duplicate resources"
+
+
+def test_base_applies_to_a_bare_cluster() -> None:
+    """Built-in kinds only: no object of the base waits for a CRD."""
+    kinds = {(d["apiVersion"], d["kind"]) for d in rendering("base")}
+    assert {kind for _, kind in kinds} == set(BUILTIN_KINDS)
+    assert all(_is_builtin(api_version) for api_version, _ in kinds), kinds
+    assert not _components_of(DEPLOY / "base")
+
+
+def test_components_hold_every_crd_object() -> None:
+    assert set(COMPONENTS) == {"keda", "prometheus-operator"}
+    kinds: list[str] = []
+    for name, directory in COMPONENTS.items():
+        (component,) = _load_documents(directory / "kustomization.yaml")
+        assert component["kind"] == "Component"
+        assert component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+        for entry in component["resources"]:
+            for doc in _load_documents(directory / entry):
+                assert not _is_builtin(doc["apiVersion"]), f"{name}: {doc['kind']} needs no CRD"
+                kinds.append(doc["kind"])
+    assert sorted(kinds) == sorted(CRD_KINDS)
+    # The production overlay's cluster runs both operators.
+    assert _components_of(kustomizations()["production"]) == set(COMPONENTS)
+
+
+def _overlay_of(tmp_path: Path, component: str) -> Path:
+    """A kustomization of the base and one component, as an operator's overlay would be."""
+    text = (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(DEPLOY / 'base', tmp_path)}\n"
+        f"components:\n  - {os.path.relpath(COMPONENTS[component], tmp_path)}\n"
+    )
+    (tmp_path / "kustomization.yaml").write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_each_component_on_the_base_renders_valid_objects(component: str, tmp_path: Path) -> None:
+    docs = render(_overlay_of(tmp_path, component))
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted([*BUILTIN_KINDS, *_component_kinds(component)])
+    for doc in docs:
+        if _is_builtin(doc["apiVersion"]):
+            continue
+        key = (doc["apiVersion"], doc["kind"])
+        assert key in CRD_SCHEMAS, f"nothing validates {key}"
+        errors = schema_errors(crd_validator(*key), doc)
+        assert not errors, f"{component} {doc['kind']}: {errors}"
+    if KUSTOMIZE is not None:
+        assert _kustomize_build(KUSTOMIZE, tmp_path) == sorted(json.dumps(d, sort_keys=True) for d in docs)
+
+
+def test_renderer_refuses_a_component_as_a_resource(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(COMPONENTS['keda'], tmp_path)}\n"
+    )
+    with pytest.raises(KustomizeError, match="a Component where a Kustomization belongs"):
+        render(tmp_path)
 
 
 @pytest.mark.parametrize("name", [n for n in KUSTOMIZATIONS if n != "base"])
@@ -397,6 +505,38 @@ def test_overlay_applies_its_changes(name: str) -> None:
             assert {key: env[key] for key in overrides} == overrides
             kept = set(base_env) - set(overrides) - {"WORKER_GROUP_INSTANCE_ID"}
             assert {key: env[key] for key in kept} == {key: base_env[key] for key in kept}
+
+
+def go_tool(name: str) -> str | None:
+    """A binary on PATH, or where ``go install`` puts it (``$GOBIN``, ``$GOPATH/bin``, ``~/go/bin``)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    gobin = os.environ.get("GOBIN") or str(Path(os.environ.get("GOPATH") or Path.home() / "go") / "bin")
+    candidate = Path(gobin) / name
+    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+# go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
+KUSTOMIZE = go_tool("kustomize")
+
+
+def _kustomize_build(binary: str, directory: Path) -> list[str]:
+    result = subprocess.run(
+        [binary, "build", str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return sorted(json.dumps(doc, sort_keys=True) for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+@pytest.mark.skipif(
+    KUSTOMIZE is None,
+    reason="kustomize is not installed (go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1)",
+)
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_rendering_equals_kustomize_build(name: str) -> None:
+    assert KUSTOMIZE is not None
+    assert _kustomize_build(KUSTOMIZE, kustomizations()[name]) == sorted(_rendering(name))
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
@@ -522,7 +662,7 @@ def test_every_resource_is_validated(name: str) -> None:
 
 
 def test_crd_structure_rejects_unquoted_keda_metadata() -> None:
-    scaled = only(rendering("base"), "ScaledObject")
+    scaled = only(rendering("production"), "ScaledObject")
     validator = crd_validator("keda.sh/v1alpha1", "ScaledObject")
     assert not schema_errors(validator, scaled)
     scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 5000
@@ -561,14 +701,17 @@ def test_references_between_resources_resolve(name: str) -> None:
         target = port["targetPort"]
         assert target in port_names or target in port_names.values(), f"Service targetPort {target}"
 
-    monitor = only(docs, "ServiceMonitor")
-    assert _selects(monitor["spec"]["selector"], service["metadata"]["labels"])
-    service_ports = {p["name"] for p in service["spec"]["ports"]}
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
-    assert all(e.get("path", "/metrics") == "/metrics" for e in monitor["spec"]["endpoints"])
-
     assert _selects(only(docs, "PodDisruptionBudget")["spec"]["selector"], pod_labels)
 
+    if name in with_kind("ServiceMonitor"):
+        monitor = only(docs, "ServiceMonitor")
+        assert _selects(monitor["spec"]["selector"], service["metadata"]["labels"])
+        service_ports = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
+        assert all(e.get("path", "/metrics") == "/metrics" for e in monitor["spec"]["endpoints"])
+
+    if name not in with_kind("ScaledObject"):
+        return
     scaled = only(docs, "ScaledObject")
     target = scaled["spec"]["scaleTargetRef"]
     assert target.get("kind", "Deployment") == "Deployment"
@@ -581,7 +724,10 @@ def test_references_between_resources_resolve(name: str) -> None:
         if "secretKeyRef" in var.get("valueFrom", {})
     }
     for trigger in scaled["spec"]["triggers"]:
-        if "authenticationRef" in trigger:
+        if (
+            "authenticationRef" in trigger
+            and "secretTargetRef" in auths[trigger["authenticationRef"]["name"]]["spec"]
+        ):
             auth = auths[trigger["authenticationRef"]["name"]]
             refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
             # KEDA reads the same Secret, and the same password, as the worker.
@@ -611,6 +757,21 @@ def test_pod_is_hardened(name: str) -> None:
     assert "emptyDir" in volumes[tmp["name"]]
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind]), kind
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_pods_spread_over_zones_and_hosts(name: str) -> None:
+    deployment = only(rendering(name), "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    constraints = {
+        c["topologyKey"]: c for c in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    }
+    assert set(constraints) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for key, constraint in constraints.items():
+        assert _selects(constraint["labelSelector"], pod_labels), key
+        assert constraint["maxSkew"] == 1, key
+        # A hard constraint would hold back a rollout (maxUnavailable 0) on a cluster of few nodes.
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", key
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -683,6 +844,8 @@ def test_replicas_stay_within_the_partitions(name: str) -> None:
     partitions = int(deployment["metadata"]["annotations"][PARTITIONS_ANNOTATION])
     assert partitions >= 1
     assert 1 <= deployment["spec"]["replicas"] <= partitions
+    if name not in with_kind("ScaledObject"):
+        return
     scaled = only(docs, "ScaledObject")["spec"]
     assert scaled.get("minReplicaCount", 0) <= scaled["maxReplicaCount"] <= partitions
     assert scaled["maxReplicaCount"] == partitions, "the partition count is the ceiling"
@@ -691,11 +854,14 @@ def test_replicas_stay_within_the_partitions(name: str) -> None:
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_rate_limit_fits_the_account_budget_at_the_ceiling(name: str) -> None:
     docs = rendering(name)
-    ceiling = only(docs, "ScaledObject")["spec"]["maxReplicaCount"]
+    if name in with_kind("ScaledObject"):
+        ceiling = only(docs, "ScaledObject")["spec"]["maxReplicaCount"]
+    else:  # no autoscaler: the replicas stay as they are
+        ceiling = only(docs, "Deployment")["spec"]["replicas"]
     assert pod_settings(docs).rate_limit_per_s * ceiling <= ECS_CALLS_PER_S_PER_ACCOUNT
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", with_kind("ScaledObject"))
 def test_keda_watches_the_workers_group_and_topic(name: str) -> None:
     docs = rendering(name)
     settings = pod_settings(docs)
@@ -714,6 +880,14 @@ def test_keda_watches_the_workers_group_and_topic(name: str) -> None:
             if d["kind"] == "TriggerAuthentication"
             and d["metadata"]["name"] == trigger["authenticationRef"]["name"]
         )
+        if settings.sasl_mechanism == "AWS_MSK_IAM":
+            # KEDA signs as the worker's own IRSA role (KEDA's kafka scaler, aws_msk_iam).
+            assert meta["sasl"] == "aws_msk_iam"
+            assert meta["tls"] == "enable"
+            assert meta["awsRegion"] == settings.region
+            assert auth["spec"]["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
+            assert "secretTargetRef" not in auth["spec"]
+            return
         parameters = {r["parameter"] for r in auth["spec"]["secretTargetRef"]}
         if settings.security_protocol.startswith("SASL"):
             assert {"sasl", "username", "password"} <= parameters
@@ -811,6 +985,11 @@ def exported_metrics() -> dict[str, frozenset[str]]:
     }
     exposed: dict[str, frozenset[str]] = {}
     for family in metrics.registry.collect():
+        if family.name not in labels or family.type == "info":
+            # prometheus-client's collectors and the build info: the series they hold now.
+            for sample in family.samples:
+                exposed[sample.name] = exposed.get(sample.name, frozenset()) | frozenset(sample.labels)
+            continue
         for suffix in suffixes[family.type]:
             extra = {"le"} if suffix == "_bucket" else set()
             exposed[family.name + suffix] = labels[family.name] | extra
@@ -984,7 +1163,7 @@ def test_dashboard_is_well_formed() -> None:
         cells |= area
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", with_kind("PrometheusRule"))
 def test_alerts_query_exported_metrics(name: str) -> None:
     rules = only(rendering(name), "PrometheusRule")
     alerts = [rule for group in rules["spec"]["groups"] for rule in group["rules"]]
@@ -1009,6 +1188,132 @@ def test_alerts_query_exported_metrics(name: str) -> None:
         for text in alert["annotations"].values():
             for label in re.findall(r"\$labels\.(\w+)", text):
                 assert label in available, f"{alert['alert']}: annotation uses $labels.{label}"
+
+
+def prometheus_rule() -> Manifest:
+    (rule,) = [
+        doc
+        for doc in _load_documents(COMPONENTS["prometheus-operator"] / "prometheusrule.yaml")
+        if doc["kind"] == "PrometheusRule"
+    ]
+    return rule
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for group in prometheus_rule()["spec"]["groups"] for rule in group["rules"]}
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings: lower case, punctuation other than ``-``
+    and ``_`` dropped, spaces as ``-``; a repeated one gets ``-1``, ``-2``..."""
+    anchors: set[str] = set()
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or not re.match(r"#{1,6} ", line):
+            continue
+        anchor = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        candidate, n = anchor, 0
+        while candidate in anchors:
+            n += 1
+            candidate = f"{anchor}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def test_anchor_rule_follows_github() -> None:
+    text = "# A `b` c\n## Metrics, health and logs\n```\n# not a heading\n```\n## Metrics, health and logs\n"
+    assert github_anchors(text) == {"a-b-c", "metrics-health-and-logs", "metrics-health-and-logs-1"}
+
+
+def test_every_alert_links_a_runbook_that_exists() -> None:
+    documentation = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Documentation"]
+    anchors = github_anchors((REPO / "README.md").read_text())
+    for name, alert in alerts().items():
+        assert alert["labels"]["severity"] in ("warning", "critical"), name
+        assert alert["annotations"]["summary"], name
+        url = alert["annotations"]["runbook_url"]
+        base, _, anchor = url.partition("#")
+        assert base == documentation, f"{name}: {url} is not the README ({documentation})"
+        assert anchor in anchors, f"{name}: README has no section #{anchor}"
+        assert anchor == name.lower(), f"{name}: its runbook is another alert's"
+
+
+def test_alerts_cover_absence_throttling_and_the_lifecycle() -> None:
+    rules = alerts()
+    service = only(rendering("production"), "Service")["metadata"]["name"]
+    absent = re.fullmatch(r"\s*absent\((\w+)\{job=\"([\w-]+)\"\}\)\s*", rules["EcsStateWorkerAbsent"]["expr"])
+    assert absent, rules["EcsStateWorkerAbsent"]["expr"]
+    # Present on every scrape of a worker; the job label is the Service's name (the Prometheus
+    # Operator's default for a ServiceMonitor without jobLabel).
+    assert absent[1] == "ecs_state_worker_build_info"
+    assert absent[1] in exported_metrics()
+    assert absent[2] == service
+    assert "jobLabel" not in only(rendering("production"), "ServiceMonitor")["spec"]
+    assert Query(rules["EcsStateWorkerThrottled"]["expr"]).metrics == {
+        "ecs_state_worker_throttles_total",
+        "ecs_state_worker_ecs_calls_total",
+    }
+    assert "ecs_state_worker_state" in Query(rules["EcsStateWorkerStuckStarting"]["expr"]).metrics
+
+
+def _minutes(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    assert match, duration
+    return int(match[1]) * {"s": 1 / 60, "m": 1, "h": 60}[match[2]]
+
+
+def test_dead_letter_alert_does_not_fire_on_a_single_record() -> None:
+    """A threshold above one record over a window: ``increase()`` of a counter that moved by one
+    extrapolates to little more than 1, far below the threshold."""
+    rule = alerts()["EcsStateWorkerDeadLetters"]
+    match = re.fullmatch(
+        r"\s*sum by \(([\w, ]+)\) \((increase|rate)\(ecs_state_worker_dead_lettered_total\[(\w+)\]\)\)"
+        r" > ([\d.]+)\s*",
+        rule["expr"],
+    )
+    assert match, rule["expr"]
+    window_minutes = _minutes(match[3])
+    threshold = float(match[4])
+    records = threshold if match[2] == "increase" else threshold * window_minutes * 60
+    assert records >= 2, f"fires at {records} records in {match[3]}"
+    assert window_minutes >= 5
+    assert _minutes(rule.get("for", "0s")) > 0
+
+
+# go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+PROMTOOL = go_tool("promtool")
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool is not installed (go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0)",
+)
+def test_alerts_pass_promtool_and_their_unit_tests(tmp_path: Path) -> None:
+    """``promtool check rules`` on the rule groups, then ``promtool test rules`` with the cases of
+    tests/data/deploy/alerts_test.yaml (a single dead letter does not fire, a burst does; no worker
+    scraped; throttling)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": prometheus_rule()["spec"]["groups"]}))
+    checked = _promtool("check", "rules", str(rules))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The unit tests check when alerts fire and their labels: the rules without annotations.
+    groups = copy.deepcopy(prometheus_rule()["spec"]["groups"])
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules.write_text(yaml.safe_dump({"groups": groups}))
+    cases = tmp_path / "alerts_test.yaml"
+    shutil.copy(REPO / "tests" / "data" / "deploy" / "alerts_test.yaml", cases)
+    tested = _promtool("test", "rules", str(cases))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout + tested.stderr
 
 
 # --------------------------------------------------------------------------------------------
@@ -1091,6 +1396,54 @@ def test_dockerfile_installs_runtime_dependencies_only() -> None:
     assert re.search(r"pip install (--\S+ )*\.(\s|$)", runs), runs
     assert "[dev]" not in runs
     assert ".[" not in runs
+
+
+def test_dockerfile_installs_the_locked_versions_first() -> None:
+    """The builder installs requirements.lock with its hashes, then the project without resolving
+    anything again (``--no-deps``), and proves the environment complete (``pip check``)."""
+    _, stages = _dockerfile_stages()
+    (builder,) = [_lineage(stages, name) for name in _copied_stages(_lineage(stages))]
+    commands = _instructions(builder)
+    runs = [c.value[0] for c in commands if c.cmd == "RUN"]
+    locked = [
+        i
+        for i, run in enumerate(runs)
+        if re.search(r"pip install --require-hashes (--\S+ )*-r requirements\.lock", run)
+    ]
+    project = [i for i, run in enumerate(runs) if re.search(r"pip install --no-deps \.(\s|$)", run)]
+    assert locked, runs
+    assert project, runs
+    assert locked[0] < project[0], "the project is installed before its locked dependencies"
+    assert "pip check" in runs[project[0]]
+    copied = [source for c in commands if c.cmd == "COPY" and not c.flags for source in c.value[:-1]]
+    assert "requirements.lock" in copied
+    assert "LICENSE" in copied, "license-files needs the LICENSE in the build"
+
+
+def test_image_carries_the_oci_labels_of_the_project() -> None:
+    """org.opencontainers.image.* annotations (OCI image spec, annotations.md), the same as the
+    project's metadata."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    args, stages = _dockerfile_stages()
+    labels: dict[str, str] = {}
+    for command in _instructions(_lineage(stages)):
+        if command.cmd == "LABEL":
+            pairs = command.value
+            # BuildKit's parser keeps a value's quotes.
+            labels.update(
+                (k, v.removeprefix('"').removesuffix('"'))
+                for k, v in zip(pairs[::2], pairs[1::2], strict=True)
+            )
+    oci = {k.removeprefix("org.opencontainers.image."): v for k, v in labels.items() if k.startswith("org.")}
+    assert set(oci) >= {"title", "description", "version", "revision", "created", "licenses", "source", "url"}
+    assert oci["title"] == project["name"]
+    assert _expand(oci["version"], args) == project["version"]
+    assert oci["licenses"] == project["license"]
+    assert oci["source"] == project["urls"]["Source"]
+    assert oci["url"] == project["urls"]["Homepage"]
+    assert oci["documentation"] == project["urls"]["Documentation"]
+    assert oci["revision"] == "${REVISION}"
+    assert oci["created"] == "${CREATED}"
 
 
 def test_dockerfile_dev_target_is_the_production_image_plus_devkit() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from tests.conftest import Topics
 from tests.support import spawn_worker
@@ -18,7 +18,7 @@ from tests.support import spawn_worker
 
 @pytest.mark.parametrize("after_s", [0.1, 0.3])
 async def test_a_sigterm_while_starting_is_a_clean_stop(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, tmp_path: Path, after_s: float
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics, tmp_path: Path, after_s: float
 ) -> None:
     log = tmp_path / "worker.log"
     process = spawn_worker(broker, endpoint, topics, log)

@@ -7,9 +7,13 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
+    NoRegionError,
     ParamValidationError,
+    PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
 )
 
@@ -79,7 +83,7 @@ def test_other_4xx_is_terminal() -> None:
         EndpointConnectionError(endpoint_url="https://ecs.us-east-1.amazonaws.com"),
         ReadTimeoutError(endpoint_url="https://ecs.us-east-1.amazonaws.com"),
         ConnectTimeoutError(endpoint_url="https://ecs.us-east-1.amazonaws.com"),
-        NoCredentialsError(),
+        CredentialRetrievalError(provider="container-role", error_msg="timed out"),
         TimeoutError(),
         ConnectionResetError("reset"),
     ],
@@ -90,6 +94,21 @@ def test_transport_failures_are_retryable(exc: Exception) -> None:
     assert (verdict.retryable, verdict.throttled) == (True, False)
     assert verdict.code == type(exc).__name__
     assert verdict.message
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        NoCredentialsError(),
+        PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+        NoRegionError(),
+        ProfileNotFound(profile="missing"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_configuration_errors_are_terminal(exc: Exception) -> None:
+    verdict = classify(exc)
+    assert (verdict.retryable, verdict.throttled, verdict.code) == (False, False, type(exc).__name__)
 
 
 def test_other_failures_are_terminal() -> None:

@@ -28,7 +28,8 @@ from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.fleet import check_final, final_state_mismatches
 from devkit.harness.workers import wait_exit
-from devkit.topics import end_offsets, produce_fleet, read_all
+from devkit.topics import end_offsets, partitions_of, produce_fleet, read_all
+from schemas.records import split_dead_letter_headers
 from tests.conftest import Topics, worker_settings
 from tests.ecs_tasks import DockerTask, ecs_tasks
 from tests.support import FLEET_PACE, flags, launched_fleet, running, spawn_worker, wait_for
@@ -46,10 +47,10 @@ ANY = {"WORKER_INPUT_KEYING": "any", "WORKER_REPARTITION_PURGE_INTERVAL_MS": "0"
 
 async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offset of every partition of ``topic`` (0 when none)."""
+    partitions = await partitions_of(bootstrap, topic)  # a consumer's metadata names no topic
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
         return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in partitions}
     finally:
         await consumer.stop()
@@ -92,9 +93,9 @@ async def account_for_every_input_record(
         assert source is not None, record
         by_source[source].add(record.value)
     lettered = {
-        (headers["errors.partition"], headers["errors.offset"])
-        for headers in ({k: v.decode() for k, v in r.headers} for r in await read_all(bootstrap, topics.dlq))
-        if headers.get("errors.topic") == topics.input
+        (str(errors.partition), str(errors.offset))
+        for errors, _ in (split_dead_letter_headers(r.headers) for r in await read_all(bootstrap, topics.dlq))
+        if errors is not None and errors.topic == topics.input
     }
     decoder = RecordDecoder()
     tally: Counter[str] = Counter()
@@ -280,9 +281,10 @@ async def test_a_bad_repartition_record_is_dead_lettered_and_the_stage_goes_on(
             broker.bootstrap, topics.group, rekeyed, ends_of(await read_all(broker.bootstrap, rekeyed))
         )
     (letter,) = await read_all(broker.bootstrap, topics.dlq)
-    headers = {k: v.decode() for k, v in letter.headers}
-    assert headers["errors.stage"] == "decode"
-    assert headers["errors.topic"] == rekeyed
+    errors, _ = split_dead_letter_headers(letter.headers)
+    assert errors is not None
+    assert errors.stage == "VALUE_CONVERTER"  # Kafka Connect's name of the decode stage
+    assert errors.topic == rekeyed
     assert letter.value == b'{"not": "an event"}'
     reported = endpoint.state()["tasks"][task.arn]
     assert reported["history"][-1] == "STOPPED"

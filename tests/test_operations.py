@@ -12,7 +12,7 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from devkit.fleet import final_state_mismatches
 from devkit.topics import read_all
@@ -45,9 +45,11 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_and_health_of_a_running_worker(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
-    worker = Worker(worker_settings(broker, endpoint, topics))
+    # The account quota is set: the only member takes all of it (3 of 3 partitions), under its own cap.
+    settings = msgspec.structs.replace(worker_settings(broker, endpoint, topics), account_quota_per_s=1500.0)
+    worker = Worker(settings)
     health = HealthServer(worker, port=0, host="127.0.0.1")
     await health.start()
     base = f"http://127.0.0.1:{health.port}"
@@ -69,14 +71,16 @@ async def test_metrics_and_health_of_a_running_worker(
         assert status == 200
         p = "ecs_state_worker_"
         consumed = sum(
-            metric(text, p + "records_consumed_total", partition=str(i)) for i in range(topics.partitions)
+            metric(text, p + "records_consumed_total", topic=topics.input, partition=str(i))
+            for i in range(topics.partitions)
         )
         assert consumed == len(fleet.steps)
         assert metric(text, p + "submissions_total", result="acknowledged") == endpoint.state()["accepted"]
         assert metric(text, p + "ecs_calls_total", code="OK") == endpoint.state()["accepted"]
         assert metric(text, p + "event_to_ack_seconds_count") == endpoint.state()["accepted"]
         assert metric(text, p + "events_decoded_total", format="canonical") > 0
-        assert metric(text, p + "rate_limit_per_second") == 2000.0
+        assert metric(text, p + "rate_limit_per_second") == 1500.0
+        assert metric(text, p + "quota_share") == 1.0
         assert metric(text, p + "ecs_calls_in_flight") == 0
         committed = [
             metric(text, p + "committed_offset", topic=topics.input, partition=str(i)) for i in range(3)
@@ -90,7 +94,7 @@ async def test_metrics_and_health_of_a_running_worker(
 
 
 async def test_liveness_fails_when_work_makes_no_progress(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     endpoint.set_faults(Faults(latency_ms=4000))  # every ECS call hangs for 4 s
     worker = Worker(worker_settings(broker, endpoint, topics, linger_ms=0, call_timeout_ms=20_000))
@@ -110,7 +114,7 @@ async def test_liveness_fails_when_work_makes_no_progress(
 
 
 async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     async with ecs_tasks(endpoint.url) as ecs:  # a task ECS knows, of three containers
         definition = await ecs.register("bounded", [{"name": f"app-{i}"} for i in range(3)])
@@ -137,8 +141,8 @@ async def test_events_beyond_the_per_task_bounds_are_dead_lettered(
         await wait_for(lambda: worker.pending_work() == 0, 30, "work resolved")
     letters = await read_all(broker.bootstrap, topics.dlq)
     headers = dict(letters[0].headers)
-    assert headers["errors.stage"] == b"validate"
-    assert b"more than max_containers_per_task=3" in headers["errors.message"]
+    assert headers["__connect.errors.stage"] == b"TRANSFORMATION"
+    assert b"more than max_containers_per_task=3" in headers["__connect.errors.exception.message"]
     assert msgspec.json.decode(letters[0].value, type=TaskEvent) == events[3]
     reported = endpoint.state()["tasks"][arn]["containers"]
     assert reported == {"app-0": "RUNNING", "app-1": "RUNNING", "app-2": "RUNNING"}

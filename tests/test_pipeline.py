@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from devkit.fleet import Fleet, FleetShape, check_final, final_state_mismatches
 from devkit.topics import produce_fleet, read_all
@@ -30,7 +30,7 @@ async def produce(bootstrap: str, topic: str, fleet: Fleet, *, pace: float = FLE
 
 
 async def test_fleet_reaches_final_states_with_coalescing_and_no_regression(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     """60 tasks of 1-10 containers (init containers, health-gated and restarting ones), 10% kept
     running: every final state and exit code reaches ECS, two calls at most per lifecycle, and
@@ -68,9 +68,10 @@ async def test_fleet_reaches_final_states_with_coalescing_and_no_regression(
 
 
 async def test_offsets_are_committed_only_after_their_outcomes(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
-    endpoint.set_faults(Faults(latency_ms=1500))
+    # Long enough for the checks below (a few Kafka round trips) to run while the calls are out.
+    endpoint.set_faults(Faults(latency_ms=3000))
     fleet = await launched_fleet(endpoint, 5, seed=5)
     worker = Worker(worker_settings(broker, endpoint, topics, linger_ms=0))
     async with running(worker):
@@ -96,7 +97,7 @@ async def test_offsets_are_committed_only_after_their_outcomes(
 
 
 async def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     fleet = await launched_fleet(endpoint, 4, seed=9)
     poison = [
@@ -122,18 +123,18 @@ async def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
     letters = await read_all(broker.bootstrap, topics.dlq)
     assert sorted((r.key, r.value) for r in letters) == sorted(poison), "original key and bytes kept"
     by_key = {r.key: dict(r.headers) for r in letters}
-    assert by_key[b"k1"]["errors.stage"] == b"decode"
-    assert by_key[b"k2"]["errors.errorClass"] == b"ValidationError"
-    assert by_key[b"k3"]["errors.stage"] == b"validate"
-    assert b"overlap" in by_key[b"k3"]["errors.message"]
+    assert by_key[b"k1"]["__connect.errors.stage"] == b"VALUE_CONVERTER"
+    assert by_key[b"k2"]["__connect.errors.exception.class.name"] == b"ValidationError"
+    assert by_key[b"k3"]["__connect.errors.stage"] == b"TRANSFORMATION"
+    assert b"overlap" in by_key[b"k3"]["__connect.errors.exception.message"]
     for headers in by_key.values():
-        assert headers["errors.topic"] == topics.input.encode()
-        assert headers["errors.partition"] == b"0"
-        assert int(headers["errors.offset"]) in (0, 1, 2)
+        assert headers["__connect.errors.topic"] == topics.input.encode()
+        assert headers["__connect.errors.partition"] == b"0"
+        assert int(headers["__connect.errors.offset"]) in (0, 1, 2)
 
 
 async def test_exhausted_and_rejected_submissions(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     endpoint.set_faults(Faults(error_rate=1.0))
     fleet = await launched_fleet(endpoint, 2, seed=13)
@@ -154,12 +155,12 @@ async def test_exhausted_and_rejected_submissions(
     assert len(letters) == len(failed)
     replay = msgspec.json.decode(letters[0].value)
     assert replay["task"] in fleet.expected
-    assert dict(letters[0].headers)["errors.stage"] == b"submit"
+    assert dict(letters[0].headers)["__connect.errors.stage"] == b"TASK_PUT"
     assert endpoint.state()["errors"]["ServerException"] == 3 * len(failed)
 
 
 async def test_a_worker_killed_mid_stream_loses_nothing(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     """A crash mid-stream: the next worker reads from the last commit, asks ECS about the tasks
     it meets mid-life, and every final state reaches ECS, nothing flagged."""

@@ -8,9 +8,17 @@ import msgspec
 import pytest
 
 from schemas.ecs import SubmitTaskStateChangeRequest
-from schemas.records import DEAD_LETTER_HEADER_PREFIX, DeadLetter, Outcome, SourceRecords
+from schemas.records import Outcome, SourceRecords, Stage, split_dead_letter_headers
+from worker.decode import BadItem
 from worker.metrics import Metrics
-from worker.publish import Publisher, build_outcome, dead_letter_headers
+from worker.publish import (
+    Origin,
+    Publisher,
+    build_outcome,
+    dead_letter_headers,
+    input_dead_letter,
+    submit_dead_letter,
+)
 from worker.work import SourceRef, Submission, SubmitResult
 
 TASK = "arn:aws:ecs:us-east-1:123456789012:task/demo/abc"
@@ -81,37 +89,59 @@ def test_outcome_with_no_sources() -> None:
     assert outcome.latencyMs == 0.0
 
 
-def test_dead_letter_headers() -> None:
-    letter = DeadLetter(
-        stage="validate",
-        errorClass="EcsRuleViolation",
-        message="container 'wéb': tcp ports 80 and 80-90 overlap",
-        topic="in",
-        partition=2,
-        offset=41,
-        item=0,
-    )
-    headers = dead_letter_headers(letter)
-    assert headers == [
-        ("errors.stage", b"validate"),
-        ("errors.errorClass", b"EcsRuleViolation"),
-        ("errors.message", "container 'wéb': tcp ports 80 and 80-90 overlap".encode()),
-        ("errors.topic", b"in"),
-        ("errors.partition", b"2"),
-        ("errors.offset", b"41"),
-        ("errors.item", b"0"),
+def test_an_input_dead_letter_has_kafka_connects_headers_after_the_records_own() -> None:
+    """Kafka Connect's names and values (``DeadLetterQueueReporter``: topic, partition and offset
+    in decimal, the stage's enum name, the executing class), the worker's own extras, and the
+    input record's headers first; error headers of an earlier dead-lettering are replaced."""
+    bad: list[tuple[Stage, BadItem]] = [
+        ("validate", BadItem("container 'wéb': tcp ports 80 and 80-90 overlap", "EcsRuleViolation", 0))
     ]
-    assert all(name.startswith(DEAD_LETTER_HEADER_PREFIX) for name, _ in headers)
+    letter = input_dead_letter("in", 2, 41, bad, Origin("ecs-state-worker", "pod-1"))
+    own = [("content-type", b"application/vnd.docker.event+json"), ("__connect.errors.stage", b"TASK_PUT")]
+    headers = dead_letter_headers(letter, own)
+    assert headers == [
+        ("content-type", b"application/vnd.docker.event+json"),
+        ("__connect.errors.stage", b"TRANSFORMATION"),
+        ("__connect.errors.class.name", b"worker.intake.Intake"),
+        ("__connect.errors.exception.class.name", b"EcsRuleViolation"),
+        (
+            "__connect.errors.exception.message",
+            "item 0: container 'wéb': tcp ports 80 and 80-90 overlap".encode(),
+        ),
+        ("__connect.errors.connector.name", b"ecs-state-worker"),
+        ("__connect.errors.task.id", b"pod-1"),
+        ("__connect.errors.topic", b"in"),
+        ("__connect.errors.partition", b"2"),
+        ("__connect.errors.offset", b"41"),
+        ("__ecs-state-worker.errors.item", b"0"),
+    ]
+    parsed, kept = split_dead_letter_headers(headers)
+    assert parsed == letter
+    assert parsed is not None
+    assert parsed.pipeline_stage == "validate"
+    assert kept == own[:1]
 
 
-def test_dead_letter_headers_omit_unset_members() -> None:
-    headers = dict(dead_letter_headers(DeadLetter(stage="submit", errorClass="X", message="m", worker="w-1")))
+def test_a_submit_dead_letter_names_its_task_and_omits_unset_members() -> None:
+    result = SubmitResult("failed", 3, FIRST, error_code="ServerException", error_message="boom")
+    headers = dict(dead_letter_headers(submit_dead_letter(("demo", TASK), result, Origin("g", "w-1"))))
     assert headers == {
-        "errors.stage": b"submit",
-        "errors.errorClass": b"X",
-        "errors.message": b"m",
-        "errors.worker": b"w-1",
+        "__connect.errors.stage": b"TASK_PUT",
+        "__connect.errors.class.name": b"worker.submit.Submitter",
+        "__connect.errors.exception.class.name": b"ServerException",
+        "__connect.errors.exception.message": b"retries exhausted after 3 attempts: boom",
+        "__connect.errors.connector.name": b"g",
+        "__connect.errors.task.id": b"w-1",
+        "__ecs-state-worker.errors.cluster": b"demo",
+        "__ecs-state-worker.errors.task": TASK.encode(),
+        "__ecs-state-worker.errors.attempts": b"3",
     }
+
+
+def test_headers_without_error_headers_are_no_dead_letter() -> None:
+    parsed, kept = split_dead_letter_headers([("content-type", b"x"), ("__connect.errors.stage", b"NOPE")])
+    assert parsed is None
+    assert kept == [("content-type", b"x")]
 
 
 class _FlakySink:
@@ -151,7 +181,7 @@ async def test_publisher_retries_until_the_broker_acknowledges() -> None:
     topic, key, value, headers = sink.written[0]
     assert (topic, key) == ("dlq", TASK.encode())
     assert msgspec.json.decode(value or b"", type=SubmitTaskStateChangeRequest).task == TASK
-    assert dict(headers or [])["errors.stage"] == b"submit"
+    assert dict(headers or [])["__connect.errors.stage"] == b"TASK_PUT"
     assert publisher._metrics.totals()["dead_lettered"] == 1
 
 

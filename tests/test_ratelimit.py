@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.ratelimit import AdaptiveTokenBucket
+from worker.ratelimit import AdaptiveTokenBucket, RateBudgets
 
 
 def bucket(rate: float = 10.0, burst: int = 3, floor_fraction: float = 0.05) -> AdaptiveTokenBucket:
@@ -98,3 +98,40 @@ def test_no_recovery_right_after_a_throttle() -> None:
     assert b.rate == 50.0
     b.on_success(101.0)  # only 0.1 s without throttles
     assert b.rate == 50.0
+
+
+def test_budgets_take_the_share_of_partitions_of_the_account_quota() -> None:
+    budgets = RateBudgets(rate_cap=1_000.0, burst_cap=1_000, quota_per_s=120.0, quota_burst=200)
+    assert budgets.limits() == (120.0, 200)
+    route = budgets.for_route(("111122223333", "eu-west-1"))
+    budgets.set_share(3, 12)
+    assert budgets.limits() == (30.0, 50)
+    assert (route.bucket.max_rate, route.bucket.burst) == (30.0, 50)
+    # Another route gets its own bucket of the same size.
+    other = budgets.for_route(("111122223333", "us-east-1"))
+    assert other is not route
+    assert (other.bucket.max_rate, other.bucket.burst) == (30.0, 50)
+    # The process's own cap bounds the share.
+    capped = RateBudgets(rate_cap=10.0, burst_cap=15, quota_per_s=120.0, quota_burst=200)
+    capped.set_share(6, 12)
+    assert capped.limits() == (10.0, 15)
+    # No quota set: the process's rate, whatever its share.
+    alone = RateBudgets(rate_cap=100.0, burst_cap=150, quota_per_s=None, quota_burst=200)
+    alone.set_share(1, 12)
+    assert alone.limits() == (100.0, 150)
+
+
+def test_a_resize_keeps_a_throttled_bucket_slowed_down() -> None:
+    b = bucket(rate=100.0, burst=10)
+    b.on_throttled(100.0)
+    assert b.rate == 50.0
+    b.resize(40.0, 5, 100.5)
+    assert (b.max_rate, b.rate, b.burst) == (40.0, 20.0, 5)
+
+
+def test_a_refunded_token_is_there_for_the_next_call() -> None:
+    b = bucket(rate=10.0, burst=1)
+    assert b.reserve(100.0) == 0.0
+    b.refund(100.0)
+    assert b.reserve(100.0) == 0.0
+    assert b.reserve(100.0) == pytest.approx(0.1)

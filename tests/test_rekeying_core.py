@@ -109,7 +109,9 @@ def test_a_revocation_gives_up_the_held_events_of_its_partitions() -> None:
 
 
 def test_held_events_merge_in_order_and_a_stop_read_before_its_exit_waits_for_the_code() -> None:
-    c = Coalescer(linger_ns=0, max_active_tasks=10, retired_cap=10, reorder_ns=1 * S, exit_wait_ns=10 * S)
+    c = Coalescer(
+        linger_ns=0, max_active_tasks=10, retired_cap=10, reorder_ns=1 * S, rekeyed_exit_wait_ns=10 * S
+    )
     start, stop, die = (
         event("a", "app", "RUNNING", 1 * S),
         event("a", "app", "STOPPED", 3 * S),
@@ -133,7 +135,7 @@ def test_held_events_merge_in_order_and_a_stop_read_before_its_exit_waits_for_th
 
 
 def test_a_stop_without_its_exit_goes_once_the_wait_is_over() -> None:
-    c = Coalescer(linger_ns=0, max_active_tasks=10, retired_cap=10, reorder_ns=S, exit_wait_ns=5 * S)
+    c = Coalescer(linger_ns=0, max_active_tasks=10, retired_cap=10, reorder_ns=S, rekeyed_exit_wait_ns=5 * S)
     c.apply(event("a", "app", "CREATED", 0), src(0, 2), 0)
     c.apply(event("a", "app", "RUNNING", 1), src(0, 0), 0)
     c.apply(event("a", "app", "STOPPED", 2), src(0, 1), 0)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from devkit.fleet import Fleet, FleetShape, synthetic_fleet
 from schemas.ecs import SubmitTaskStateChangeRequest
@@ -91,3 +92,48 @@ def test_replay_command_rejects_an_unknown_format(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert b"--input-format must be one of" in done.stderr
+
+
+def test_replay_from_standard_input_streams_with_progress(tmp_path: Path) -> None:
+    """``replay -``: records are taken as they arrive (a progress line comes while standard input
+    is still open, after the first half only), and the result equals that of the file."""
+    capture = tmp_path / "capture.jsonl"
+    write_docker_capture(capture, 6)
+    definitions = ["--task-definitions", str(capture.with_suffix(".definitions.jsonl"))]
+    lines = capture.read_bytes().splitlines(keepends=True)
+    half = len(lines) // 2
+    command = [sys.executable, "-m", "worker", "replay", "-", "--json", "--progress-every", str(half)]
+    with subprocess.Popen(
+        [*command, *definitions],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as process:  # fmt: skip
+        assert process.stdin is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdin.write(b"".join(lines[:half]))
+        process.stdin.flush()
+        progress = process.stderr.readline().decode()  # blocks until the first half is read
+        assert progress.startswith(f"replay: {half:,} records, ")
+        process.stdin.write(b"".join(lines[half:]))
+        process.stdin.close()
+        out = process.stdout.read()
+        process.wait(60)
+    assert process.returncode == 0
+    from_file = subprocess.run(
+        [sys.executable, "-m", "worker", "replay", str(capture), "--json", *definitions],
+        cwd=ROOT, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert out == from_file.stdout
+
+
+def test_read_records_streams_lines_and_reads_an_array_whole(tmp_path: Path) -> None:
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b'\n{"a":1}\r\n\n  {"b":2}\nctr text line\n')
+    assert list(read_records(lines)) == [b'{"a":1}', b'  {"b":2}', b"ctr text line"]
+    array = tmp_path / "array.json"
+    array.write_bytes(b'\n [{"a":1},\n {"b": [2]}]\n')
+    assert list(read_records(array)) == [b'{"a":1}', b'{"b": [2]}']
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b'[{"a":1},')
+    with pytest.raises(ValueError, match="not JSON"):
+        list(read_records(broken))

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.topics import read_all
 from schemas.ecs import SubmitTaskStateChangeRequest
@@ -51,7 +51,7 @@ async def launch(endpoint: LocalEcsEndpoint, count: int) -> tuple[list[DockerTas
     return tasks, definition_from_botocore(answer)
 
 
-async def play(broker: EmbeddedBroker, topic: str, tasks: list[DockerTask]) -> list[bytes]:
+async def play(broker: Broker, topic: str, tasks: list[DockerTask]) -> list[bytes]:
     """Send the schedule in real time, each event stamped when it is sent; the records sent."""
     sent: list[bytes] = []
     started = time.monotonic()
@@ -77,7 +77,7 @@ def by_task(requests: list[SubmitTaskStateChangeRequest]) -> dict[str, list[Subm
 
 
 async def test_replay_gives_the_requests_the_worker_sends(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     tasks, definition = await launch(endpoint, 4)
     settings = worker_settings(broker, endpoint, topics, linger_ms=200, stop_linger_ms=1_500)

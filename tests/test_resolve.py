@@ -12,34 +12,39 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from schemas.events import ContainerStatus, TaskEvent
 from tests.ecs_tasks import EcsTasks
 from tests.knowledge_rig import Rig, S, ev, shown
 from worker.coalesce import Applied
+from worker.config import Settings
+from worker.ecs_clients import EcsClients
 from worker.metrics import Metrics
 from worker.resolve import DESCRIBE_TASKS_LIMIT, Resolver
+from worker.routing import Route, Routes
 from worker.submit import request_params
 from worker.work import Submission
 
 CLUSTER = "prod"
 APP: list[dict[str, Any]] = [{"name": "app"}]
 APP_SIDECAR: list[dict[str, Any]] = [{"name": "app"}, {"name": "sidecar", "essential": False}]
-MISSING_IGNORED = "task unknown to ECS (DescribeTasks: MISSING)"
+MISSING_IGNORED = "ecs_task_missing"
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def client(endpoint: LocalEcsEndpoint) -> AsyncIterator[Any]:
-    """An ECS client of ``endpoint`` with botocore's own retries off, as the worker's
-    (``worker.submit.open_ecs_client``): the resolver retries, within its deadline."""
-    config = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
-    async with get_session().create_client(
-        "ecs", region_name="us-east-1", endpoint_url=endpoint.url, config=config
-    ) as ecs:
+async def clients(endpoint: LocalEcsEndpoint) -> AsyncIterator[EcsClients]:
+    """The worker's own ECS clients of ``endpoint`` (``worker.ecs_clients``), botocore's retries
+    off: the resolver retries, within its deadline."""
+    settings = Settings(region="us-east-1", ecs_endpoint_url=endpoint.url)
+    async with EcsClients(settings, Routes(region="us-east-1", home_account=None, account_roles={})) as ecs:
         yield ecs
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def client(clients: EcsClients) -> Any:
+    """The client of us-east-1 among ``clients``, for the tests' own calls."""
+    return await clients.client_for(Route("", "us-east-1"))
 
 
 class Resolving:
@@ -47,7 +52,7 @@ class Resolving:
     the resolver stamps its answers with. ``dispatcher_wakes`` counts the resolver's calls of its
     ``wake`` callback (the dispatcher's)."""
 
-    def __init__(self, client: Any, *, deadline_ms: int, **options: Any) -> None:
+    def __init__(self, client: EcsClients, *, deadline_ms: int, **options: Any) -> None:
         self.rig = Rig(base_ns=time.monotonic_ns(), **options)
         self.metrics = Metrics()
         self.dispatcher_wakes = 0
@@ -94,7 +99,9 @@ class Resolving:
 
 
 @asynccontextmanager
-async def resolving(client: Any, *, deadline_ms: int = 2_000, **options: Any) -> AsyncIterator[Resolving]:
+async def resolving(
+    client: EcsClients, *, deadline_ms: int = 2_000, **options: Any
+) -> AsyncIterator[Resolving]:
     """A ``Resolving`` whose resolver runs for the block, cancelled after it."""
     running = Resolving(client, deadline_ms=deadline_ms, **options)
     task = asyncio.create_task(running.resolver.run())
@@ -127,7 +134,7 @@ def never_run_task(n: int) -> str:
 
 
 async def test_task_first_seen_at_its_exit_gets_its_definition_then_its_view_without_another_wake(
-    endpoint: LocalEcsEndpoint, client: Any
+    endpoint: LocalEcsEndpoint, client: Any, clients: EcsClients
 ) -> None:
     """After a rebalance the first event of a task is app's exit, and its definition is not
     cached. One wake (after the record is admitted) is enough: the resolver fetches the
@@ -142,7 +149,7 @@ async def test_task_first_seen_at_its_exit_gets_its_definition_then_its_view_wit
         cluster=CLUSTER, task=task.arn, status="RUNNING", containers=running
     )  # the previous owner's report
 
-    async with resolving(client, settle_ns=5 * S, stop_linger_ns=5 * S) as r:
+    async with resolving(clients, settle_ns=5 * S, stop_linger_ns=5 * S) as r:
         assert r.feed(change(task.arn, "app", "STOPPED", definition=definition, exit_code=1)) is Applied.HELD
         r.resolver.wake()  # what the consume loop does after admitting the record
         await r.until(lambda: r.dispatcher_wakes == 2, "both answers")  # one wake after each answer
@@ -174,7 +181,7 @@ async def test_task_first_seen_at_its_exit_gets_its_definition_then_its_view_wit
     ],
 )
 async def test_describe_that_cannot_be_had_answers_none_and_the_task_falls_back(
-    endpoint: LocalEcsEndpoint, client: Any, faults: Faults, code: str
+    endpoint: LocalEcsEndpoint, client: Any, clients: EcsClients, faults: Faults, code: str
 ) -> None:
     """The describe calls fail past their deadline (500s) or are denied (the role lacks
     ecs:Describe*). Every failure is answered, with None: the definition, then ECS's view, so no
@@ -186,7 +193,7 @@ async def test_describe_that_cannot_be_had_answers_none_and_the_task_falls_back(
     [task] = await ecs.run(CLUSTER, definition)
     endpoint.set_faults(faults)
 
-    async with resolving(client, deadline_ms=200, settle_ns=S, stop_linger_ns=S // 10) as r:
+    async with resolving(clients, deadline_ms=200, settle_ns=S, stop_linger_ns=S // 10) as r:
 
         def reported() -> bool:
             assert r.rig.sent or r.rig.committable() == 0, "record released before the report"
@@ -211,7 +218,7 @@ async def test_describe_that_cannot_be_had_answers_none_and_the_task_falls_back(
 
 
 async def test_describe_of_more_than_a_hundred_tasks_is_split_by_ecs_limit(
-    endpoint: LocalEcsEndpoint, client: Any
+    endpoint: LocalEcsEndpoint, client: Any, clients: EcsClients
 ) -> None:
     """130 tasks of one cluster and one revision are first seen RUNNING (their starts missed):
     one DescribeTaskDefinition serves them all, and their views are asked in DescribeTasks calls
@@ -222,7 +229,7 @@ async def test_describe_of_more_than_a_hundred_tasks_is_split_by_ecs_limit(
     tasks = [t for _ in range(13) for t in await ecs.run(CLUSTER, definition, count=10)]
     assert len(tasks) == 130
 
-    async with resolving(client) as r:
+    async with resolving(clients) as r:
         for task in tasks:
             r.feed(change(task.arn, "app", "RUNNING", definition=definition))
         r.resolver.wake()
@@ -238,7 +245,7 @@ async def test_describe_of_more_than_a_hundred_tasks_is_split_by_ecs_limit(
 
 
 async def test_tasks_ecs_does_not_know_are_retired_without_a_call(
-    endpoint: LocalEcsEndpoint, client: Any
+    endpoint: LocalEcsEndpoint, client: Any, clients: EcsClients
 ) -> None:
     """Three tasks without a definition label are first seen RUNNING; two were never started
     through ECS (another account's, or stopped longer ago than ECS keeps tasks). One DescribeTasks
@@ -250,7 +257,7 @@ async def test_tasks_ecs_does_not_know_are_retired_without_a_call(
     [known] = await ecs.run(CLUSTER, definition)
     unknown = [never_run_task(1), never_run_task(2)]
 
-    async with resolving(client) as r:
+    async with resolving(clients) as r:
         for arn in [known.arn, *unknown]:
             r.feed(change(arn, "app", "RUNNING", definition=None))
         r.resolver.wake()

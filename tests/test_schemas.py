@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from botocore.validate import ParamValidator
 
-from schemas.bounds import INT32_MAX, INT32_MIN, MAX_ITEMS, MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
+from schemas.bounds import INT64_MAX, INT64_MIN, MAX_ITEMS, MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
 from schemas.ecs import (
     AttachmentStateChange,
     ContainerStateChange,
@@ -293,7 +293,8 @@ def test_canonical_event_is_valid_against_its_json_schema() -> None:
         b'{"cluster":"c","task":"t","observedAt":-1}',
         b'{"cluster":"c","task":"t","observedAt":0,"status":"DANCING"}',
         b'{"cluster":"c","task":"t","observedAt":0,"unknown":1}',
-        b'{"cluster":"c","task":"t","observedAt":0,"containers":[{"containerName":"a","exitCode":2147483648}]}',
+        b'{"cluster":"c","task":"t","observedAt":0,"containers":[{"containerName":"a","exitCode":9223372036854775808}]}',
+        b'{"cluster":"c","task":"t","observedAt":0,"containers":[{"containerName":"a","exitCode":1.5}]}',
         b'{"cluster":"c","task":"t","observedAt":0,"containers":[{"containerName":"a","status":"UP"}]}',
     ],
 )
@@ -318,7 +319,15 @@ def test_outcome_and_dead_letter_round_trip() -> None:
         sources=[SourceRecords(topic="in", partition=0, offsets=[1, 2])],
     )
     assert msgspec.json.decode(msgspec.json.encode(outcome), type=Outcome) == outcome
-    letter = DeadLetter(stage="decode", errorClass="DecodeError", message="m", offset=3)
+    letter = DeadLetter(
+        stage="VALUE_CONVERTER",
+        className="worker.decode.decoder.RecordDecoder",
+        errorClass="DecodeError",
+        message="m",
+        connector="g",
+        worker="w",
+        offset=3,
+    )
     assert msgspec.json.decode(msgspec.json.encode(letter), type=DeadLetter) == letter
 
 
@@ -374,7 +383,8 @@ def test_bounds_are_the_ones_of_schemas_bounds() -> None:
     for member, (inside, outside) in at_the_bound.items():
         assert accepted(_event_with(**{member: inside})), member
         assert not accepted(_event_with(**{member: outside})), member
-    for code, ok in ((INT32_MIN, True), (INT32_MAX, True), (INT32_MIN - 1, False), (INT32_MAX + 1, False)):
+    # Exit codes: any int64 (the agent reads a Go int); decoding wraps them to int32.
+    for code, ok in ((INT64_MIN, True), (INT64_MAX, True), (INT64_MIN - 1, False), (INT64_MAX + 1, False)):
         assert accepted(_event_with(containers=container(exitCode=code))) == ok, code
     schema = json.loads((DEFAULT_DIR / "task-event.schema.json").read_text(encoding="utf-8"))
     assert schema["$defs"]["TaskEvent"]["properties"]["cluster"]["maxLength"] == MAX_NAME_LENGTH

@@ -1,4 +1,5 @@
-"""Kafka TLS settings, verified over a real TLS handshake.
+"""Kafka TLS settings, verified over a real TLS handshake, for runs on Tansu (marked ``tansu``):
+on Apache Kafka, ``test_kafka_security`` uses the broker's own TLS and SASL listeners instead.
 
 Tansu 0.6 cannot serve TLS itself, so a TLS terminator (asyncio, a certificate authority made by
 trustme, client certificates required) stands in front of a broker that advertises it: the worker
@@ -26,6 +27,8 @@ from tests.support import launched_fleet, running, wait_for
 from worker.config import Settings
 from worker.kafka_clients import kafka_security
 from worker.pipeline import Worker
+
+pytestmark = pytest.mark.tansu
 
 
 @pytest.fixture(scope="module")

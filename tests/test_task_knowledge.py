@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from devkit.broker import EmbeddedBroker
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from tests.conftest import Topics, worker_settings
 from tests.ecs_tasks import DockerTask, ecs_tasks, send_records
@@ -74,7 +74,7 @@ async def started(
 
 
 async def test_a_rolling_restart_reports_no_task_stopped_before_its_last_container(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     """The first owner reports 20 three-container tasks RUNNING and stops; the next reads only the
     exits: the essential container's first, the others' a second later. Each task: RUNNING, then
@@ -109,7 +109,7 @@ async def test_a_rolling_restart_reports_no_task_stopped_before_its_last_contain
 
 
 async def test_an_init_container_and_a_healthy_gated_sidecar(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     """init (SUCCESS) exits before app is created; app waits for envoy HEALTHY. No call reports
     RUNNING before app runs, none STOPPED before app stops."""
@@ -164,7 +164,7 @@ async def test_an_init_container_and_a_healthy_gated_sidecar(
 
 
 async def test_a_restart_policy_restart_is_not_reported_and_the_final_stop_is(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     policy = {"enabled": True, "ignoredExitCodes": [0], "restartAttemptPeriod": 60}
     (task,) = await started(endpoint, [{"name": "app", "restartPolicy": policy}], 1)
@@ -196,7 +196,7 @@ async def test_a_restart_policy_restart_is_not_reported_and_the_final_stop_is(
 
 
 async def test_ten_staggered_containers_cost_at_most_three_calls(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     names = [f"c{i}" for i in range(10)]
     (task,) = await started(endpoint, [{"name": n} for n in names], 1)
@@ -221,7 +221,7 @@ async def test_ten_staggered_containers_cost_at_most_three_calls(
 
 
 async def test_a_cold_start_in_the_middle_of_lifecycles(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     """A worker deployed into a running fleet: its group starts after the tasks' starts (their
     records committed by nobody it knows). It reads only exits, asks ECS, and reports STOPPED
@@ -245,7 +245,7 @@ async def test_a_cold_start_in_the_middle_of_lifecycles(
 
 
 async def test_describe_denied_falls_back_with_its_settle_time(
-    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+    broker: Broker, endpoint: LocalEcsEndpoint, topics: Topics
 ) -> None:
     """The role lacks ecs:Describe*: the worker falls back to what it sees. A task first seen at
     its essential container's exit is not reported STOPPED from that partial view; once the task
@@ -276,7 +276,7 @@ async def test_describe_denied_falls_back_with_its_settle_time(
         assert task_state(endpoint, task)["containers"] == dict.fromkeys(NAMES, "STOPPED")
 
 
-async def commit_group_at(broker: EmbeddedBroker, topics: Topics, ends: dict[int, int]) -> None:
+async def commit_group_at(broker: Broker, topics: Topics, ends: dict[int, int]) -> None:
     """Commit the group's offsets at ``ends``, as a previous deployment would have left them."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap, group_id=topics.group, enable_auto_commit=False

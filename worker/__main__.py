@@ -6,7 +6,7 @@ import sys
 
 from worker import early_signals
 
-if sys.argv[1:2] == ["run"]:
+if sys.argv[1:2] in (["run"], ["broker"]):
     early_signals.catch()  # before the heavy imports: a SIGTERM while starting is a clean stop
 
 from worker.cli import main

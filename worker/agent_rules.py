@@ -9,6 +9,16 @@
   reported, when the container's restart policy is enabled, no stop was asked of it (its desired
   status is not STOPPED), it has an exit code not in ``ignoredExitCodes``, and it ran at least
   ``restartAttemptPeriod`` seconds since it started or last restarted.
+- **A container's end** (agent: ``dockerapi.DockerClient`` ``metadataFromContainer`` in
+  ``agent/dockerclient/dockerapi/docker_client.go`` reads the exit code and ``OOMKilled`` from
+  inspect once the container exited, so its STOPPED carries both): events bring those facts
+  apart (Docker's ``die`` the exit code, ``oom`` the OOM kill), in any order. A STOPPED whose
+  container ran but whose exit code is unknown, or whose exit code is 137 (128 + SIGKILL, the OOM
+  killer's signal) with no reason yet, is incomplete (``end_incomplete``): the coalescer waits a
+  bounded time for the missing fact before it reports it.
+- **Managed agents** (ECS Exec): when a container stops, its managed agents stop with it, with
+  the reason ``MANAGED_AGENT_STOPPED_REASON`` (agent: ``agent/engine/task_manager.go``,
+  ``handleManagedAgentStoppedTransition``).
 - **Missed history**: a view is partial when a container of the definition is first seen past
   PENDING (its creation and start happened before this process read the task: another owner, or
   before a restart) or when a container is seen before a container it ``dependsOn`` (the agent
@@ -22,10 +32,35 @@ from collections.abc import Collection, Iterable, Mapping
 
 from worker.task_definition import ContainerDefinition, TaskDefinition
 
-__all__ = ["PENDING", "RUNNING", "STOPPED", "earliest_rank", "missed_history", "should_restart"]
+__all__ = [
+    "MANAGED_AGENT_STOPPED_REASON",
+    "PENDING",
+    "RUNNING",
+    "SIGKILL_EXIT_CODE",
+    "STOPPED",
+    "earliest_rank",
+    "end_incomplete",
+    "missed_history",
+    "should_restart",
+]
 
 PENDING, RUNNING, STOPPED = 0, 1, 2
 _NS_PER_S = 1_000_000_000
+SIGKILL_EXIT_CODE = 137
+"""128 + SIGKILL: the exit code of a process the OOM killer killed (or any SIGKILL)."""
+MANAGED_AGENT_STOPPED_REASON = "Received Container Stopped event"
+"""The reason the agent gives a managed agent stopped with its container
+(``agent/engine/task_manager.go``, ``handleManagedAgentStoppedTransition``)."""
+
+
+def end_incomplete(exit_code: int | None, reason: str | None, *, ran: bool) -> bool:
+    """Whether a stopped container's end still lacks a fact the agent would report with it: the
+    exit code of a container seen running (a ``stop`` or ``destroy`` came before its ``die``), or
+    the reason of an exit 137 (SIGKILL, as the OOM killer sends it; its ``oom`` may still come).
+    A container never seen running has no ``die`` to wait for."""
+    if exit_code is None:
+        return ran
+    return exit_code == SIGKILL_EXIT_CODE and reason is None
 
 
 def earliest_rank(ranks: Mapping[str, int], definition: TaskDefinition | None) -> int:

@@ -54,11 +54,13 @@ class Coalescer(KnowledgeMixin):
     consumption when only busy tasks remain. ``retired_cap``: how many retired tasks are
     remembered. ``max_containers`` and ``max_attachments`` bound one task's containers and its
     attachments or managed agents: an event that would pass them is refused (``over_limits``) and
-    dead-lettered by the caller. ``detect_split``: note each task whose events come from more than
-    one partition (``take_split``), the sign that the input is not keyed by task. With re-keyed
-    input: ``reorder_ns``, the window of the reorder buffer events pass through before they are
-    merged (``worker.reorder``); ``exit_wait_ns``, how long a STOPPED task waits for its
-    containers' exit codes (``deferred_until``).
+    dead-lettered by the caller. ``settle_ns``, ``stop_linger_ns`` and ``exit_wait_ns`` are the
+    waits of ``knowledge.deferred_until`` (``exit_wait_ns``: how long a container's stop waits for
+    the facts of its end that have not come yet; 0: not at all). ``detect_split``: note each task
+    whose events come from more than one partition (``take_split``), the sign that the input is not
+    keyed by task. With re-keyed input: ``reorder_ns``, the window of the reorder buffer events pass
+    through before they are merged (``worker.reorder``); ``rekeyed_exit_wait_ns``, how long a
+    STOPPED task waits for its containers' exit codes, even while draining (``deferred_until``).
     """
 
     def __init__(
@@ -73,13 +75,14 @@ class Coalescer(KnowledgeMixin):
         describe: bool = True,
         settle_ns: int = 45_000_000_000,
         stop_linger_ns: int = 35_000_000_000,
-        detect_split: bool = False,
         exit_wait_ns: int = 0,
+        detect_split: bool = False,
+        rekeyed_exit_wait_ns: int = 0,
         reorder_ns: int = 0,
     ) -> None:
         self._linger = linger_ns
         self._detect_split = detect_split
-        self._exit_wait = exit_wait_ns
+        self._rekeyed_exit_wait = rekeyed_exit_wait_ns
         self._reorder = ReorderBuffer(reorder_ns) if reorder_ns else None
         self.late = 0
         """Events released by the reorder buffer for tasks already retired (counted by the caller)."""
@@ -89,6 +92,7 @@ class Coalescer(KnowledgeMixin):
         self._describe = describe
         self._settle = settle_ns
         self._stop_linger = stop_linger_ns
+        self._exit_wait = exit_wait_ns
         self._draining = False
         self._settle_heap: list[tuple[int, int, TaskKey]] = []
         self._max_containers = max_containers
@@ -128,7 +132,7 @@ class Coalescer(KnowledgeMixin):
         return over_limits(None, event, self._max_containers, self._max_attachments)
 
     def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
-        """Merge one event (or hold it in the reorder buffer: ``HELD``, merged by ``due``). Returns
+        """Merge one event (or hold it in the reorder buffer: ``HELD``, merged by ``due_keys``). Returns
         what happened and the sources resolved at once."""
         key = (event.cluster, event.task)
         if self._reorder is not None and not self._draining and key not in self._retired:
@@ -201,6 +205,10 @@ class Coalescer(KnowledgeMixin):
         changed = state.merge(event)
         entry.last_event_at = now
         entry.last_observed_at = event.observedAt
+        if state.end_seen:
+            state.end_seen = False
+            if entry.end_since is None:
+                entry.end_since = now
         if state.missed and not missed:
             if self._describe:
                 entry.needs_view = True
@@ -234,14 +242,29 @@ class Coalescer(KnowledgeMixin):
         while self._heap:
             due_at, _, key = self._heap[0]
             entry = self._active.get(key)
-            if entry is not None and entry.due_at == due_at and entry.in_flight is None:
+            if entry is not None and entry.due_at == due_at and entry.in_flight is None and not entry.queued:
                 return due_at
             heapq.heappop(self._heap)
         return None
 
     def due(self, now: int) -> tuple[list[Submission], list[SourceRef]]:
-        """Submissions to send now, and sources resolved because there was nothing to send."""
+        """Submissions to send now, and sources resolved because there was nothing to send:
+        ``due_keys`` then ``take`` of each at once (``replay``, tests). The dispatcher calls the
+        two apart, taking a task only when its call can go (late binding)."""
+        keys, resolved = self.due_keys(now)
         ready: list[Submission] = []
+        for key in keys:
+            submission, settled = self.take(key)
+            resolved.extend(settled)
+            if submission is not None:
+                ready.append(submission)
+        return ready, resolved
+
+    def due_keys(self, now: int) -> tuple[list[TaskKey], list[SourceRef]]:
+        """The tasks due now, marked queued: each waits for ``take`` (its request is built then,
+        with every change merged until that moment); and the sources resolved at once: of settle
+        checks, and of the reorder buffer's held events merged now that had nothing to send."""
+        keys: list[TaskKey] = []
         resolved: list[SourceRef] = []
         if self._reorder is not None:
             resolved.extend(self._release(self._reorder.due(now)))
@@ -259,22 +282,55 @@ class Coalescer(KnowledgeMixin):
                 changed_at=entry.changed_at,
                 settle_ns=self._settle,
                 stop_linger_ns=0 if self._draining else self._stop_linger,
-                exit_wait_ns=self._exit_wait,
+                end_since=entry.end_since,
+                exit_wait_ns=0 if self._draining else self._exit_wait,
+                rekeyed_exit_wait_ns=self._rekeyed_exit_wait,
             )
             if until is not None and until > now:
                 self._push(key, entry, until)
                 continue
-            submission = self._take(key, entry)
-            if submission is None:
-                if not guarded(entry):
-                    resolved.extend(entry.sources)
-                    entry.sources = []
-                entry.first_event_at = None
-                if entry.state.rank == STOPPED and entry.acked is not None:
-                    self._retire(key)  # STOPPED was acknowledged and nothing new to say
-            else:
-                ready.append(submission)
-        return ready, resolved
+            entry.queued = True
+            keys.append(key)
+        return keys, resolved
+
+    def take(self, key: TaskKey) -> tuple[Submission | None, list[SourceRef]]:
+        """Build the submission of a queued task now (its call can go): None when there is
+        nothing to send any more, with the sources that resolves. A task not queued (dropped by a
+        revocation, or forgotten meanwhile) gives (None, [])."""
+        entry = self._active.get(key)
+        if entry is None or not entry.queued:
+            return None, []
+        entry.queued = False
+        if entry.needs_view or entry.waiting is not None:
+            return None, []  # rescheduled when the answer comes
+        submission = self._take(key, entry)
+        if submission is not None:
+            return submission, []
+        resolved: list[SourceRef] = []
+        if not guarded(entry):
+            resolved, entry.sources = entry.sources, []
+        entry.first_event_at = None
+        if entry.state.rank == STOPPED and entry.acked is not None:
+            self._retire(key)  # STOPPED was acknowledged and nothing new to say
+        return None, resolved
+
+    def requeue(self, submission: Submission, now: int) -> None:
+        """A submission ECS throttled goes back, unsent: its records return to the task, which is
+        due again at once, and its request is built anew when its next call can go, carrying every
+        change that arrived meanwhile (a throttled task costs no extra call per change)."""
+        entry = self._active.get(submission.key)
+        if entry is None or entry.in_flight is not submission:
+            return
+        entry.in_flight = None
+        entry.sources = [*submission.sources, *entry.sources]
+        entry.throttled += 1
+        entry.reported = entry.acked is not None or entry.baseline is not None
+        if entry.first_event_at is None or submission.first_event_at < entry.first_event_at:
+            entry.first_event_at = submission.first_event_at
+        if not entry.dirty:
+            entry.dirty = True
+            entry.changed_at = now
+        self._push(submission.key, entry, now)
 
     def complete(self, submission: Submission, result: OutcomeResult, now: int) -> list[SourceRef]:
         """Record a finished submission; return the sources it resolves."""
@@ -282,6 +338,7 @@ class Coalescer(KnowledgeMixin):
         if entry is None or entry.in_flight is not submission:
             return list(submission.sources)
         entry.in_flight = None
+        entry.throttled = 0
         if result == "acknowledged":
             entry.acked = submission.fingerprint
         resolved = list(submission.sources)
@@ -331,7 +388,7 @@ class Coalescer(KnowledgeMixin):
     def _awaits_exits(self, entry: TaskEntry) -> bool:
         """With re-keyed input, a STOPPED task is not sent without its exit codes, not even by a
         drain: the ``die`` may be in an input partition another member is about to read."""
-        return bool(self._exit_wait) and entry.state.rank == STOPPED and entry.state.exits_pending()
+        return bool(self._rekeyed_exit_wait) and entry.state.rank == STOPPED and entry.state.exits_pending()
 
     def in_flight(self) -> list[Submission]:
         return [e.in_flight for e in self._active.values() if e.in_flight is not None]
@@ -341,7 +398,8 @@ class Coalescer(KnowledgeMixin):
         return the sources resolved at once."""
         resolved = [] if self._reorder is None else self._release(self._reorder.everything())
         for key, entry in self._active.items():
-            if entry.dirty and entry.in_flight is None and not entry.needs_view and entry.waiting is None:
+            idle = entry.in_flight is None and not entry.queued
+            if entry.dirty and idle and not entry.needs_view and entry.waiting is None:
                 self._push(key, entry, now)
         return resolved
 
@@ -350,13 +408,16 @@ class Coalescer(KnowledgeMixin):
         self._linger = linger_ns
 
     def set_draining(self, draining: bool) -> None:
-        """While draining, a stopping task does not wait for its STOPPED (``stop_linger``)."""
+        """While draining, a stopping task does not wait for its STOPPED (``stop_linger``), nor a
+        stop for the facts of its end (``exit_wait``)."""
         self._draining = draining
 
     def keys(self) -> Collection[TaskKey]:
         return self._active.keys()
 
     def _schedule(self, key: TaskKey, entry: TaskEntry, now: int) -> None:
+        if entry.queued:
+            return  # its request is built when its call goes: this change rides along
         due_at = now if entry.state.rank == STOPPED else now + self._linger
         if entry.due_at is not None and entry.due_at <= due_at:
             return
@@ -369,6 +430,7 @@ class Coalescer(KnowledgeMixin):
 
     def _take(self, key: TaskKey, entry: TaskEntry) -> Submission | None:
         entry.dirty = False
+        entry.end_since = None  # what came of the ends so far goes now; later facts go next time
         if entry.state.rank == PENDING:
             return None
         request = build_request(entry.state)
@@ -387,6 +449,7 @@ class Coalescer(KnowledgeMixin):
             sources=entry.sources,
             first_event_at=entry.first_event_at or 0,
             stopped=entry.state.rank == STOPPED,
+            throttled=entry.throttled,
         )
         entry.sources = []
         entry.first_event_at = None

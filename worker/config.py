@@ -11,12 +11,14 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from worker.decode.registry import INPUT_FORMAT_HELP, InputFormat
+from worker.setting_checks import problems, unknown_variables
 
 __all__ = [
     "SETTING_HELP",
@@ -33,6 +35,7 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+RoleArn = Annotated[str, msgspec.Meta(pattern=r"^arn:aws[\w-]*:iam::\d{12}:role/.+$")]
 InputKeying = Literal["task", "any"]
 """How the input topic is keyed: ``task`` (each task's events on one partition) or ``any``."""
 
@@ -63,25 +66,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     repartition_retention_ms: Annotated[int, msgspec.Meta(ge=-1)] = 604_800_000
     repartition_purge_interval_ms: NonNegative = 30_000
     repartition_reorder_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1_000
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    start_time: datetime | None = None
     max_record_bytes: Positive = 1_048_576
     max_poll_records: Positive = 500
     fetch_max_wait_ms: Positive = 100
     session_timeout_ms: Positive = 45_000
     rebalance_timeout_ms: Positive = 60_000
     commit_interval_ms: Positive = 1_000
-    enable_idempotence: bool = False
+    enable_idempotence: bool | Literal["auto"] = "auto"
     acks: Literal["all", "1", "0"] = "all"
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = None
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     # ECS
-    region: NonEmpty = "us-east-1"
+    region: NonEmpty | None = None
     ecs_endpoint_url: str | None = None
+    home_account: Annotated[str, msgspec.Meta(pattern=r"^\d{12}$")] | None = None
+    account_roles: dict[Annotated[str, msgspec.Meta(pattern=r"^\d{12}$")], RoleArn] = {}
+    sts_endpoint_url: str | None = None
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     call_timeout_ms: Positive = 10_000
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
@@ -90,6 +98,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_max_ms: Positive = 20_000
     rate_limit_per_s: Annotated[float, msgspec.Meta(gt=0)] = 100.0
     rate_limit_burst: Positive = 150
+    account_quota_per_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    account_quota_burst: Positive = 200
     # Coalescing
     linger_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
     max_active_tasks: Positive = 200_000
@@ -104,27 +114,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     task_definition_cache: Positive = 1_024
     settle_ms: Annotated[int, msgspec.Meta(ge=0)] = 45_000
     stop_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 35_000
+    exit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1_000
     # Operations
+    start_timeout_ms: NonNegative = 60_000
     drain_timeout_ms: Positive = 25_000
     metrics_port: Port = 9464
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         if self.retry_initial_ms > self.retry_max_ms:
             raise ValueError("retry_initial_ms must not exceed retry_max_ms")
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError("security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password")
+        self._check_sasl()
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
+        if self.enable_idempotence is True and self.acks != "all":
+            raise ValueError("enable_idempotence true needs acks all")
+        if self.account_roles and self.home_account is None:
+            raise ValueError("account_roles needs home_account (the account of the default credentials)")
         if self.drain_timeout_ms >= self.rebalance_timeout_ms:
             raise ValueError("drain_timeout_ms must be shorter than rebalance_timeout_ms")
         if self.input_keying == "any":
             self._check_repartition()
 
     def _check_repartition(self) -> None:
+        if self.dry_run:
+            raise ValueError(
+                "dry_run cannot run with input_keying any: its repartition stage writes records "
+                "(to <group_id>-repartition), which a dry run never does"
+            )
         topic = repartition_topic(self.group_id)
         if not _TOPIC_NAME.fullmatch(topic):
             raise ValueError(
@@ -140,6 +159,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "repartition_retention_ms must be -1 (no time limit) or at least 3600000 (one hour): "
                 "records older than it are deleted even when not yet consumed"
             )
+
+    def _check_sasl(self) -> None:
+        if not self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is not None:
+                raise ValueError("sasl_mechanism needs security_protocol SASL_SSL or SASL_PLAINTEXT")
+            return
+        if self.sasl_mechanism == "AWS_MSK_IAM":
+            # MSK serves IAM authentication on its TLS listener only (port 9098).
+            # sasl_username and sasl_password are not used (the base Deployment passes an optional
+            # Secret's password, unset where no Secret exists).
+            if self.security_protocol != "SASL_SSL":
+                raise ValueError("sasl_mechanism AWS_MSK_IAM needs security_protocol SASL_SSL")
+            return
+        if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError("security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password")
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict fit for a log line: secrets masked."""
@@ -184,24 +218,52 @@ SETTING_HELP: dict[str, str] = {
         "long (at most 4 times this after the first), in their observation order: events read from "
         "different input partitions arrive out of order."
     ),
+    "auto_offset_reset": (
+        "Where a partition the group has no committed offset for starts: earliest (all that the "
+        "topic retains) or latest (only records produced from now on)."
+    ),
+    "start_time": (
+        "ISO 8601 time with a zone (2026-11-30T08:00:00Z): partitions without a committed offset "
+        "start at the first record at or after it (Kafka's offsets_for_times; a partition with none "
+        "that late follows auto_offset_reset); committed offsets always win."
+    ),
     "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",
     "fetch_max_wait_ms": "Longest wait of a fetch for new records: bounds the delay a quiet partition adds.",
     "session_timeout_ms": "Consumer group session timeout.",
     "rebalance_timeout_ms": "Time a rebalance waits for members; covers the drain of revoked partitions.",
     "commit_interval_ms": "How often resolved offsets are committed.",
-    "enable_idempotence": "Idempotent producer (needs broker support; off for Tansu).",
+    "enable_idempotence": (
+        "Idempotent producer: auto asks the brokers at start (InitProducerId) and turns it on where "
+        "they grant producer ids (Apache Kafka, MSK, Confluent; not Tansu) and acks is all; "
+        "true fails at start where they do not."
+    ),
     "acks": "Producer acknowledgements for outcome and dead-letter records.",
     "compression_type": "Compression of outcome and dead-letter records.",
     "security_protocol": "Kafka security protocol.",
-    "sasl_mechanism": "SASL mechanism.",
+    "sasl_mechanism": (
+        "SASL mechanism: PLAIN or SCRAM-* with sasl_username and sasl_password; AWS_MSK_IAM for "
+        "MSK IAM (OAUTHBEARER signed with the AWS credentials, IRSA on EKS; needs SASL_SSL)."
+    ),
     "sasl_username": "SASL user name.",
     "sasl_password": "SASL password (prefer the WORKER_SASL_PASSWORD variable from a secret).",
     "ssl_cafile": "CA bundle to verify the brokers.",
     "ssl_certfile": "Client certificate for mutual TLS.",
     "ssl_keyfile": "Client private key for mutual TLS.",
-    "region": "AWS region of the ECS clusters.",
+    "region": (
+        "AWS region of the ECS clusters; unset: the SDK's (AWS_REGION, AWS_DEFAULT_REGION, the "
+        "profile's region), and the worker does not start without one."
+    ),
     "ecs_endpoint_url": "ECS endpoint override (the local endpoint); unset for real ECS.",
+    "home_account": (
+        "Account of the default credentials: its tasks are called with them, other accounts only "
+        "through account_roles (their tasks are rejected otherwise); unset: every account."
+    ),
+    "account_roles": (
+        "Role to assume per other account, as ACCOUNT=ROLE_ARN pairs, comma separated "
+        "(a TOML table in a file); needs home_account."
+    ),
+    "sts_endpoint_url": "STS endpoint override for account_roles (the local endpoint); unset for real STS.",
     "concurrency": "Most ECS calls in flight; also the HTTP connection pool size.",
     "call_timeout_ms": "Connect and read timeout of one ECS call.",
     "max_attempts": "Attempts per submission, the first included.",
@@ -209,9 +271,15 @@ SETTING_HELP: dict[str, str] = {
     "retry_initial_ms": "First retry backoff (exponential, with jitter).",
     "retry_max_ms": "Largest retry backoff.",
     "rate_limit_per_s": (
-        "ECS calls per second for this process (ECS allows about 120/s per account: divide by replicas)."
+        "ECS calls per second of this process per account and Region (ECS allows about 120/s per "
+        "account and Region, shared: divide by replicas, or set account_quota_per_s)."
     ),
-    "rate_limit_burst": "Token-bucket burst of ECS calls.",
+    "rate_limit_burst": "Token-bucket burst of ECS calls per account and Region.",
+    "account_quota_per_s": (
+        "ECS calls per second per account and Region for the whole group: each process takes its "
+        "share of partitions of it (and at most rate_limit_per_s); unset: rate_limit_per_s alone."
+    ),
+    "account_quota_burst": "Burst per account and Region for the group, shared like account_quota_per_s.",
     "linger_ms": "Delay from a task's first unsent change to its submission (STOPPED goes at once).",
     "max_active_tasks": "Cap on tasks held in memory; at the cap consumption pauses.",
     "max_containers_per_task": "Events giving a task more containers are dead-lettered (ECS allows 10).",
@@ -233,10 +301,22 @@ SETTING_HELP: dict[str, str] = {
         "Once an essential container stopped, wait up to this long for the task's STOPPED before "
         "reporting the intermediate state (the agent stops the others within its stop timeout)."
     ),
+    "exit_wait_ms": (
+        "A container's stop whose end lacks a fact the agent reports with it (a stop before its "
+        "die: the exit code; an exit 137: a possible oom) waits up to this long for it; 0: never."
+    ),
+    "start_timeout_ms": (
+        "At start, keep trying to reach the brokers and find the input topic this long (backoff "
+        "0.5 s doubling to 5 s), then exit 3 with one line; 0: one attempt."
+    ),
     "drain_timeout_ms": "On SIGTERM, wait this long for in-flight work (keep under the pod's grace period).",
     "metrics_port": "Port of /metrics, /healthz and /readyz; 0 disables.",
     "log_level": "Log level.",
     "log_format": "json for structured logs, text for humans.",
+    "dry_run": (
+        "Consume, decode, coalesce and log each request that would be sent; no ECS call (no "
+        "submission, no describe), no offset commit, no outcome or dead-letter record."
+    ),
 }
 
 
@@ -275,15 +355,25 @@ def load_settings(
         if value is not None:
             merged[field] = value
             origin[field] = flag_name(field)
+    if "account_roles" in merged:
+        merged["account_roles"] = _pairs(merged["account_roles"])
     unknown = sorted(set(merged) - fields)
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r} (from {origin[unknown[0]]})")
+    for _variable, problem in unknown_variables(env, fields):
+        raise ConfigError(f"unknown environment variable {problem}")
+    if isinstance(merged.get("log_level"), str):
+        merged["log_level"] = merged["log_level"].upper()
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(exc, origin)) from None
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from None
+    for field, problem in problems(settings):
+        where = f" (from {origin[field]})" if field in origin else ""
+        raise ConfigError(f"invalid setting {field}{where}: {problem}")
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -295,6 +385,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
     # Accept both a flat file and one with a [worker] table.
     table = data.get("worker", data)
     return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def _pairs(value: Any) -> Any:
+    """``ACCOUNT=ROLE,ACCOUNT=ROLE`` (environment, flag) as a mapping; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+    if any(not sep for _, sep, _ in pairs):
+        return value  # msgspec then names the setting: "Expected object, got str"
+    return {key.strip(): role.strip() for key, _, role in pairs}
 
 
 def _from_env(value: str) -> Any:

@@ -23,12 +23,13 @@ from typing import Any, NamedTuple
 
 from aiokafka import TopicPartition
 
+from worker.decode.reasons import reason_code
 from worker.dispatch import Dispatcher
 from worker.intake import Intake, RecordBatch
 from worker.keying import SplitTaskWarnings
 from worker.metrics import Metrics
 from worker.publish import Publisher
-from worker.repartition import Repartitioner, parse_source
+from worker.repartition import SOURCE_HEADER, Repartitioner, parse_source
 
 __all__ = ["ConsumeLoop"]
 
@@ -38,13 +39,14 @@ _FETCH_TIMEOUT_MS = 100
 
 class _Origin(NamedTuple):
     """What a dead letter names: the input record a repartitioned event came from, with the
-    repartition record's key and value (the canonical event)."""
+    repartition record's key, value (the canonical event) and headers (but ``source``)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
 class ConsumeLoop:
@@ -93,7 +95,7 @@ class ConsumeLoop:
                     for record in records:
                         self._take(record, now, wall)
                     if self._repartitioner is None:
-                        self._metrics.records_consumed.labels(str(tp.partition)).inc(len(records))
+                        self._metrics.records_consumed.labels(tp.topic, str(tp.partition)).inc(len(records))
                 else:
                     await self._repartition(records)
             if self._repartitioner is not None:
@@ -149,7 +151,7 @@ class ConsumeLoop:
             await self._repartitioner.forward(batch, record.timestamp)
             if batch.bad:
                 self._dispatcher.spawn(self._dead_letter(record, batch))
-        self._metrics.records_consumed.labels(str(records[0].partition)).inc(len(records))
+        self._metrics.records_consumed.labels(records[0].topic, str(records[0].partition)).inc(len(records))
 
     def _origin(self, record: Any) -> Any:
         """A repartition record's dead letter names the input record it came from (its ``source``
@@ -159,7 +161,8 @@ class ConsumeLoop:
         source = parse_source(record.headers or ())
         if source is None:
             return record
-        return _Origin(*source, record.key, record.value)
+        own = [(name, value) for name, value in record.headers or () if name != SOURCE_HEADER]
+        return _Origin(*source, record.key, record.value, own)
 
     async def _dead_letter(self, record: Any, batch: RecordBatch) -> None:
         await self._publisher.dead_letter_input(record, batch.bad)
@@ -180,7 +183,7 @@ class ConsumeLoop:
         """Counted per record, published per batch: a labelled metric costs more than a count."""
         ignored, decoded = self._intake.take_tallies()
         for reason, count in ignored.items():
-            self._metrics.ignored.labels(reason).inc(count)
+            self._metrics.ignored.labels(reason_code(reason)).inc(count)
         for fmt, count in decoded.items():
             self._metrics.events_decoded.labels(fmt).inc(count)
         self._split.report(self._intake.coalescer.take_split(), time.monotonic())

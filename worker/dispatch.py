@@ -1,10 +1,16 @@
 """Dispatch: start the submissions that are due, finish them, and drain on demand.
 
-The schedule loop asks the coalescer for due submissions (sleeping until the next due time or a
-wake-up) and runs each as its own asyncio task: submit (``worker.submit``), publish its outcome
-and, when retries ran out, its dead letter (``worker.publish``), then hand the result back to the
-coalescer and release the records it resolves in the offset book. Background work (dead letters
-of input records too) is tracked so that a drain and a stop can wait for it or cancel it.
+The schedule loop asks the coalescer for the tasks that are due (sleeping until the next due time
+or a wake-up) and queues each on its route, the account and Region of its ARN. One sender per
+route takes the route's next token, and only then has the coalescer build the task's request
+(``Coalescer.take``: late binding): a task that waits for quota carries its newest state, and the
+changes that arrive while it waits cost no extra call. Each submission then runs as its own
+asyncio task: submit (``worker.submit``), publish its outcome and, when retries ran out, its dead
+letter (``worker.publish``), then hand the result back to the coalescer and release the records it
+resolves in the offset book. A first attempt that ECS throttles goes back to the coalescer unsent
+(``Coalescer.requeue``) and is built anew at its next turn, so under pressure calls per task fall.
+Background work (dead letters of input records too) is tracked so that a drain and a stop can wait
+for it or cancel it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -20,8 +27,9 @@ from worker.coalesce import Coalescer
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.publish import Publisher
-from worker.submit import Submitter
-from worker.work import NS_PER_MS, SourceRef, Submission
+from worker.routing import Route
+from worker.submit import Submitter, Throttled
+from worker.work import NS_PER_MS, SourceRef, Submission, TaskKey
 
 __all__ = ["Dispatcher"]
 
@@ -58,6 +66,9 @@ class Dispatcher:
         self._on_progress = on_progress
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[Route, deque[TaskKey]] = {}
+        self._senders: dict[Route, asyncio.Task[None]] = {}
+        self._requeue_limit = max(0, submitter.max_attempts - 1)
         self._draining = False
         self._drain_deadline = 0.0
 
@@ -65,6 +76,11 @@ class Dispatcher:
     def background(self) -> int:
         """Submissions and dead letters under way."""
         return len(self._tasks)
+
+    @property
+    def queued(self) -> int:
+        """Tasks due and waiting for their route's token."""
+        return sum(len(queue) for queue in self._queues.values())
 
     def wake(self) -> None:
         self._wake.set()
@@ -80,9 +96,10 @@ class Dispatcher:
         task.add_done_callback(self._task_done)
 
     async def cancel_all(self) -> None:
-        for task in list(self._tasks):
+        senders = list(self._senders.values())
+        for task in [*senders, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*senders, *self._tasks, return_exceptions=True)
 
     def release(self, sources: Iterable[SourceRef]) -> None:
         for source in sources:
@@ -93,12 +110,12 @@ class Dispatcher:
     async def run(self) -> None:
         coalescer = self._coalescer
         while True:
-            ready, resolved = coalescer.due(time.monotonic_ns())
+            keys, resolved = coalescer.due_keys(time.monotonic_ns())
             if resolved:
                 self._metrics.skipped_unchanged.inc()
             self.release(resolved)
-            for submission in ready:
-                self.spawn(self._finish(submission))
+            for key in keys:
+                self._enqueue(key)
             due_at = coalescer.next_due_at()
             timeout = None if due_at is None else max(0.0, (due_at - time.monotonic_ns()) / 1e9)
             self._wake.clear()
@@ -107,8 +124,47 @@ class Dispatcher:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    async def _finish(self, submission: Submission) -> None:
-        result = await self._submitter.submit(submission)
+    def _enqueue(self, key: TaskKey) -> None:
+        route = self._submitter.route_of(key)
+        queue = self._queues.get(route)
+        if queue is None:
+            queue = self._queues[route] = deque()
+        queue.append(key)
+        sender = self._senders.get(route)
+        if sender is None or sender.done():
+            sender = self._senders[route] = asyncio.create_task(
+                self._send(route, queue), name=f"send {route}"
+            )
+            sender.add_done_callback(self._task_done)
+
+    async def _send(self, route: Route, queue: deque[TaskKey]) -> None:
+        """Send the route's queued tasks in order, each built when its token is granted. A route
+        that may not be called takes no token: its tasks are rejected at once (``NO_ROUTE``)."""
+        limiter = None if self._submitter.no_route(route) else self._submitter.budgets.for_route(route)
+        while queue:
+            if limiter is not None:
+                await limiter.acquire()
+            submission, resolved = self._coalescer.take(queue.popleft())
+            self.release(resolved)
+            if submission is None:
+                if resolved:
+                    self._metrics.skipped_unchanged.inc()
+                if limiter is not None:
+                    limiter.refund()
+                continue
+            self.spawn(self._finish(submission, token_held=limiter is not None))
+
+    async def _finish(self, submission: Submission, *, token_held: bool = False) -> None:
+        try:
+            result = await self._submitter.submit(
+                submission,
+                token_held=token_held,
+                requeue_throttled=submission.throttled < self._requeue_limit,
+            )
+        except Throttled:
+            self._coalescer.requeue(submission, time.monotonic_ns())
+            self._wake.set()
+            return
         await self._publisher.outcome(submission, result)
         if result.result == "failed":
             await self._publisher.dead_letter_submission(submission, result)
@@ -157,10 +213,10 @@ class Dispatcher:
     def _drained(self, partitions: set[TopicPartitionKey] | None) -> bool:
         """Nothing left that a drain can resolve: every record still claimed (of ``partitions``)
         is held by a task that waits (``Coalescer.pinned``), and no submission is under way."""
-        settled = partitions is not None or not self._tasks
+        settled = partitions is not None or not (self._tasks or self.queued)
         if not self._book.unresolved(partitions=partitions):
             return settled
-        if self._coalescer.in_flight():
+        if self._coalescer.in_flight() or self.queued:
             return False
         return not self._book.unresolved(self._coalescer.pinned(), partitions) and settled
 

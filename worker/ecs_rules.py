@@ -2,7 +2,8 @@
 
 - Reasons are cut to 1024 bytes, runtime ids and image digests to 255, at a UTF-8 character
   boundary (the agent trims; ECS rejects longer values).
-- Exit codes are int32 (enforced by the event schema).
+- Exit codes are int32: wrapped as the agent wraps them when they are decoded
+  (``worker.decode.exit_codes``).
 - Network bindings follow the port-range rules of the API reference: ports 1-65535, a range's
   first port below its last, no overlapping ranges or ports per container and protocol, at most
   100 ranges per container. A binding that breaks them is bad input: the event is dead-lettered

@@ -3,6 +3,7 @@
 Failure
 ├── bad input ─────────────── dead-letter topic (stage decode/validate), offset released
 │   ├── RecordTooLarge, EmptyRecord, DecodeError (malformed bytes, unknown format)
+│   ├── FormatMismatch (an item of another format than the forced one)
 │   ├── ValidationError (wrong types, unknown enum values, bounds)
 │   └── EcsRuleViolation (port ranges, ...: the rule broken is the message)
 ├── submission, retryable ───── retried with backoff and jitter (tenacity), bounded by
@@ -11,10 +12,12 @@ Failure
 │   ├── throttling (ThrottlingException & botocore's other throttling codes)
 │   │     └── also slows the process's ECS rate limit (``ratelimit``)
 │   ├── ServerException, any HTTP 5xx
-│   └── timeouts, connection errors, credential refresh failures
+│   └── timeouts, connection errors, credential refresh failures (CredentialRetrievalError)
 ├── submission, terminal ────── outcome ``rejected``, no retry
-│   └── InvalidParameterException, ClientException, AccessDeniedException,
-│       ClusterNotFoundException, any other 4xx
+│   ├── InvalidParameterException, ClientException, AccessDeniedException,
+│   │   ClusterNotFoundException, any other 4xx
+│   └── configuration: NoCredentialsError, PartialCredentialsError, NoRegionError,
+│       ProfileNotFound (retrying cannot help; ``worker.start_checks`` catches them at start)
 └── infrastructure (Kafka produce/commit) ── retried until it succeeds or the worker drains;
                                              offsets stay uncommitted: at-least-once holds
 """
@@ -30,12 +33,18 @@ from botocore.exceptions import (
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-__all__ = ["THROTTLING_CODES", "Classified", "classify"]
+__all__ = ["CONFIGURATION_ERRORS", "THROTTLING_CODES", "Classified", "classify"]
+
+CONFIGURATION_ERRORS = (NoCredentialsError, PartialCredentialsError, NoRegionError, ProfileNotFound)
+"""botocore's errors of a missing or wrong AWS configuration: terminal, never retried."""
 
 THROTTLING_CODES = frozenset(
     {
@@ -76,10 +85,9 @@ def classify(exc: BaseException) -> Classified:
         if code in THROTTLING_CODES or status == 429:
             return Classified(True, True, code, message)
         return Classified(code in _RETRYABLE_CODES or status >= 500, False, code, message)
-    if isinstance(
-        exc,
-        HTTPClientError | BotoConnectionError | NoCredentialsError | CredentialRetrievalError,
-    ):
+    if isinstance(exc, CONFIGURATION_ERRORS):
+        return Classified(False, False, type(exc).__name__, str(exc))
+    if isinstance(exc, HTTPClientError | BotoConnectionError | CredentialRetrievalError):
         return Classified(True, False, type(exc).__name__, str(exc))
     if isinstance(exc, asyncio.TimeoutError | TimeoutError | OSError):
         return Classified(True, False, type(exc).__name__, str(exc) or type(exc).__name__)

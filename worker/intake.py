@@ -38,21 +38,27 @@ from worker.knowledge import DefinitionCache
 from worker.offsets import OffsetBook
 from worker.work import NS_PER_MS, SourceRef
 
-__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer", "exit_wait_ms"]
+__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 
 LATE_EVENT = "task already stopped and reported"
 """The ignored-item reason of an event for a retired task."""
 _repartitioned = msgspec.json.Decoder(TaskEvent)
 
 
-def exit_wait_ms(settings: Settings) -> int:
-    """With re-keyed input, how long a STOPPED task waits for its stopped containers' exit codes:
-    the stop linger, or the rebalance or session timeout when longer (an input partition stalls
-    that long when its owner leaves or dies, and with it a ``die`` of the task); 0 with ``task``
-    keying (a container's events keep their order: its ``die`` comes first)."""
+def rekeyed_exit_wait_ms(settings: Settings) -> int:
+    """With re-keyed input, how long a STOPPED task waits for its stopped containers' exit codes,
+    even while draining: ``exit_wait_ms``, the stop linger, or the rebalance or session timeout,
+    whichever is longest (an input partition stalls that long when its owner leaves or dies, and
+    with it a ``die`` of the task); 0 with ``task`` keying (a container's events keep their order
+    within a partition, and ``exit_wait_ms`` alone covers a ``stop`` written before its ``die``)."""
     if settings.input_keying != "any":
         return 0
-    return max(settings.stop_linger_ms, settings.session_timeout_ms, settings.rebalance_timeout_ms)
+    return max(
+        settings.exit_wait_ms,
+        settings.stop_linger_ms,
+        settings.session_timeout_ms,
+        settings.rebalance_timeout_ms,
+    )
 
 
 def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coalescer:
@@ -68,8 +74,9 @@ def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coal
         describe=settings.describe_tasks if describe is None else describe,
         settle_ns=settings.settle_ms * NS_PER_MS,
         stop_linger_ns=settings.stop_linger_ms * NS_PER_MS,
+        exit_wait_ns=settings.exit_wait_ms * NS_PER_MS,
         detect_split=settings.input_keying == "task",
-        exit_wait_ns=exit_wait_ms(settings) * NS_PER_MS,
+        rekeyed_exit_wait_ns=rekeyed_exit_wait_ms(settings) * NS_PER_MS,
         reorder_ns=settings.repartition_reorder_ms * NS_PER_MS if settings.input_keying == "any" else 0,
     )
 

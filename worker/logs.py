@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
 
+from worker.log_filters import RepeatFilter
+
 __all__ = ["configure_logging"]
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("worker").critical("uncaught %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
@@ -22,8 +29,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RepeatFilter())  # a broker outage: one client line per kind a minute
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    if fmt == "json":  # a traceback that escapes goes into the line's exc_info field too
+        sys.excepthook = _log_uncaught
     root.setLevel(level)
     # Client libraries are chatty at INFO (every rebalance step): keep their warnings only.
     for name in ("aiokafka", "botocore", "aiobotocore"):

@@ -18,12 +18,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
+from worker.group_log import member_of
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
+from worker.start_position import seek_to_start_time
 from worker.work import SourceRef
 
 __all__ = ["COMMIT_TIMEOUT_S", "Drainer", "Partitions"]
@@ -51,31 +54,82 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     """The partitions this process owns. ``attach`` the consumer and the drainer before the
     consumer starts; ``ready`` is set at the first assignment."""
 
-    def __init__(self, book: OffsetBook, metrics: Metrics) -> None:
+    def __init__(
+        self, book: OffsetBook, metrics: Metrics, *, start_time: datetime | None = None, commits: bool = True
+    ) -> None:
+        """``start_time``: where partitions without a committed offset start
+        (``worker.start_position``); None leaves them to ``auto_offset_reset``. ``commits``
+        False (a dry run): offsets are tracked, never committed."""
         self.book = book
+        self._commits = commits
+        self._start_time = start_time
         self.ready = asyncio.Event()
         self._metrics = metrics
         self._consumer: Any = None
         self._drainer: Drainer | None = None
+        self._lag_known = True
+        self._on_share: Callable[[int, int], None] | None = None
+        self._share_topic: str | None = None
 
-    def attach(self, consumer: Any, drainer: Drainer) -> None:
+    def attach(
+        self,
+        consumer: Any,
+        drainer: Drainer,
+        on_share: Callable[[int, int], None] | None = None,
+        *,
+        share_topic: str | None = None,
+    ) -> None:
+        """``on_share(owned, partitions)`` is told this process's share of the topic's
+        partitions after every assignment and revocation (``RateBudgets.set_share``).
+        ``share_topic``: the one topic whose partitions the share counts (with ``input_keying =
+        any``, the repartition topic: its records are the ones reported to ECS); None: all."""
         self._consumer = consumer
         self._drainer = drainer
+        self._on_share = on_share
+        self._share_topic = share_topic
+
+    def _reshare(self) -> None:
+        owned = [tp for tp in self.book.partitions() if self._share_topic in (None, tp[0])]
+        if self._on_share is None or self._consumer is None or not owned:
+            return
+        topics = {topic for topic, _ in owned}
+        total = sum(len(self._consumer.partitions_for_topic(topic) or ()) for topic in topics)
+        if total:
+            self._on_share(len(owned), total)
 
     # -- rebalance listener (called by aiokafka's coordinator) -----------------------------------
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
         partitions = [(tp.topic, tp.partition) for tp in assigned]
+        self._metrics.rebalances.labels("assigned").inc()
+        if self._start_time is not None and assigned:
+            try:
+                await seek_to_start_time(self._consumer, assigned, self._start_time)
+            except Exception as exc:  # the brokers failed to answer: say so, start as configured
+                log.warning(
+                    "start_time not applied (%s): partitions without a committed offset follow "
+                    "auto_offset_reset",
+                    exc,
+                    extra={"error_class": type(exc).__name__},
+                )
         self.book.assign(partitions)
+        self._reshare()
         self.ready.set()
         log.info(
-            "partitions assigned",
-            extra={"partitions": [(t, p, self.book.epoch(t, p)) for t, p in partitions]},
+            "partitions assigned: %s",
+            ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "none (more members than partitions)",
+            extra={
+                "partitions": [(t, p, self.book.epoch(t, p)) for t, p in partitions],
+                **member_of(self._consumer),
+            },
         )
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in revoked]
-        await self.revoke(partitions)
+        self._metrics.rebalances.labels("revoked").inc()
+        if partitions:  # aiokafka calls this with none before every join, the first included
+            await self.revoke(partitions)
 
     async def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         """Drain, commit, drop, untrack: see the module docstring."""
@@ -87,6 +141,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         for source in self._drainer.drop(lambda s: (s.topic, s.partition) in revoked):
             self.book.release(source)
         self.book.revoke(partitions)
+        self._reshare()
 
     # -- commits and lag -------------------------------------------------------------------------
 
@@ -104,7 +159,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         if partitions is not None:
             wanted = set(partitions)
             moves = {tp: o for tp, o in moves.items() if tp in wanted}
-        if not moves or self._consumer is None:
+        if not moves or self._consumer is None or not self._commits:
             return
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
@@ -116,13 +171,20 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         for (topic, partition), offset in moves.items():
             self._metrics.committed_offset.labels(topic, str(partition)).set(offset)
 
+    def lag_known(self, known: bool) -> None:
+        """Whether the brokers answer (``worker.broker_watch``): while they do not, the lag gauges
+        are removed rather than left at their last value, and not set again until they do."""
+        self._lag_known = known
+        if not known:
+            self._metrics.consumer_lag.clear()
+
     async def report_offsets(self) -> None:
         """Incomplete offsets and the lag of the fetch position, per owned partition."""
         for (topic, partition), count in self.book.incomplete().items():
             self._metrics.incomplete_offsets.labels(topic, str(partition)).set(count)
             tp = TopicPartition(topic, partition)
             high = self._consumer.highwater(tp)
-            if high is None:  # nothing fetched yet: no position to compare with
+            if high is None or not self._lag_known:  # nothing fetched yet, or a broker outage
                 continue
             # Lag of the fetch position: records not yet read. (Read but unresolved records are
             # incomplete_offsets; committed_offset trails both.)

@@ -20,55 +20,53 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from worker.broker_checks import BrokerFacts, check_brokers
+from worker.broker_watch import BrokerWatch
 from worker.config import Settings
 from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
+from worker.dry_run import DiscardSink, dry_run_settings
+from worker.ecs_clients import EcsClients, routes_of
+from worker.group_log import announce_join, log_until_assigned
 from worker.intake import Intake
-from worker.kafka_clients import make_consumer, make_producer
+from worker.kafka_clients import close_client, make_consumer, make_producer
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.partitions import Partitions
 from worker.publish import KafkaSink, Publisher
-from worker.ratelimit import AsyncRateLimiter
+from worker.ratelimit import RateBudgets
 from worker.repartition import Repartitioner
 from worker.repartition_topic import RepartitionTopic
 from worker.resolve import Resolver
-from worker.submit import Submitter, open_ecs_client
+from worker.submit import Submitter
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
-_CLOSE_TIMEOUT_S = 4.0
-"""Bound on one Kafka client's stop: after a broker outage aiokafka can wait out its 40 s request
-timeout. A stop then takes at most the drain, one commit and two closes (5 s + 3 s + 2 x 4 s with
-the test settings)."""
 
-
-async def _close(client: Any, name: str) -> None:
-    """Stop a Kafka client, bounded, never raising: by then the work is drained and committed (or
-    left to be re-read), so a failing close must not turn a clean stop into a crash."""
-    try:
-        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-            await client.stop()
-    except Exception as exc:
-        log.warning("closing the Kafka %s failed: %s", name, exc, extra={"error_class": type(exc).__name__})
+async def _checked_into(facts: list[BrokerFacts], settings: Settings) -> None:
+    """``check_brokers`` whose answer lands in ``facts``: awaited by ``Worker._unless_stopped``."""
+    facts.append(await check_brokers(settings))
 
 
 class Worker:
     """One worker process's pipeline: ``run()`` until ``request_stop()`` (SIGTERM)."""
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
-        self.settings = settings
+        self.settings = settings = dry_run_settings(settings)
         self.metrics = metrics or Metrics()
-        self.partitions = Partitions(OffsetBook(), self.metrics)
+        self.partitions = Partitions(
+            OffsetBook(), self.metrics, start_time=settings.start_time, commits=not settings.dry_run
+        )
         self.intake = Intake.from_settings(settings, self.partitions.book)
         self._stopping = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._progress_at = time.monotonic()
+        self.brokers = BrokerWatch(settings, on_change=self.partitions.lag_known)
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -78,13 +76,14 @@ class Worker:
         return self.partitions.ready
 
     def is_ready(self) -> bool:
-        return self.ready.is_set() and not self._stopping.is_set()
+        """Assigned, not stopping, and the brokers answer (``worker.broker_watch``)."""
+        return self.ready.is_set() and not self._stopping.is_set() and not self.brokers.outage
 
     def pending_work(self) -> int:
         """Records this process could resolve but has not yet, and background work: records held
         by tasks that wait (never reported yet, or for ECS) are not counted, since waiting is not
         being stuck."""
-        background = 0 if self._dispatcher is None else self._dispatcher.background
+        background = 0 if self._dispatcher is None else self._dispatcher.background + self._dispatcher.queued
         return self.partitions.book.unresolved(self.intake.coalescer.pinned()) + background
 
     def committed_offsets(self) -> dict[TopicPartitionKey, int]:
@@ -102,16 +101,22 @@ class Worker:
     def request_stop(self) -> None:
         """Graceful stop: no more fetching; flush, drain, commit, leave the group."""
         self._stopping.set()
+        if self.metrics.lifecycle != "stopped":
+            self.metrics.set_state("draining")
         if self._dispatcher is not None:
             self._dispatcher.wake()
 
     async def run(self) -> None:
         s = self.settings
-        producer = make_producer(s)
+        facts: list[BrokerFacts] = []
+        if not await self._unless_stopped(_checked_into(facts, s)):
+            log.info("worker stopped", extra={"totals": self.metrics.totals()})
+            return
+        producer = make_producer(s, idempotent=facts[0].idempotent)
         consumer = make_consumer(s)
         try:
             if await self._unless_stopped(producer.start()):
-                async with open_ecs_client(s) as client, contextlib.AsyncExitStack() as stack:
+                async with EcsClients(s, routes_of(s)) as clients, contextlib.AsyncExitStack() as stack:
                     topic = None
                     if s.input_keying == "any":
                         topic = await stack.enter_async_context(RepartitionTopic(s))
@@ -120,18 +125,36 @@ class Worker:
                     consumer.subscribe(
                         [s.input_topic, *([topic.name] if topic else [])], listener=self.partitions
                     )
-                    dispatcher, publisher = self._build_stages(client, producer)
+                    dispatcher, publisher, budgets = self._build_stages(clients, producer)
                     self._dispatcher = dispatcher
-                    resolver = self._resolver_for(client, dispatcher)
-                    self.partitions.attach(consumer, dispatcher)
-                    if await self._unless_stopped(consumer.start()):
+                    resolver = self._resolver_for(clients, dispatcher)
+                    self.partitions.attach(
+                        consumer,
+                        dispatcher,
+                        self._share_of(budgets),
+                        share_topic=None if topic is None else topic.name,
+                    )
+                    if await self._unless_stopped(self._join(consumer)):
                         stage_one = self._stage_one(producer, dispatcher, topic)
                         await self._run_loops(consumer, dispatcher, publisher, resolver, *stage_one)
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
-            await _close(consumer, "consumer")
-            await _close(producer, "producer")
-        log.info("worker stopped", extra={"totals": self.metrics.totals()})
+            # Together: a stop then fits a pod's grace period (drain + commit + one close).
+            await asyncio.gather(close_client(consumer, "consumer"), close_client(producer, "producer"))
+            self.metrics.set_state("stopped")
+            log.info("worker stopped", extra={"totals": self.metrics.totals()})
+
+    def _share_of(self, budgets: RateBudgets) -> Callable[[int, int], None]:
+        def on_share(owned: int, partitions: int) -> None:
+            budgets.set_share(owned, partitions)
+            self.metrics.quota_share.set(budgets.share)
+            self.metrics.rate_limit.set(budgets.limits()[0])
+            log.info(
+                "quota share",
+                extra={"owned": owned, "partitions": partitions, "rate_per_s": budgets.limits()[0]},
+            )
+
+        return on_share
 
     def _stage_one(
         self, producer: Any, dispatcher: Dispatcher, topic: RepartitionTopic | None
@@ -151,38 +174,44 @@ class Worker:
         loops = [topic.run_purges(interval_ms / 1000, self.partitions.book.committed)] if interval_ms else []
         return repartitioner, loops
 
-    def _build_stages(self, client: Any, producer: Any) -> tuple[Dispatcher, Publisher]:
+    def _build_stages(self, clients: EcsClients, producer: Any) -> tuple[Dispatcher, Publisher, RateBudgets]:
         s = self.settings
-        limiter = AsyncRateLimiter(rate=s.rate_limit_per_s, burst=s.rate_limit_burst)
+        budgets = RateBudgets(
+            rate_cap=s.rate_limit_per_s,
+            burst_cap=s.rate_limit_burst,
+            quota_per_s=s.account_quota_per_s,
+            quota_burst=s.account_quota_burst,
+        )
         dispatcher: Dispatcher | None = None
 
         def giving_up() -> bool:
             return dispatcher is not None and dispatcher.past_drain_deadline()
 
         publisher = Publisher(
-            KafkaSink(producer),
+            DiscardSink() if s.dry_run else KafkaSink(producer),
             outcome_topic=s.outcome_topic,
             dlq_topic=s.dlq_topic,
             worker=s.group_instance_id or s.client_id,
+            connector=s.group_id,
             metrics=self.metrics,
             giving_up=giving_up,
         )
         dispatcher = Dispatcher(
             coalescer=self.intake.coalescer,
             book=self.partitions.book,
-            submitter=Submitter(client, s, metrics=self.metrics, limiter=limiter),
+            submitter=Submitter(clients, s, metrics=self.metrics, budgets=budgets),
             publisher=publisher,
             metrics=self.metrics,
             linger_ms=s.linger_ms,
             drain_timeout_ms=s.drain_timeout_ms,
             on_progress=self._progressed,
         )
-        return dispatcher, publisher
+        return dispatcher, publisher, budgets
 
-    def _resolver_for(self, client: Any, dispatcher: Dispatcher) -> Resolver:
+    def _resolver_for(self, clients: EcsClients, dispatcher: Dispatcher) -> Resolver:
         s = self.settings
         return Resolver(
-            client,
+            clients,
             self.intake.coalescer,
             metrics=self.metrics,
             batch_ms=s.describe_batch_ms,
@@ -191,6 +220,15 @@ class Worker:
             release=dispatcher.release,
             wake=dispatcher.wake,
         )
+
+    async def _join(self, consumer: Any) -> None:
+        """Start the consumer (it returns at the first assignment), saying what it waits for."""
+        announce_join(self.settings)
+        waiting = asyncio.create_task(log_until_assigned(self.settings, self.ready))
+        try:
+            await consumer.start()
+        finally:
+            waiting.cancel()
 
     async def _unless_stopped(self, starting: Awaitable[object]) -> bool:
         """Await a client's start unless a stop is requested first: the consumer's start waits for
@@ -239,12 +277,15 @@ class Worker:
         others = [
             asyncio.create_task(dispatcher.run(), name="dispatch"),
             asyncio.create_task(resolver.run(), name="resolve"),
+            asyncio.create_task(self.brokers.run(), name="brokers"),
             asyncio.create_task(
                 self.partitions.run_commits(self.settings.commit_interval_ms / 1000), name="commit"
             ),
             *(asyncio.create_task(loop) for loop in more or ()),
         ]
         stop = asyncio.create_task(self._stopping.wait(), name="stop")
+        if not self._stopping.is_set():
+            self.metrics.set_state("running")
         try:
             done, _ = await asyncio.wait([consume, *others, stop], return_when=asyncio.FIRST_COMPLETED)
             for task in done:

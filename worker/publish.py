@@ -13,18 +13,27 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_never, wait_exponential
 
-from schemas.records import DEAD_LETTER_HEADER_PREFIX, DeadLetter, Outcome, SourceRecords, Stage
+from schemas.records import (
+    CONNECT_STAGES,
+    STAGE_CLASSES,
+    DeadLetter,
+    Outcome,
+    SourceRecords,
+    Stage,
+    split_dead_letter_headers,
+)
 from worker.decode import BadItem
-from worker.metrics import Metrics
-from worker.work import Submission, SubmitResult
+from worker.metrics import Metrics, code_label
+from worker.work import Submission, SubmitResult, TaskKey
 
 __all__ = [
     "KafkaSink",
+    "Origin",
     "Publisher",
     "Sink",
     "build_outcome",
@@ -100,8 +109,16 @@ def build_outcome(submission: Submission, result: SubmitResult, worker: str) -> 
     )
 
 
+class Origin(NamedTuple):
+    """Who writes a dead letter: ``connector`` (the consumer group id) and ``worker`` (this
+    replica), Kafka Connect's connector name and task id."""
+
+    connector: str
+    worker: str
+
+
 def input_dead_letter(
-    topic: str, partition: int, offset: int, bad: Sequence[tuple[Stage, BadItem]], worker: str
+    topic: str, partition: int, offset: int, bad: Sequence[tuple[Stage, BadItem]], origin: Origin
 ) -> DeadLetter:
     """The dead letter of an input record with bad items (decode or validate stage); the stage and
     error class are the first item's, the message lists the first ten."""
@@ -110,35 +127,42 @@ def input_dead_letter(
     if len(bad) > _MAX_LISTED_ITEMS:
         message += f"; and {len(bad) - _MAX_LISTED_ITEMS} more"
     return DeadLetter(
-        stage=stage,
+        stage=CONNECT_STAGES[stage],
+        className=STAGE_CLASSES[stage],
         errorClass=first.error_class,
         message=message,
+        connector=origin.connector,
+        worker=origin.worker,
         topic=topic,
         partition=partition,
         offset=offset,
         item=first.index,
-        worker=worker,
     )
 
 
-def submit_dead_letter(result: SubmitResult, worker: str) -> DeadLetter:
-    """The dead letter of a submission whose retries ran out."""
+def submit_dead_letter(key: TaskKey, result: SubmitResult, origin: Origin) -> DeadLetter:
+    """The dead letter of a submission whose retries ran out, naming its ECS cluster and task."""
     return DeadLetter(
-        stage="submit",
+        stage=CONNECT_STAGES["submit"],
+        className=STAGE_CLASSES["submit"],
         errorClass=result.error_code or "Unknown",
         message=f"retries exhausted after {result.attempts} attempts: {result.error_message}",
-        worker=worker,
+        connector=origin.connector,
+        worker=origin.worker,
+        cluster=key[0],
+        task=key[1],
+        attempts=result.attempts,
     )
 
 
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """``errors.<member>`` headers, UTF-8, for the members that are set."""
-    fields: dict[str, Any] = msgspec.structs.asdict(letter)
-    return [
-        (DEAD_LETTER_HEADER_PREFIX + name, str(value).encode("utf-8"))
-        for name, value in fields.items()
-        if value is not None
-    ]
+def dead_letter_headers(
+    letter: DeadLetter, own: Sequence[tuple[str, bytes | None]] = ()
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead-letter record: ``own`` (the input record's headers, any error headers
+    of an earlier dead-lettering dropped), then ``letter``'s, one per member set, UTF-8 text."""
+    _, kept = split_dead_letter_headers(own)
+    fields: dict[str, Any] = msgspec.to_builtins(letter)
+    return kept + [(name, str(value).encode("utf-8")) for name, value in fields.items()]
 
 
 class Publisher:
@@ -155,6 +179,7 @@ class Publisher:
         outcome_topic: str,
         dlq_topic: str,
         worker: str,
+        connector: str = "ecs-state-worker",
         metrics: Metrics,
         giving_up: Callable[[], bool] = lambda: False,
         max_backoff_s: float = 5.0,
@@ -163,6 +188,7 @@ class Publisher:
         self._outcome_topic = outcome_topic
         self._dlq_topic = dlq_topic
         self.worker = worker
+        self.origin = Origin(connector, worker)
         self._metrics = metrics
         self._giving_up = giving_up
         self._wait = wait_exponential(multiplier=0.1, min=0.1, max=max_backoff_s)
@@ -172,9 +198,9 @@ class Publisher:
         await self._send(self._outcome_topic, submission.key[1].encode(), _encoder.encode(outcome), None)
 
     async def dead_letter_input(self, record: Any, bad: Sequence[tuple[Stage, BadItem]]) -> None:
-        """Dead-letter an input record (a Kafka record: topic, partition, offset, key, value) with
-        its own key and bytes, and log why."""
-        letter = input_dead_letter(record.topic, record.partition, record.offset, bad, self.worker)
+        """Dead-letter an input record (a Kafka record: topic, partition, offset, key, value,
+        headers) with its own key, bytes and headers, and log why."""
+        letter = input_dead_letter(record.topic, record.partition, record.offset, bad, self.origin)
         log.error(
             "dead-lettering input record: %s",
             letter.message,
@@ -182,19 +208,25 @@ class Publisher:
                 "topic": record.topic,
                 "partition": record.partition,
                 "offset": record.offset,
-                "stage": letter.stage,
+                "stage": letter.pipeline_stage,
             },
         )
-        await self._dead_letter(record.key, record.value, letter)
+        await self._dead_letter(record.key, record.value, letter, record.headers or ())
 
     async def dead_letter_submission(self, submission: Submission, result: SubmitResult) -> None:
         """Dead-letter a submission whose retries ran out: the JSON request, keyed by task ARN."""
-        letter = submit_dead_letter(result, self.worker)
+        letter = submit_dead_letter(submission.key, result, self.origin)
         await self._dead_letter(submission.key[1].encode(), _encoder.encode(submission.request), letter)
 
-    async def _dead_letter(self, key: bytes | None, value: bytes | None, letter: DeadLetter) -> None:
-        await self._send(self._dlq_topic, key, value, dead_letter_headers(letter))
-        self._metrics.dead_lettered.labels(letter.stage, letter.errorClass).inc()
+    async def _dead_letter(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        letter: DeadLetter,
+        own: Sequence[tuple[str, bytes | None]] = (),
+    ) -> None:
+        await self._send(self._dlq_topic, key, value, dead_letter_headers(letter, own))
+        self._metrics.dead_lettered.labels(letter.pipeline_stage, code_label(letter.errorClass)).inc()
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None

@@ -1,7 +1,9 @@
 """``python -m worker replay FILE``: decode and coalesce a captured stream offline.
 
-Each line of FILE is one record (JSON lines, ``ctr events`` text, Fluent Bit output); a file that
-opens with ``[`` is a JSON array of records. Records go through the worker's own intake
+Each line of FILE is one record (JSON lines, ``ctr events``, ``docker events`` or ``podman events``
+text, Fluent Bit output); a file that opens with ``[`` is a JSON array of records. FILE ``-`` is
+standard input; lines are read as they come, never the whole input at once, with a progress line
+on standard error every ``PROGRESS_EVERY`` records. Records go through the worker's own intake
 (``worker.intake``: decode, validate, the per-task bounds, the reopen and linger policy) with the
 events' own observation times as the clock, so linger behaves as it would live; every submission
 is taken as acknowledged. The result is the state changes that would be submitted, with counts of
@@ -12,9 +14,10 @@ broker, no ECS.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -25,8 +28,10 @@ from worker.offsets import OffsetBook
 from worker.task_definition import TaskDefinition, definition_from_botocore
 from worker.work import NS_PER_MS
 
-__all__ = ["ReplayReport", "read_definitions", "read_records", "replay"]
+__all__ = ["PROGRESS_EVERY", "ReplayReport", "progress_line", "read_definitions", "read_records", "replay"]
 
+PROGRESS_EVERY = 100_000
+"""Records between two progress reports of a long input."""
 _TOPIC = "replay"
 """The pseudo-partition the records of a file are tracked in, one offset per record."""
 
@@ -64,15 +69,36 @@ class ReplayReport:
         }
 
 
-def read_records(path: Path) -> Iterator[bytes]:
-    data = path.read_bytes()
-    if data.lstrip()[:1] == b"[":
-        for item in msgspec.json.decode(data, type=list[msgspec.Raw]):
-            yield bytes(item)
-        return
-    for line in data.splitlines():
+def read_records(source: Path | BinaryIO) -> Iterator[bytes]:
+    """The records of a capture, read as they come: one a line (JSON lines, ``ctr events`` text,
+    Fluent Bit output; blank lines skipped), or the items of a JSON array when the input opens
+    with ``[`` (an array is read whole). ``source`` is a path or a binary stream such as standard
+    input. Raises ``OSError`` when it cannot be read, ``ValueError`` for an array that is not
+    JSON."""
+    if isinstance(source, Path):
+        with source.open("rb") as stream:
+            yield from _records(stream)
+    else:
+        yield from _records(source)
+
+
+def _records(stream: BinaryIO) -> Iterator[bytes]:
+    lines = iter(stream)
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.lstrip()[:1] == b"[":
+            try:
+                items = msgspec.json.decode(line + stream.read(), type=list[msgspec.Raw])
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"a JSON array that is not JSON: {exc}") from exc
+            yield from (bytes(item) for item in items)
+            return
+        yield line.rstrip(b"\r\n")
+        break
+    for line in lines:
         if line.strip():
-            yield line
+            yield line.rstrip(b"\r\n")
 
 
 def read_definitions(path: Path) -> list[TaskDefinition]:
@@ -97,6 +123,9 @@ def replay(
     records: Iterable[bytes],
     settings: Settings | None = None,
     definitions: Iterable[TaskDefinition] = (),
+    *,
+    on_progress: Callable[[ReplayReport], None] | None = None,
+    progress_every: int = PROGRESS_EVERY,
 ) -> ReplayReport:
     """Run ``records`` through the worker's own intake (``worker.intake``, with the per-task
     bounds, the linger policy and the agent's status rules of ``settings``), the events' own
@@ -106,7 +135,10 @@ def replay(
     definition is not among them is judged by the containers seen, and counted in
     ``without_definition``), and a task whose history the file misses is judged by what was seen,
     its derived STOPPED held until it is quiet for ``settle_ms``, as the worker does when it
-    cannot ask ECS. At the end of the file time runs on past every wait."""
+    cannot ask ECS. At the end of the file time runs on past every wait.
+
+    ``records`` is consumed as it comes (a stream is never held whole); ``on_progress``, when
+    given, is called with the report so far after every ``progress_every`` records."""
     settings = settings or Settings()
     intake = Intake.from_settings(settings, OffsetBook(), describe=False)
     for definition in definitions:
@@ -116,6 +148,8 @@ def replay(
     clock = 0
     for offset, record in enumerate(records):
         report.records += 1
+        if on_progress is not None and report.records % progress_every == 0:
+            on_progress(report)
         batch = intake.read(_TOPIC, 0, offset, record)
         assert batch is not None  # the pseudo-partition is owned
         for _, item in batch.bad:
@@ -127,7 +161,8 @@ def replay(
             _send_due(intake, clock, report)
             intake.apply(event, batch.source, clock, clock)
             _no_definition(intake, clock, report)
-    end = clock + (settings.settle_ms + settings.stop_linger_ms + settings.linger_ms) * NS_PER_MS + 1
+    waits_ms = settings.settle_ms + settings.stop_linger_ms + settings.exit_wait_ms + settings.linger_ms
+    end = clock + waits_ms * NS_PER_MS + 1
     _send_due(intake, end, report)
     intake.coalescer.set_linger(0)
     intake.coalescer.set_draining(True)
@@ -155,6 +190,15 @@ def _send_due(intake: Intake, now: int, report: ReplayReport) -> None:
         for submission in ready:
             report.submissions.append(submission.request)
             intake.coalescer.complete(submission, "acknowledged", now)
+
+
+def progress_line(report: ReplayReport, elapsed_s: float) -> str:
+    """One line of progress: records and events read, submissions so far, records per second."""
+    rate = report.records / elapsed_s if elapsed_s > 0 else 0.0
+    return (
+        f"replay: {report.records:,} records, {report.events:,} events, "
+        f"{len(report.submissions):,} submissions ({rate:,.0f} records/s)"
+    )
 
 
 def _first_line(text: str, limit: int = 120) -> str:

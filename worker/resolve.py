@@ -10,8 +10,10 @@ Describe calls have their own rate limit and retry policy (throttling and server
 with backoff until ``describe_deadline_ms``): they never take a submission's slot or token. When
 an answer cannot be had (denied, throttled past the deadline, failing), the coalescer is told so
 and the task falls back to what was seen (``worker.knowledge``); each cause is logged once and
-counted in ``ecs_state_worker_knowledge_fallbacks_total``. IAM: ``ecs:DescribeTasks`` and
-``ecs:DescribeTaskDefinition``.
+counted in ``ecs_state_worker_knowledge_fallbacks_total``. Each call goes to the account and Region
+of the ARN it asks about (``worker.routing``): a definition's own ARN, the tasks' ARNs (batches
+never mix routes); an account with no route is a fallback with code ``NoRouteForAccount``. IAM:
+``ecs:DescribeTasks`` and ``ecs:DescribeTaskDefinition``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from worker.coalesce import Coalescer
+from worker.decode import reasons
+from worker.decode.reasons import reason_code
 from worker.errors import classify
-from worker.metrics import Metrics
+from worker.metrics import Metrics, code_label
 from worker.ratelimit import AsyncRateLimiter
+from worker.routing import NO_ROUTE, NoRoute, Route
+from worker.submit import ClientSource
 from worker.task_definition import EcsTaskView, definition_from_botocore, view_from_botocore
 from worker.work import SourceRef, TaskKey
 
@@ -59,7 +65,7 @@ class Resolver:
 
     def __init__(
         self,
-        client: Any,
+        clients: ClientSource,
         coalescer: Coalescer,
         *,
         metrics: Metrics,
@@ -69,7 +75,7 @@ class Resolver:
         release: Callable[[Iterable[SourceRef]], None],
         wake: Callable[[], None],
     ) -> None:
-        self._client = client
+        self._clients = clients
         self._coalescer = coalescer
         self._metrics = metrics
         self._batch_s = batch_ms / 1000
@@ -103,12 +109,12 @@ class Resolver:
         arns, keys = self._coalescer.take_wants()
         for arn in arns:
             self._spawn(self._definition(arn))
-        by_cluster: dict[str, list[TaskKey]] = defaultdict(list)
+        by_cluster: dict[tuple[Route, str], list[TaskKey]] = defaultdict(list)
         for key in keys:
-            by_cluster[key[0]].append(key)
-        for cluster, wanted in by_cluster.items():
+            by_cluster[self._clients.routes.route_of(*key), key[0]].append(key)
+        for (route, cluster), wanted in by_cluster.items():
             for start in range(0, len(wanted), DESCRIBE_TASKS_LIMIT):
-                self._spawn(self._describe(cluster, wanted[start : start + DESCRIBE_TASKS_LIMIT]))
+                self._spawn(self._describe(route, cluster, wanted[start : start + DESCRIBE_TASKS_LIMIT]))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -129,7 +135,8 @@ class Resolver:
 
     async def _definition(self, arn: str) -> None:
         try:
-            answer = await self._call("DescribeTaskDefinition", taskDefinition=arn)
+            route = self._clients.routes.route_of("", arn)
+            answer = await self._call(route, "DescribeTaskDefinition", taskDefinition=arn)
             definition = definition_from_botocore(answer)
         except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
             self._fell_back("DescribeTaskDefinition", _code(exc), arn)
@@ -138,10 +145,11 @@ class Resolver:
         self._metrics.definitions_cached.set(len(self._coalescer.definitions))
         self._answered()
 
-    async def _describe(self, cluster: str, keys: list[TaskKey]) -> None:
+    async def _describe(self, route: Route, cluster: str, keys: list[TaskKey]) -> None:
         views: dict[str, EcsTaskView | str] = {}
         try:
-            answer = await self._call("DescribeTasks", cluster=cluster, tasks=[task for _, task in keys])
+            tasks = [task for _, task in keys]
+            answer = await self._call(route, "DescribeTasks", cluster=cluster, tasks=tasks)
             views = _views(answer)
         except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
             self._fell_back("DescribeTasks", _code(exc), cluster)
@@ -149,7 +157,7 @@ class Resolver:
         for key in keys:
             view = views.get(key[1]) or views.get(key[1].rsplit("/", 1)[-1])
             if view == _MISSING:
-                self._metrics.ignored.labels("task unknown to ECS (DescribeTasks: MISSING)").inc()
+                self._metrics.ignored.labels(reason_code(reasons.ECS_TASK_MISSING)).inc()
                 self._once(
                     f"missing:{cluster}",
                     "ECS does not know tasks of cluster %s (DescribeTasks: MISSING): they are not "
@@ -163,8 +171,12 @@ class Resolver:
                 )
         self._answered()
 
-    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method = getattr(self._client, _snake(operation))
+    async def _call(self, route: Route, operation: str, **params: Any) -> dict[str, Any]:
+        try:
+            client = await self._clients.client_for(route)
+        except NoRoute as exc:
+            raise _Unanswered(NO_ROUTE) from exc
+        method = getattr(client, _snake(operation))
         retrying = AsyncRetrying(
             stop=stop_before_delay(self._deadline_s),
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
@@ -179,7 +191,7 @@ class Resolver:
                         answer: dict[str, Any] = await method(**params)
                     except Exception as exc:  # sorted by classify(); nothing is swallowed
                         verdict = classify(exc)
-                        self._metrics.describe_calls.labels(operation, verdict.code).inc()
+                        self._metrics.describe_calls.labels(operation, code_label(verdict.code)).inc()
                         if verdict.throttled:
                             self._limiter.on_throttled()
                         if verdict.retryable:
@@ -193,7 +205,7 @@ class Resolver:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _fell_back(self, operation: str, code: str, subject: str) -> None:
-        self._metrics.knowledge_fallbacks.labels(operation, code).inc()
+        self._metrics.knowledge_fallbacks.labels(operation, code_label(code)).inc()
         self._once(
             f"{operation}:{code}",
             "%s failed (%s), first for %s: falling back to the events seen (see settle_ms)",

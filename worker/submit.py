@@ -1,16 +1,25 @@
 """Stage 4, submit: one ``SubmitTaskStateChange`` submission, retried with tenacity.
 
-One aiobotocore ECS client per process, its connection pool sized to the concurrency limit and
-botocore's own retries off, so that retries do not stack. Parameter validation is off too: the
+A submission goes to the account and Region of its task's ARN (``worker.routing``), through that
+route's client (``worker.ecs_clients``) and within that route's rate budget
+(``worker.ratelimit.RateBudgets``); a task whose account has no route is ``rejected`` without a
+call. Each client's connection pool is sized to the concurrency limit and botocore's own retries
+are off, so that retries do not stack. Parameter validation is off too: the
 request is a msgspec struct that mirrors the model, validated when it was built. A concurrency slot
 is held only for the call itself, never while waiting out a backoff, so one task's trouble never
 blocks the others.
+
+``Submitter.submit`` is the one way a request reaches ECS (the dispatcher, and any resubmission).
+The dispatcher takes the route's token itself before it builds the request (``token_held``) and
+asks for a throttled first attempt back unsent (``Throttled``) so that the task's next request,
+built when the next token comes, carries everything that arrived meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import platform
 import time
 from contextlib import AbstractAsyncContextManager
@@ -35,11 +44,20 @@ from schemas.ecs import SubmitTaskStateChangeRequest
 from worker import __version__
 from worker.config import Settings
 from worker.errors import classify
-from worker.metrics import Metrics
-from worker.ratelimit import AsyncRateLimiter
-from worker.work import Submission, SubmitResult
+from worker.metrics import Metrics, code_label
+from worker.ratelimit import AsyncRateLimiter, RateBudgets
+from worker.routing import NO_ROUTE, NoRoute, Route, Routes
+from worker.work import Submission, SubmitResult, TaskKey
 
-__all__ = ["USER_AGENT", "EcsClient", "Submitter", "open_ecs_client", "request_params"]
+__all__ = [
+    "USER_AGENT",
+    "ClientSource",
+    "EcsClient",
+    "Submitter",
+    "Throttled",
+    "open_ecs_client",
+    "request_params",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +71,34 @@ class EcsClient(Protocol):
     async def submit_task_state_change(self, **params: Any) -> dict[str, Any]: ...
 
 
+class ClientSource(Protocol):
+    """The clients by route (``worker.ecs_clients.EcsClients``)."""
+
+    routes: Routes
+
+    async def client_for(self, route: Route) -> Any: ...
+
+
+class Throttled(Exception):
+    """ECS throttled the first attempt of a submission made with ``requeue_throttled``: nothing
+    was sent, the caller gives the submission back (``Coalescer.requeue``)."""
+
+
 def request_params(request: SubmitTaskStateChangeRequest) -> dict[str, Any]:
     """The request as botocore keyword arguments (timestamps stay datetimes)."""
     params: dict[str, Any] = msgspec.to_builtins(request, builtin_types=(datetime,))
     return params
 
 
-def open_ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
+def open_ecs_client(
+    settings: Settings, *, region: str | None = None, session: Any = None
+) -> AbstractAsyncContextManager[Any]:
+    """An aiobotocore ECS client of ``region`` (default ``settings.region``) from ``session``
+    (default: a new one, with the SDK's default credential chain)."""
     config = AioConfig(
-        region_name=settings.region,
+        # None: the SDK's region; AWS_REGION first, which botocore alone does not read
+        # (``worker.start_checks.resolve_region`` fills the setting before a ``run``).
+        region_name=region or settings.region or os.environ.get("AWS_REGION"),
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=settings.concurrency,
         connect_timeout=settings.call_timeout_ms / 1000,
@@ -72,41 +109,76 @@ def open_ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
         # request, a sixth of a call's CPU here.
         user_agent=USER_AGENT,
     )
-    client: AbstractAsyncContextManager[Any] = get_session().create_client(
+    client: AbstractAsyncContextManager[Any] = (session or get_session()).create_client(
         "ecs", endpoint_url=settings.ecs_endpoint_url, config=config
     )
     return client
 
 
 class _Retryable(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, throttled: bool = False) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.throttled = code, message, throttled
 
 
 class Submitter:
+    """Sends submissions: ``clients`` by route, ``budgets`` one rate budget per route."""
+
     def __init__(
-        self, client: EcsClient, settings: Settings, *, metrics: Metrics, limiter: AsyncRateLimiter
+        self, clients: ClientSource, settings: Settings, *, metrics: Metrics, budgets: RateBudgets
     ) -> None:
-        self._client = client
+        self._clients = clients
+        self.routes = clients.routes
+        self.budgets = budgets
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._limiter = limiter
         self._metrics = metrics
-        self._max_attempts = settings.max_attempts
+        self.max_attempts = self._max_attempts = settings.max_attempts
         self._deadline_s = settings.retry_deadline_ms / 1000
         self._wait = wait_exponential_jitter(
             multiplier=settings.retry_initial_ms / 1000,
             max=settings.retry_max_ms / 1000,
             jitter=settings.retry_initial_ms / 1000,
         )
-        metrics.rate_limit.set(limiter.bucket.rate)
+        metrics.rate_limit.set(budgets.limits()[0])
 
-    async def submit(self, submission: Submission) -> SubmitResult:
+    def route_of(self, key: TaskKey) -> Route:
+        return self.routes.route_of(*key)
+
+    def no_route(self, route: Route) -> str | None:
+        """Why ``route`` may not be called, or None."""
+        try:
+            self.routes.role_for(route)
+        except NoRoute as exc:
+            return exc.reason
+        return None
+
+    async def submit(
+        self, submission: Submission, *, token_held: bool = False, requeue_throttled: bool = False
+    ) -> SubmitResult:
+        """Send ``submission`` to its route, with retries; never raises but ``Throttled``.
+
+        ``token_held``: the caller took the first attempt's token of the route's budget;
+        ``requeue_throttled``: a throttled first attempt raises ``Throttled`` instead of retrying.
+        Returns ``acknowledged``, ``rejected`` (a terminal answer, or no route: ``NO_ROUTE``) or
+        ``failed`` (retries exhausted)."""
+        route = self.route_of(submission.key)
+        try:
+            client = await self._clients.client_for(route)
+        except NoRoute as exc:
+            return SubmitResult("rejected", 0, time.time_ns(), None, NO_ROUTE, exc.reason)
+        except Exception as exc:  # no client (no credentials to assume a role with): sorted by classify()
+            verdict = classify(exc)
+            return SubmitResult("failed", 0, time.time_ns(), None, verdict.code, verdict.message)
+        limiter = self.budgets.for_route(route)
         params = request_params(submission.request)
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, _Retryable) and not (requeue_throttled and exc.throttled and attempts == 1)
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._deadline_s),
             wait=self._wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, _Retryable)),
+            retry=retry_if_exception(retryable),
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -115,7 +187,9 @@ class Submitter:
             async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    answer = await self._call(params)
+                    if attempts > 1 or not token_held:
+                        await limiter.acquire()
+                    answer = await self._call(client, limiter, params)
             return SubmitResult(
                 "acknowledged",
                 attempts,
@@ -123,39 +197,42 @@ class Submitter:
                 acknowledgment=answer.get("acknowledgment"),
             )
         except _Retryable as exhausted:
+            if requeue_throttled and exhausted.throttled and attempts == 1:
+                raise Throttled(exhausted.message) from exhausted
             return SubmitResult("failed", attempts, time.time_ns(), None, exhausted.code, exhausted.message)
         except _Terminal as rejected:
             return SubmitResult("rejected", attempts, time.time_ns(), None, rejected.code, rejected.message)
 
-    async def _call(self, params: dict[str, Any]) -> dict[str, Any]:
-        await self._limiter.acquire()
+    async def _call(
+        self, client: EcsClient, limiter: AsyncRateLimiter, params: dict[str, Any]
+    ) -> dict[str, Any]:
         async with self._slots:
             self._metrics.in_flight.inc()
             started = time.perf_counter()
             try:
-                answer = await self._client.submit_task_state_change(**params)
+                answer = await client.submit_task_state_change(**params)
             except Exception as exc:  # sorted by classify(); nothing is swallowed
                 verdict = classify(exc)
-                self._metrics.calls.labels(verdict.code).inc()
+                self._metrics.calls.labels(code_label(verdict.code)).inc()
                 if verdict.throttled:
-                    self._metrics.throttles.labels(verdict.code).inc()
-                    self._limiter.on_throttled()
-                    self._metrics.rate_limit.set(self._limiter.bucket.rate)
+                    self._metrics.throttles.labels(code_label(verdict.code)).inc()
+                    limiter.on_throttled()
+                    self._metrics.rate_limit.set(limiter.bucket.rate)
                 if verdict.retryable:
-                    raise _Retryable(verdict.code, verdict.message) from exc
+                    raise _Retryable(verdict.code, verdict.message, throttled=verdict.throttled) from exc
                 raise _Terminal(verdict.code, verdict.message) from exc
             finally:
                 self._metrics.in_flight.dec()
                 self._metrics.call_seconds.observe(time.perf_counter() - started)
         self._metrics.calls.labels("OK").inc()
-        self._limiter.on_success()
-        self._metrics.rate_limit.set(self._limiter.bucket.rate)
+        limiter.on_success()
+        self._metrics.rate_limit.set(limiter.bucket.rate)
         return answer
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         code = exc.code if isinstance(exc, _Retryable) else "unknown"
-        self._metrics.retries.labels(code).inc()
+        self._metrics.retries.labels(code_label(code)).inc()
         log.debug("retrying ECS call", extra={"code": code, "attempt": state.attempt_number})
 
 

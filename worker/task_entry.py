@@ -45,6 +45,14 @@ class TaskEntry:
     """The input partition of the task's first event (with ``input_keying = task``), -1 before it."""
     split: bool = False
     """The task's events came from more than one partition (noted once)."""
+    end_since: int | None = None
+    """Arrival (monotonic ns) of the first container stop not yet reported: the wait for the
+    facts of its end (``exit_wait``) counts from it."""
+    queued: bool = False
+    """Due and waiting for its call's turn (a token of its account and Region): its request is
+    built when the call can go (``Coalescer.take``)."""
+    throttled: int = 0
+    """Submissions of the task ECS throttled in a row (each went back unsent)."""
 
 
 def statuses(request: SubmitTaskStateChangeRequest) -> tuple[object, ...]:

@@ -20,7 +20,16 @@ from datetime import UTC, datetime
 
 from schemas.ecs import NetworkBinding
 from schemas.events import ContainerChange, ManagedAgentChange, TaskEvent
-from worker.agent_rules import PENDING, RUNNING, STOPPED, earliest_rank, missed_history, should_restart
+from worker.agent_rules import (
+    MANAGED_AGENT_STOPPED_REASON,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    earliest_rank,
+    end_incomplete,
+    missed_history,
+    should_restart,
+)
 from worker.task_definition import EcsTaskView, TaskDefinition
 from worker.work import TaskKey
 
@@ -86,6 +95,10 @@ class ContainerState:
     """Observation time (ns) of the first stop asked of the container (``stop_requested``)."""
     held_at: int = 0
     """Observation time (ns) of ``held_exit``."""
+    end_reason: str | None = None
+    """A reason observed without a status before the container stopped (Docker's ``oom`` of any
+    of its processes): a fact of its end, reported with its STOPPED, as the agent reads the OOM flag
+    from inspect once the container exited. A restart forgets it (Docker clears the flag)."""
 
     def merge(self, change: ContainerChange) -> bool:
         # Spelled out member by member: this runs for every event.
@@ -108,8 +121,11 @@ class ContainerState:
             changed = True
         value = change.reason
         if value is not None and value != self.reason and (forward or self.reason is None):
-            self.reason = change.reason
-            changed = True
+            if rank < 0 and self.rank < STOPPED:
+                self.end_reason = change.reason  # no call by itself: it waits for the end
+            else:
+                self.reason = change.reason
+                changed = True
         value = change.networkBindings
         if (
             value is not None
@@ -118,6 +134,11 @@ class ContainerState:
         ):
             self.network_bindings = change.networkBindings
             changed = True
+        if self.end_reason is not None and self.rank == STOPPED:
+            if self.reason is None:
+                self.reason = self.end_reason
+                changed = True
+            self.end_reason = None
         return changed
 
 
@@ -148,6 +169,10 @@ class TaskState:
     missed: bool = False
     """Part of the task's history happened before this process read it (``agent_rules``)."""
     stop_seen: bool = False
+    end_seen: bool = False
+    """A container stopped since the coalescer last looked (it times the wait for the end's facts)."""
+    execution_stopped_ns: int = 0
+    """Observation (ns) behind a derived ``execution_stopped_at`` (0: none, or given by an event)."""
     stopping_known: bool = False
     maybe_holding: bool = False
     settled: bool = False
@@ -248,7 +273,9 @@ class TaskState:
                 return False  # a start from before the held exit (read late): not its restart
             if container.held_exit is not None or container.rank < RUNNING:
                 container.started_at = at  # started, or restarted by the agent
-            container.restarts += container.held_exit is not None
+            if container.held_exit is not None:
+                container.restarts += 1
+                container.end_reason = None  # a new life: Docker clears the OOM flag at a start
             container.held_exit = None
         elif rank == STOPPED and container.restarts and at < (container.started_at or 0):
             return False  # an exit from before the container's last restart (a duplicate): stale
@@ -279,10 +306,15 @@ class TaskState:
         if change.exitCode is not None and container.exit_code == change.exitCode and at > container.exit_at:
             container.exit_at = at
         if container.rank == STOPPED:
-            self.stop_seen = True
-        if container.rank == STOPPED and self.execution_stopped_at is None and self._essential(change):
-            self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
-            changed = True
+            self.stop_seen = self.end_seen = True
+            if self.managed_agents:
+                changed |= self._stop_agents(change.containerName)
+            earlier = rank == STOPPED and 0 < at < self.execution_stopped_ns
+            if (self.execution_stopped_at is None or earlier) and self._essential(change):
+                # The earliest stop observed (the die before its stop, in whatever order they came).
+                self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
+                self.execution_stopped_ns = at
+                changed = True
         return changed
 
     def _stopping_before(self, at: int) -> bool:
@@ -293,6 +325,16 @@ class TaskState:
 
     def _essential(self, change: ContainerChange) -> bool:
         return self.definition is not None and self.definition.essential(change.containerName)
+
+    def ends_incomplete(self) -> bool:
+        """Some stopped container lacks a fact of its end that the agent would report with it
+        (``agent_rules.end_incomplete``): its exit code, or the OOM reason of an exit 137."""
+        return any(
+            c.rank == STOPPED
+            and c.held_exit is None
+            and end_incomplete(c.exit_code, c.reason, ran=c.started_at is not None)
+            for c in self.containers.values()
+        )
 
     def unseen(self) -> list[str]:
         """Containers of the definition with no status seen (none without a definition)."""
@@ -398,13 +440,27 @@ class TaskState:
     def _merge_agent(self, agent: ManagedAgentChange) -> bool:
         key = (agent.containerName, agent.managedAgentName)
         rank = _AGENT_RANK.get(agent.status, -1)
+        status, reason = agent.status, agent.reason
+        container = self.containers.get(agent.containerName)
+        if rank < STOPPED and container is not None and container.rank == STOPPED:
+            # Its container already stopped (the events came out of order): so did the agent.
+            rank, status, reason = STOPPED, "STOPPED", MANAGED_AGENT_STOPPED_REASON
         seen = self.managed_agents.get(key)
-        if seen is not None and (
-            rank < seen.rank or (seen.status, seen.reason) == (agent.status, agent.reason)
-        ):
+        if seen is not None and (rank < seen.rank or (seen.status, seen.reason) == (status, reason)):
             return False
-        self.managed_agents[key] = ManagedAgentState(agent.status, max(rank, -1), agent.reason)
+        self.managed_agents[key] = ManagedAgentState(status, max(rank, -1), reason)
         return True
+
+    def _stop_agents(self, container_name: str) -> bool:
+        """The container stopped: so did its managed agents (agent: ``agent/engine/task_manager.go``,
+        ``handleManagedAgentStoppedTransition``, with the reason it gives). Returns whether any
+        changed."""
+        changed = False
+        for (name, _), agent in self.managed_agents.items():
+            if name == container_name and agent.rank < STOPPED:
+                agent.status, agent.rank, agent.reason = "STOPPED", STOPPED, MANAGED_AGENT_STOPPED_REASON
+                changed = True
+        return changed
 
     def _merge_times(self, event: TaskEvent) -> bool:
         changed = False

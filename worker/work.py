@@ -40,6 +40,8 @@ class Submission:
     first_event_at: int
     """Observation time (wall-clock ns) of the oldest change this submission carries."""
     stopped: bool
+    throttled: int = 0
+    """Earlier submissions of this task that ECS throttled in a row (each went back unsent)."""
 
 
 @dataclass(frozen=True, slots=True)

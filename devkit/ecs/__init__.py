@@ -11,8 +11,12 @@ each validated against botocore's own ECS service model, requests and answers al
 * ``SubmitTaskStateChange`` -- updates a task made by RunTask in place, or creates a task on its
   first report (:mod:`~devkit.ecs.reports`).
 
-The Region of every ARN comes from the request's SigV4 credential scope, the account from the
-endpoint (``000000000000`` unless configured) (:mod:`~devkit.ecs.arns`). Faults -- drops,
+Every call acts in its caller's scope: the Region of its SigV4 credential scope and the account
+of its access key -- the endpoint's (``000000000000`` unless configured), or a role's for the
+keys that its minimal STS ``AssumeRole`` issued (:mod:`~devkit.ecs.sts`). Each scope has its own
+task definitions, tasks and quota bucket (:mod:`~devkit.ecs.arns`, :mod:`~devkit.ecs.quota`);
+``GET /_state`` merges the scopes and adds ``scopes`` and ``scope_mismatches`` (reports naming a
+task of another account or Region, refused with ``strict_scope``). Faults -- drops,
 latency, a token-bucket quota, throttling and 500s for SubmitTaskStateChange; denial,
 throttling, latency and 500s for the describe calls -- come before everything else and never
 change state (:mod:`~devkit.ecs.faults`).

@@ -8,14 +8,15 @@ credential scope, the account from the endpoint's configuration. ARNs have ECS's
     container        arn:aws:ecs:<region>:<account>:container/<cluster-name>/<task id>/<uuid>
     task definition  arn:aws:ecs:<region>:<account>:task-definition/<family>:<revision>
 
-State is not (yet) keyed by scope: one store serves every account and Region, and a scope only
-shapes the ARNs a call creates or prints. Keying state by ``Scope`` later means picking the store
-by the request's scope; the ARNs are already right.
+State is keyed by scope (``LocalEcsEndpoint.ecs``): each account and Region has its own task
+definitions and tasks, as in ECS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from botocore.utils import ArnParser, InvalidArnException
 
 __all__ = ["DEFAULT_ACCOUNT", "DEFAULT_CLUSTER", "Scope", "cluster_name", "resource_id"]
 
@@ -29,6 +30,17 @@ class Scope:
 
     account: str
     region: str
+
+    @classmethod
+    def of_arn(cls, value: str) -> Scope | None:
+        """The account and Region an ARN names (botocore's ``ArnParser``), or None for a name."""
+        if not value.startswith("arn:"):
+            return None
+        try:
+            arn = ArnParser().parse_arn(value)
+        except InvalidArnException:
+            return None
+        return cls(arn["account"], arn["region"]) if arn["region"] else None
 
     def arn(self, resource: str) -> str:
         """``arn:aws:ecs:<region>:<account>:<resource>``."""

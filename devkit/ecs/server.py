@@ -1,6 +1,14 @@
 """The HTTP side of the local ECS: an aiohttp server, its admin routes, faults and counters.
 
-Routes: ``POST /`` (any path) serves the ECS API; ``GET /_state`` answers :meth:`state`;
+Every call acts in its caller's scope, the account of its access key (the endpoint's ``account``,
+or a role's account for keys its STS issued) and the Region of its SigV4 credential scope: each
+scope has its own state (task definitions, tasks) and its own quota bucket, as ECS's are per
+account and Region. A SubmitTaskStateChange naming a task or cluster ARN of another account or
+Region is counted (``scope_mismatches``) and, with ``strict_scope``, refused as ECS refuses it
+(400 ``AccessDeniedException``).
+
+Routes: ``POST /`` (any path) serves the ECS API, and STS ``AssumeRole`` for a form-encoded body
+without ``X-Amz-Target`` (:mod:`devkit.ecs.sts`); ``GET /_state`` answers :meth:`state`;
 ``POST /_faults`` replaces the faults with a JSON :class:`Faults` (400 ``SerializationException``
 if it does not fit); ``POST /_reset`` clears state and counters, keeping the faults.
 """
@@ -20,14 +28,17 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from devkit.ecs.arns import DEFAULT_ACCOUNT
+from devkit.ecs.arns import DEFAULT_ACCOUNT, Scope
 from devkit.ecs.faults import DESCRIBE_OPERATIONS, SETUP_OPERATIONS, Faults, describe_fault
+from devkit.ecs.quota import QuotaBuckets
 from devkit.ecs.state import EcsState
+from devkit.ecs.sts import FORM, Identities, sts_error
 from devkit.ecs.wire import (
     OPERATIONS,
     ApiError,
     Call,
     api_response,
+    credential_of,
     decode_request,
     encode_output,
     error_response,
@@ -57,7 +68,9 @@ class LocalEcsEndpoint:
 
     ``host``/``port``: where to listen (``port=0``: any free port, see :attr:`url`);
     ``faults``: the initial :class:`Faults`; ``seed``: makes fault draws and task ids
-    reproducible; ``account``: the account of every ARN (the Region comes from each request).
+    reproducible; ``account``: the account of callers whose keys the endpoint's STS did not
+    issue (the Region comes from each request); ``strict_scope``: refuse a report of another
+    scope's task; ``sts_expiry_s``: lifetime of the credentials ``AssumeRole`` issues.
     """
 
     def __init__(
@@ -68,8 +81,12 @@ class LocalEcsEndpoint:
         faults: Faults | None = None,
         seed: int | None = None,
         account: str = DEFAULT_ACCOUNT,
+        strict_scope: bool = False,
+        sts_expiry_s: float = 3600.0,
     ) -> None:
         self._host, self._port, self._account = host, port, account
+        self._strict_scope = strict_scope
+        self.identities = Identities(account, expiry_s=sts_expiry_s)
         self._rng = random.Random(seed)
         self._describe_rng = random.Random(None if seed is None else f"describe/{seed}")
         self._id_rng = random.Random(None if seed is None else f"ids/{seed}")
@@ -105,25 +122,44 @@ class LocalEcsEndpoint:
 
     # -- control -----------------------------------------------------------------------------
     def set_faults(self, faults: Faults) -> None:
-        """Replace the faults; the quota bucket starts full."""
+        """Replace the faults; the quota buckets start full."""
         self._faults = faults
-        self._tokens = float(faults.quota_burst or 0)
-        self._refilled_at = time.monotonic()
+        self.quota = QuotaBuckets(faults.quota_burst, faults.quota_refill_per_s or 0.0)
 
     def reset(self) -> None:
-        """Clear task definitions, tasks, findings and counters (faults kept, bucket refilled)."""
+        """Clear task definitions, tasks, findings and counters (faults kept, buckets refilled)."""
         self._submit_path = _Counts()
         self._operations = {name: _Counts() for name in OPERATIONS}
-        self._ecs = EcsState()
+        self._scopes: dict[Scope, EcsState] = {}
+        self._by_scope: dict[Scope, _Counts] = {}
+        self._mismatches = 0
         self.set_faults(self._faults)
 
+    def ecs(self, scope: Scope) -> EcsState:
+        """The state of one account and Region."""
+        state = self._scopes.get(scope)
+        if state is None:
+            state = self._scopes[scope] = EcsState()
+        return state
+
     def state(self) -> dict[str, Any]:
-        """Counters, faults, tasks and findings, as ``GET /_state`` answers (see :mod:`devkit.ecs`)."""
+        """Counters, faults, tasks and findings, as ``GET /_state`` answers (see :mod:`devkit.ecs`):
+        the scopes' tasks, findings and definitions merged, and ``scopes`` per
+        ``"<account>/<region>"`` (the submit path's counters and its tasks' statuses)."""
+        merged = EcsState.merged(list(self._scopes.values()))
         return {
             **self._submit_path.snapshot(),
             "operations": {name: counts.snapshot() for name, counts in self._operations.items()},
             "faults": msgspec.to_builtins(self._faults),
-            **self._ecs.snapshot(),
+            **merged,
+            "scope_mismatches": self._mismatches,
+            "scopes": {
+                f"{scope.account}/{scope.region}": {
+                    **self._by_scope.get(scope, _Counts()).snapshot(),
+                    "tasks": {task: view["status"] for task, view in state.snapshot()["tasks"].items()},
+                }
+                for scope, state in self._scopes.items()
+            },
         }
 
     # -- HTTP handlers -----------------------------------------------------------------------
@@ -143,18 +179,24 @@ class LocalEcsEndpoint:
         return api_response(200, b'{"reset":true}')
 
     async def _handle_api(self, request: web.Request) -> web.Response:
-        operation = operation_of(request.headers.get("X-Amz-Target"))
+        target = request.headers.get("X-Amz-Target")
+        if target is None and request.content_type == FORM:
+            return await self._handle_sts(request)
+        operation = operation_of(target)
+        scope = self._scope_of(request)
         counters = [self._operations[operation]] if operation is not None else []
         if operation in (None, "SubmitTaskStateChange"):
             counters.append(self._submit_path)
+            counters.append(self._by_scope.setdefault(scope, _Counts()))
         for counts in counters:
             counts.calls += 1
         try:
-            if not await self._pass_faults(request, operation):
+            if not await self._pass_faults(request, operation, scope):
                 for counts in counters:
                     counts.dropped += 1
                 return web.Response(status=500)  # never delivered: the socket is closed
-            call = decode_request(operation, request.headers, await request.read(), self._account)
+            raw = await request.read()
+            call = decode_request(operation, request.headers, raw, self.identities.account_of)
             answer = encode_output(call.operation, self._dispatch(call))
         except ApiError as exc:
             for counts in counters:
@@ -164,8 +206,23 @@ class LocalEcsEndpoint:
             counts.accepted += 1
         return api_response(200, answer)
 
+    async def _handle_sts(self, request: web.Request) -> web.Response:
+        try:
+            body = self.identities.assume_role(await request.read(), datetime.now(UTC))
+        except ApiError as exc:
+            return web.Response(status=exc.status, body=sts_error(exc), content_type="text/xml")
+        return web.Response(status=200, body=body, content_type="text/xml")
+
     # -- internals ---------------------------------------------------------------------------
-    async def _pass_faults(self, request: web.Request, operation: str | None) -> bool:
+    def _scope_of(self, request: web.Request) -> Scope:
+        """The caller's scope, before the protocol checks (a request without a credential counts
+        against the endpoint's account in us-east-1; it is refused afterwards)."""
+        credential = credential_of(request.headers.get("Authorization", ""))
+        if credential is None:
+            return Scope(self._account, "us-east-1")
+        return Scope(self.identities.account_of(credential[0]), credential[1])
+
+    async def _pass_faults(self, request: web.Request, operation: str | None, scope: Scope) -> bool:
         """Apply the faults of ``operation`` (see :mod:`devkit.ecs.faults`); False: dropped."""
         faults = self._faults
         if operation in SETUP_OPERATIONS:
@@ -185,43 +242,52 @@ class LocalEcsEndpoint:
             return False
         if faults.latency_ms > 0:
             await asyncio.sleep(faults.latency_ms / 1000)
-        if not self._take_token() or throttle < faults.throttle_rate:
+        if not self._take_token(scope) or throttle < faults.throttle_rate:
             raise ApiError(400, "ThrottlingException", "Rate exceeded")
         if error_draw < faults.error_rate:
             raise ApiError(500, "ServerException", "Service unavailable (injected)")
         return True
 
-    def _take_token(self) -> bool:
-        burst = self._faults.quota_burst
-        if burst is None:
-            return True
-        now = time.monotonic()
-        refill = (now - self._refilled_at) * (self._faults.quota_refill_per_s or 0.0)
-        self._tokens = min(float(burst), self._tokens + refill)
-        self._refilled_at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+    def _take_token(self, scope: Scope) -> bool:
+        return self.quota.take(scope, time.monotonic())
 
     def _dispatch(self, call: Call) -> dict[str, Any]:
         """The answer payload of one decoded call (raises :class:`ApiError`)."""
         operation, body, scope = call.operation, call.body, call.scope
+        ecs = self.ecs(scope)
         if operation == "SubmitTaskStateChange":
-            self._apply(body)
+            self._check_scope(body, scope)
+            self._apply(body, scope)
             return {"acknowledgment": "ACK"}
         now = datetime.now(UTC)
         handlers: dict[str, Callable[[], dict[str, Any]]] = {
-            "RegisterTaskDefinition": lambda: self._ecs.register_task_definition(body, scope, now),
-            "DescribeTaskDefinition": lambda: self._ecs.describe_task_definition(body),
-            "RunTask": lambda: self._ecs.run_task(body, scope, self._id_rng, now),
-            "DescribeTasks": lambda: self._ecs.describe_tasks(body, scope),
+            "RegisterTaskDefinition": lambda: ecs.register_task_definition(body, scope, now),
+            "DescribeTaskDefinition": lambda: ecs.describe_task_definition(body),
+            "RunTask": lambda: ecs.run_task(body, scope, self._id_rng, now),
+            "DescribeTasks": lambda: ecs.describe_tasks(body, scope),
         }
         return handlers[operation]()
 
-    def _apply(self, body: dict[str, Any]) -> None:
-        """Fold one accepted SubmitTaskStateChange body into the state (a seam for subclasses)."""
-        self._ecs.submit(body, datetime.now(UTC))
+    def _check_scope(self, body: dict[str, Any], scope: Scope) -> None:
+        """A report naming an ARN of another account or Region is counted; with ``strict_scope``
+        refused, as ECS refuses a caller acting on another account's resource."""
+        for arn in (str(body.get("task", "")), str(body.get("cluster", ""))):
+            named = Scope.of_arn(arn)
+            if named is not None and named != scope:
+                self._mismatches += 1
+                if self._strict_scope:
+                    raise ApiError(
+                        400,
+                        "AccessDeniedException",
+                        f"User: arn:aws:iam::{scope.account}:user/local is not authorized to perform: "
+                        f"ecs:SubmitTaskStateChange on resource: {arn} (caller in {scope.region})",
+                    )
+                return
+
+    def _apply(self, body: dict[str, Any], scope: Scope) -> None:
+        """Fold one accepted SubmitTaskStateChange body into the scope's state (a seam for
+        subclasses)."""
+        self.ecs(scope).submit(body, datetime.now(UTC))
 
 
 async def serve(
@@ -231,9 +297,12 @@ async def serve(
     *,
     seed: int | None = None,
     account: str = DEFAULT_ACCOUNT,
+    strict_scope: bool = False,
 ) -> None:
     """Run a :class:`LocalEcsEndpoint` until cancelled, logging the URL it listens on."""
-    endpoint = LocalEcsEndpoint(host=host, port=port, faults=faults, seed=seed, account=account)
+    endpoint = LocalEcsEndpoint(
+        host=host, port=port, faults=faults, seed=seed, account=account, strict_scope=strict_scope
+    )
     await endpoint.start()
     log.info("local ECS endpoint listening on %s (state: %s/_state)", endpoint.url, endpoint.url)
     try:

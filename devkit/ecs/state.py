@@ -109,6 +109,24 @@ class EcsState:
         return {"acknowledgment": "ACK"}
 
     # -- inspection ----------------------------------------------------------------------------
+    @staticmethod
+    def merged(states: list[EcsState]) -> dict[str, Any]:
+        """The ``snapshot`` of several scopes' states as one (a task known in two scopes under
+        one name keeps the last)."""
+        if len(states) == 1:
+            return states[0].snapshot()
+        merged: dict[str, Any] = {"tasks": {}, "regressions": [], "flags": {}, "task_definitions": {}}
+        for state in states or [EcsState()]:
+            snapshot = state.snapshot()
+            merged["tasks"].update(snapshot["tasks"])
+            merged["regressions"].extend(snapshot["regressions"])
+            merged["task_definitions"].update(snapshot["task_definitions"])
+            for name, tally in snapshot["flags"].items():
+                into = merged["flags"].setdefault(name, {"count": 0, "examples": []})
+                into["count"] += tally["count"]
+                into["examples"] = (into["examples"] + tally["examples"])[:20]
+        return merged
+
     def snapshot(self) -> dict[str, Any]:
         """``{"tasks", "regressions", "flags", "task_definitions"}`` of ``GET /_state``.
 

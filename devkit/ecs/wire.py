@@ -2,7 +2,8 @@
 
 A request is a POST with ``X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Operation>``, a SigV4
 ``Authorization`` header (present and well formed, never verified) whose credential scope
-``Credential=<key id>/<date>/<region>/<service>/aws4_request`` names the Region, and a JSON
+``Credential=<key id>/<date>/<region>/<service>/aws4_request`` names the Region (and, through the
+key id, the account: :mod:`devkit.ecs.sts`), and a JSON
 object body. The body is validated against botocore's own ECS service model, and the endpoint is
 stricter than ECS in three ways, to catch client bugs: unknown members, enum values outside the
 model and non-numeric timestamps are rejected. Every answer is validated against the operation's
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -47,6 +48,7 @@ __all__ = [
     "ApiError",
     "Call",
     "api_response",
+    "credential_of",
     "decode_request",
     "encode_output",
     "error_response",
@@ -101,16 +103,20 @@ def operation_of(target: str | None) -> str | None:
     return name if name in OPERATIONS else None
 
 
-def decode_request(operation: str | None, headers: Mapping[str, str], raw: bytes, account: str) -> Call:
+def decode_request(
+    operation: str | None, headers: Mapping[str, str], raw: bytes, account_of: Callable[[str], str]
+) -> Call:
     """Check the protocol, then decode and validate the body of ``operation``.
 
-    ``operation`` is :func:`operation_of` the request's target; ``account`` that of the caller.
-    Raises :class:`ApiError` (see the module docstring), in the table's order.
+    ``operation`` is :func:`operation_of` the request's target; ``account_of`` gives the account
+    of the signing access key. Raises :class:`ApiError` (see the module docstring), in the
+    table's order.
     """
     if operation is None:
         target = headers.get("X-Amz-Target")
         raise ApiError(400, "UnknownOperationException", f"Unknown operation: {target}")
-    scope = Scope(account=account, region=_region(headers.get("Authorization", "")))
+    key, region = _credential(headers.get("Authorization", ""))
+    scope = Scope(account=account_of(key), region=region)
     try:
         body = msgspec.json.decode(raw) if raw.strip() else {}
     except msgspec.DecodeError as exc:
@@ -121,7 +127,13 @@ def decode_request(operation: str | None, headers: Mapping[str, str], raw: bytes
     return Call(operation, body, scope)
 
 
-def _region(authorization: str) -> str:
+def credential_of(authorization: str) -> tuple[str, str] | None:
+    """(access key id, Region) of a SigV4 ``Authorization`` header, or None if it has none."""
+    scope = _CREDENTIAL.search(authorization)
+    return None if scope is None else (scope.group(1), scope.group(3))
+
+
+def _credential(authorization: str) -> tuple[str, str]:
     if not authorization.startswith("AWS4-HMAC-SHA256 "):
         raise ApiError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
     scope = _CREDENTIAL.search(authorization)
@@ -132,7 +144,7 @@ def _region(authorization: str) -> str:
             "Authorization header requires 'Credential' parameter with a scope "
             "<key>/<date>/<region>/<service>/aws4_request.",
         )
-    return scope.group(3)
+    return scope.group(1), scope.group(3)
 
 
 def _validate_input(operation: str, body: dict[str, Any]) -> None:

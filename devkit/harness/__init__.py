@@ -1,14 +1,14 @@
 """The fault harness: run the worker under scheduled faults on real parts, then check its promises.
 
-A ``Scenario`` runs on its own embedded broker (Tansu) whose *advertised* listener is a
-``TcpProxy`` in front of it, so that cutting the proxy cuts every client's broker connection; the
-local ECS endpoint runs in-process with a token-bucket quota like ECS's. N worker processes
-(``python -m worker run``) share one consumer group. A synthetic fleet (``devkit.fleet``) is
-launched at the endpoint (its task definitions registered, its tasks started with RunTask: ECS
-takes reports only of tasks it knows), then its Docker events are produced at the scenario's pace,
-keyed by task ARN, with a few poison records, while faults are injected at scheduled moments:
-SIGKILL or SIGTERM of a worker and its restart, a worker joining or leaving, endpoint fault
-windows (throttling, server errors, latency, dropped connections) and broker cuts.
+A ``Scenario`` runs on its own embedded broker (Apache Kafka, or Tansu: ``devkit.brokers``) whose
+*advertised* listener is a ``TcpProxy`` in front of it, so that cutting the proxy cuts every
+client's broker connection; the local ECS endpoint runs in-process with a token-bucket quota like
+ECS's. N worker processes (``python -m worker run``) share one consumer group. A synthetic fleet
+(``devkit.fleet``) is launched at the endpoint (its task definitions registered, its tasks started
+with RunTask: ECS takes reports only of tasks it knows), then its Docker events are produced at the
+scenario's pace, keyed by task ARN, with a few poison records, while faults are injected at
+scheduled moments: SIGKILL or SIGTERM of a worker and its restart, a worker joining or leaving,
+endpoint fault windows (throttling, server errors, latency, dropped connections) and broker cuts.
 
 Once production and faults are over, the harness waits for quiescence (every task final at the
 endpoint and the group's committed offsets at the produced end offsets), stops the workers with
@@ -21,7 +21,7 @@ SIGTERM, and checks the invariants from the broker's and the endpoint's own reco
    STOPPED (``updates_after_stopped``), no RUNNING before every container ran
    (``running_incomplete``);
 3. every input record is accounted for: the group's committed offsets reached the produced end
-   offsets, every poison record is in the dead-letter topic (by its ``errors.*`` headers), and
+   offsets, every poison record is in the dead-letter topic (by its ``__connect.errors.*`` headers), and
    (1) holds. Records covered by outcome records' ``sources`` are counted apart from the others
    (resolved without a call: unchanged, duplicate, late or still-PENDING events);
 4. submissions stay within bounds: a *duplicate* is an acknowledged call whose request equals the
@@ -34,11 +34,14 @@ SIGTERM, and checks the invariants from the broker's and the endpoint's own reco
    coalesced), plus one per disruption (a drain flushes an intermediate state, a new owner
    reports from a partial view).
 
-``python -m devkit.harness [--full] [--json]`` runs the scenarios and prints a table.
+``python -m devkit.harness [--full] [--json] [--broker kafka|tansu]`` runs the scenarios and prints
+a table. The report's ``handover_s`` is the rolling-restart figure: from a worker's SIGTERM until
+its partitions are assigned again (``handover``).
 
 Modules: ``scenarios`` (what to run), ``runner`` (``run_scenario``), ``workers`` (the worker
 processes), ``injector`` (the faults, and the endpoint recording what it accepts), ``report`` (the
-promises checked), ``table`` (the table), ``__main__`` (the command line).
+promises checked), ``handover`` (the rolling-restart figure, from the workers' logs), ``table``
+(the table), ``__main__`` (the command line).
 """
 
 from __future__ import annotations

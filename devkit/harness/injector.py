@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from devkit.ecs.arns import Scope
+from devkit.ecs.quota import QuotaBuckets
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from devkit.harness.scenarios import Fault
 from devkit.harness.workers import Run
@@ -30,22 +32,21 @@ class RecordingEndpoint(LocalEcsEndpoint):
 
     def set_faults(self, faults: Faults) -> None:
         previous: Faults | None = getattr(self, "_faults", None)
-        tokens: float | None = getattr(self, "_tokens", None)
-        refilled_at: float | None = getattr(self, "_refilled_at", None)
+        buckets: QuotaBuckets | None = getattr(self, "quota", None)
         super().set_faults(faults)
         quota = (faults.quota_burst, faults.quota_refill_per_s)
         same = previous is not None and (previous.quota_burst, previous.quota_refill_per_s) == quota
-        if same and tokens is not None and refilled_at is not None:
-            self._tokens, self._refilled_at = tokens, refilled_at
+        if same and buckets is not None:
+            self.quota = buckets
 
-    def _take_token(self) -> bool:
-        taken = super()._take_token()
+    def _take_token(self, scope: Scope) -> bool:
+        taken = super()._take_token(scope)
         if not taken:
             self.quota_refusals += 1
         return taken
 
-    def _apply(self, body: dict[str, Any]) -> None:
-        super()._apply(body)
+    def _apply(self, body: dict[str, Any], scope: Scope) -> None:
+        super()._apply(body, scope)
         key = (str(body["cluster"]), str(body["task"]))
         self.accepted_requests[key].append(msgspec.json.encode(body, order="sorted"))
 
@@ -111,6 +112,8 @@ class Injector:
             return
         kill = fault.kind == "kill"
         run.note(f"{'SIGKILL' if kill else 'SIGTERM'} {victim.name} (pid {victim.process.pid})")
+        if not kill:
+            run.signalled.append((victim.name, time.time()))
         await run.terminate(victim, kill=kill)
         if fault.kind != "leave" and fault.restart_after_s is not None:
             await asyncio.sleep(fault.restart_after_s)

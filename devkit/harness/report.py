@@ -16,7 +16,7 @@ import msgspec
 
 from devkit.fleet import ExpectedTask, final_state_mismatches, flag_counts
 from devkit.harness.scenarios import DISRUPTIONS, Fault, Scenario
-from schemas.records import Outcome
+from schemas.records import Outcome, split_dead_letter_headers
 from worker.repartition import parse_source
 
 __all__ = ["FaultRecord", "Observed", "Produced", "Report", "build_report"]
@@ -92,6 +92,11 @@ class Report(msgspec.Struct, kw_only=True):
     """The longest time from SIGTERM to a worker's exit."""
     drain_s: float | None
     """From the end of production and faults to quiescence; None: never quiescent."""
+    handover_s: float | None = None
+    """The longest time from a fault's SIGTERM of a worker until every partition it held was
+    assigned to another member (``devkit.harness.handover``); None without such a fault."""
+    broker: str = "tansu"
+    """The embedded broker the scenario ran on: ``kafka`` (Apache Kafka) or ``tansu``."""
     wall_s: float
     ok: bool = False
     problems: list[str] = msgspec.field(default_factory=list)
@@ -139,6 +144,8 @@ class Observed:
     unclean_exits: int
     max_exit_s: float
     drain_s: float | None
+    handovers_s: Sequence[float | None] = ()
+    """Per SIGTERM fault, its handover (``devkit.harness.handover.handover_s``)."""
 
 
 @dataclass(frozen=True)
@@ -157,12 +164,12 @@ class _Records:
 
 
 def _account_records(seen: Observed) -> _Records:
-    # Poison records: each must be in the DLQ, found by its errors.* headers.
+    # Poison records: each must be in the DLQ, found by its __connect.errors.* headers.
     lettered: set[RecordAt] = set()
     for letter in seen.letters:
-        headers = {k: v.decode() for k, v in letter.headers or ()}
-        if headers.get("errors.topic") == seen.input_topic and "errors.offset" in headers:
-            lettered.add((int(headers["errors.partition"]), int(headers["errors.offset"])))
+        errors, _ = split_dead_letter_headers(letter.headers or ())
+        if errors and errors.topic == seen.input_topic and errors.partition is not None:
+            lettered.add((errors.partition, errors.offset if errors.offset is not None else -1))
     # Records covered by outcomes; records covered more than once were replayed.
     outcomes = [msgspec.json.decode(r.value, type=Outcome) for r in seen.outcome_records]
     origins = _origins(seen)
@@ -275,6 +282,11 @@ def build_report(seen: Observed) -> Report:
         ),
         *submissions.problems(repeats_allowed),
         *(f"regression: {r}" for r in regressions[:5]),
+        *(
+            ["a worker's partitions were never assigned again after its SIGTERM"]
+            if None in seen.handovers_s
+            else []
+        ),
     ]
     # Mismatches read "<task ARN>: ..." (an ARN holds colons, never ": ").
     lost = len({m.split(": ")[0] for m in mismatches}) + len(records.missing_poison)
@@ -334,6 +346,7 @@ def _assemble(
         unclean_exits=seen.unclean_exits,
         max_exit_s=round(seen.max_exit_s, 1),
         drain_s=seen.drain_s,
+        handover_s=max((h for h in seen.handovers_s if h is not None), default=None),
         wall_s=0.0,
         problems=problems,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import shutil
 import tempfile
@@ -16,10 +17,12 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from devkit.broker import EmbeddedBroker, free_port
+from devkit.broker import free_port
+from devkit.brokers import Broker, BrokerKind, choose_broker, make_broker
 from devkit.demo import POISON_RECORDS
 from devkit.ecs_endpoint import Faults
 from devkit.fleet import Fleet, check_final, final_state_mismatches, launch, synthetic_fleet
+from devkit.harness.handover import handover_s, read_assignments
 from devkit.harness.injector import Injector, RecordingEndpoint
 from devkit.harness.report import Observed, Produced, Report, build_report
 from devkit.harness.scenarios import Scenario
@@ -31,15 +34,20 @@ from worker.config import repartition_topic
 __all__ = ["run_scenario"]
 
 
-async def run_scenario(scenario: Scenario, *, keep_logs: bool = False) -> Report:
-    """Run one scenario on fresh parts and report; logs are kept (``Report.log_dir``) on failure."""
+async def run_scenario(
+    scenario: Scenario, *, keep_logs: bool = False, broker: BrokerKind | None = None
+) -> Report:
+    """Run one scenario on fresh parts and report; logs are kept (``Report.log_dir``) on failure.
+    ``broker``: ``kafka`` or ``tansu``; by default ``devkit.brokers.choose_broker`` decides (Apache
+    Kafka where Java 17+ and Maven are present)."""
+    kind = broker or choose_broker(os.environ).kind
     began = time.monotonic()
     log_dir = Path(tempfile.mkdtemp(prefix=f"faults-{scenario.name}-"))
     planned = synthetic_fleet(
         scenario.tasks, seed=scenario.seed, fmt=scenario.fmt, shape=scenario.fleet_shape()
     )
     base = Faults(quota_burst=scenario.quota_burst, quota_refill_per_s=scenario.quota_refill_per_s)
-    run, parts = _prepare(scenario, log_dir, base)
+    run, parts = _prepare(scenario, log_dir, base, kind)
     report: Report | None = None
     try:
         await parts.start(run)
@@ -60,7 +68,7 @@ class _Parts:
     """The scenario's own broker, the proxy it advertises, the endpoint, a consumer of the group
     (to read its committed offsets) and the running fault injections."""
 
-    broker: EmbeddedBroker
+    broker: Broker
     proxy: TcpProxy
     endpoint: RecordingEndpoint
     consumer: AIOKafkaConsumer | None = None
@@ -93,11 +101,11 @@ class _Parts:
         await asyncio.to_thread(self.broker.stop)
 
 
-def _prepare(scenario: Scenario, log_dir: Path, base: Faults) -> tuple[Run, _Parts]:
+def _prepare(scenario: Scenario, log_dir: Path, base: Faults, kind: BrokerKind) -> tuple[Run, _Parts]:
     peak_workers = scenario.workers + sum(1 for f in scenario.faults if f.kind == "join")
     proxy_port = free_port()
     # No log_file: EmbeddedBroker.start() leaves that file open (a ResourceWarning).
-    broker = EmbeddedBroker(advertised=f"127.0.0.1:{proxy_port}")
+    broker = make_broker(kind, advertised=f"127.0.0.1:{proxy_port}")
     proxy = TcpProxy(target_port=broker.port, port=proxy_port)
     parts = _Parts(broker, proxy, RecordingEndpoint(faults=base, seed=scenario.seed))
     run = Run(
@@ -138,7 +146,9 @@ async def _exercise(run: Run, parts: _Parts, fleet: Fleet, base: Faults) -> Repo
     drain_s = round(time.monotonic() - settled_at, 1) if quiet else None
     run.note("quiescent" if quiet else "not quiescent: timed out")
     await _stop_workers(run)
-    return await _observe(run, parts.endpoint, consumer, fleet, produced, drain_s)
+    report = await _observe(run, parts.endpoint, consumer, fleet, produced, drain_s)
+    report.broker = parts.broker.kind
+    return report
 
 
 async def _stop_workers(run: Run) -> None:
@@ -184,8 +194,15 @@ async def _observe(
         unclean_exits=run.unclean_exits,
         max_exit_s=run.exit_s,
         drain_s=drain_s,
+        handovers_s=_handovers(run),
     )
     return build_report(seen)
+
+
+def _handovers(run: Run) -> list[float | None]:
+    names = [p.name for p in (*run.live, *run.dead)]
+    assignments = read_assignments(run.log_dir, names, run.input_topic)
+    return [handover_s(assignments, victim, at) for victim, at in run.signalled]
 
 
 async def _produce(run: Run, fleet: Fleet) -> Produced:

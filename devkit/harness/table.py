@@ -11,6 +11,7 @@ __all__ = ["render_table"]
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("scenario", "scenario"),
+    ("broker", "broker"),
     ("events", "events"),
     ("tasks", "tasks"),
     ("workers", "workers"),
@@ -36,6 +37,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("replayed", "records_replayed"),
     ("exit s", "max_exit_s"),
     ("drain s", "drain_s"),
+    ("handover s", "handover_s"),
     ("wall s", "wall_s"),
     ("ok", "ok"),
 )

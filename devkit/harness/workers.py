@@ -61,6 +61,8 @@ class Run:
     live: list[WorkerProcess] = field(default_factory=list)
     dead: list[WorkerProcess] = field(default_factory=list)
     records: list[FaultRecord] = field(default_factory=list)
+    signalled: list[tuple[str, float]] = field(default_factory=list)
+    """(worker, wall-clock time) of each SIGTERM a fault sent (``devkit.harness.handover``)."""
     problems: list[str] = field(default_factory=list)
     spawned: int = 0
     unclean_exits: int = 0
@@ -98,6 +100,7 @@ class Run:
             **os.environ,
             "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "harness"),
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "harness"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
             "WORKER_BOOTSTRAP_SERVERS": self.bootstrap,
             "WORKER_ECS_ENDPOINT_URL": self.endpoint_url,
             "WORKER_INPUT_TOPIC": self.input_topic,

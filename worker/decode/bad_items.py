@@ -18,6 +18,7 @@ __all__ = [
     "BAD_ITEM_CLASSES",
     "DECODE_ERROR",
     "EMPTY_RECORD",
+    "FORMAT_MISMATCH",
     "PARSE_ERRORS",
     "RECORD_TOO_LARGE",
     "RECURSION_ERROR",
@@ -34,6 +35,8 @@ DECODE_ERROR = "DecodeError"
 VALIDATION_ERROR = "ValidationError"
 UNRECOGNISED = "UnrecognisedFormat"
 RECURSION_ERROR = "RecursionError"
+FORMAT_MISMATCH = "FormatMismatch"
+"""An item of another format than the one forced by ``input_format`` or the ``content-type``."""
 
 UNRECOGNISED_REASON = "unrecognised event format"
 
@@ -41,7 +44,15 @@ _MAX_BUG_REASON = 1024
 """Characters of an unexpected exception's repr kept in its reason (it may quote the input)."""
 
 BAD_ITEM_CLASSES = frozenset(
-    {EMPTY_RECORD, RECORD_TOO_LARGE, DECODE_ERROR, VALIDATION_ERROR, UNRECOGNISED, RECURSION_ERROR}
+    {
+        EMPTY_RECORD,
+        RECORD_TOO_LARGE,
+        DECODE_ERROR,
+        VALIDATION_ERROR,
+        UNRECOGNISED,
+        RECURSION_ERROR,
+        FORMAT_MISMATCH,
+    }
 )
 """Every ``error_class`` the decoders produce on purpose."""
 

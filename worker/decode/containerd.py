@@ -7,7 +7,7 @@ has no topic; it is inferred from the body's members (``exited_at`` with ``id``:
 only; ``exec_id``: an exec event; ``container_id`` + ``pid``: a task start; ``id`` + ``runtime``:
 a container create). ``exited_at`` is an RFC 3339 string (containerd < 2) or ``{"seconds",
 "nanos"}``; an omitted ``exit_status`` is 0 (proto3 omits zero values). ``exit_status`` is a
-uint32, reinterpreted as the int32 ECS takes (two's complement, as Windows NTSTATUS codes).
+uint32, reported as the int32 ECS takes (``worker.decode.exit_codes``: 3221225477 is -1073741819).
 
 containerd events carry no labels. An event is attributed to an ECS container only when its
 container id is in the decoder's index (``worker.decode.attribution``), filled by labelled Docker
@@ -53,12 +53,12 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.bounds import INT32_MAX
 from schemas.events import ContainerStatus
 from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
 from worker.decode.bad_items import DECODE_ERROR, UNRECOGNISED, UNRECOGNISED_REASON, InvalidItem
 from worker.decode.event_builder import OOM_REASON, container_event
+from worker.decode.exit_codes import wrap_int32
 from worker.decode.format_contract import ABSENT, DecodeContext, JsonFormat, present
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import MAX_SECONDS, go_time_ns, rfc3339_ns, unix_seconds_ns
@@ -137,11 +137,6 @@ def _exited_at_ns(exited_at: str | ProtoTimestamp) -> int:
     return unix_seconds_ns(exited_at.seconds, exited_at.nanos)
 
 
-def _int32(exit_status: int) -> int:
-    """A uint32 exit status as the int32 of the same bits (two's complement)."""
-    return exit_status - (_UINT32_MAX + 1) if exit_status > INT32_MAX else exit_status
-
-
 def apply_topic(
     topic: str,
     event: ContainerdEvent,
@@ -169,7 +164,7 @@ def apply_topic(
                 time_ns,
                 runtime_id=event.container_id,
                 status="STOPPED",
-                exit_code=_int32(event.exit_status),
+                exit_code=wrap_int32(event.exit_status),
             )
         )
     elif topic in ("/tasks/start", "/tasks/oom", "/containers/create"):

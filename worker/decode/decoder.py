@@ -17,15 +17,17 @@ from typing import Any
 from worker.decode.attribution import DEFAULT_CAPACITY, ContainerIndex
 from worker.decode.bad_items import (
     EMPTY_RECORD,
+    FORMAT_MISMATCH,
     PARSE_ERRORS,
     RECORD_TOO_LARGE,
     UNRECOGNISED,
     UNRECOGNISED_REASON,
+    InvalidItem,
     bad_item_for,
 )
 from worker.decode.format_contract import DecodeContext, JsonFormat
 from worker.decode.framing import split_items
-from worker.decode.registry import FORMATS, FormatSet, detect, format_from_headers, label
+from worker.decode.registry import FORMATS, FormatSet, detect, format_from_headers, label, shape
 from worker.decode.result import BadItem, DecodeResult
 
 __all__ = ["RecordDecoder"]
@@ -87,13 +89,16 @@ class RecordDecoder:
         except Exception:  # a header value of the wrong type
             fmt = self._format
         result = DecodeResult(format="unknown" if fmt == "auto" else fmt)
+        forced_by = "input_format" if fmt == self._format else "content-type"
         try:
-            self._decode(value, fmt, record_timestamp_ns, result)
+            self._decode(value, fmt, forced_by, record_timestamp_ns, result)
         except Exception as exc:  # last resort: a decoder bug must not stop the pipeline
             result.bad.append(bad_item_for(exc, 0, "record"))
         return result
 
-    def _decode(self, value: bytes | None, fmt: str, timestamp_ns: int | None, result: DecodeResult) -> None:
+    def _decode(
+        self, value: bytes | None, fmt: str, forced_by: str, timestamp_ns: int | None, result: DecodeResult
+    ) -> None:
         if value is None:
             result.bad.append(BadItem("record has no value (tombstone)", EMPTY_RECORD))
             return
@@ -114,27 +119,49 @@ class RecordDecoder:
         self._context.record_time_ns = timestamp_ns
         for index, item in enumerate(items):
             try:
-                name = self._decode_item(item, index, fmt, result)
+                if fmt == "auto":
+                    name = self._decode_item(item, index, result)
+                else:
+                    name = self._decode_forced(item, index, fmt, forced_by, result)
             except Exception as exc:  # msgspec errors and InvalidItem; anything else is a bug
                 name = None
                 result.bad.append(bad_item_for(exc, index, self._label(item, fmt)))
             if name is not None:
                 _note_format(result, name)
 
-    def _decode_item(self, item: bytes, index: int, fmt: str, into: DecodeResult) -> str | None:
-        """Decode one item; return the name of the format it was decoded as."""
-        if fmt == "auto":
-            last = self._last
-            if item[0] == _OPEN_BRACE and last.try_fast(item, index, into):
-                return last.name
+    def _decode_item(self, item: bytes, index: int, into: DecodeResult) -> str | None:
+        """Decode one item by detection; return the name of the format it was decoded as."""
+        last = self._last
+        if item[0] == _OPEN_BRACE and last.try_fast(item, index, into):
+            return last.name
+        detected = detect(item)
+        if detected is None:
+            into.bad.append(BadItem(UNRECOGNISED_REASON, UNRECOGNISED, index))
+            return None
+        self._formats.by_name[detected].decode(item, index, into)
+        self._last = self._formats.json.get(detected, last)
+        return detected
+
+    def _decode_forced(self, item: bytes, index: int, fmt: str, forced_by: str, into: DecodeResult) -> str:
+        """Decode one item as the forced format ``fmt``. An item that detection gives to another
+        format is bad (``FormatMismatch``), never decoded as ``fmt``: a format's decoder may read
+        a foreign document as one of its own ignored kinds, and a misconfigured worker would then
+        drop a whole stream without an error. Items no format claims are left to ``fmt``."""
+        forced = self._formats.by_name[fmt]
+        if item[0] == _OPEN_BRACE and isinstance(forced, JsonFormat) and forced.try_fast(item, index, into):
+            return fmt  # claimed by its typed decoder: detection would say the same
+        try:
             detected = detect(item)
-            if detected is None:
-                into.bad.append(BadItem(UNRECOGNISED_REASON, UNRECOGNISED, index))
-                return None
-            self._formats.by_name[detected].decode(item, index, into)
-            self._last = self._formats.json.get(detected, last)
-            return detected
-        self._formats.by_name[fmt].decode(item, index, into)
+        except PARSE_ERRORS:  # malformed JSON: the forced format's decoder says why
+            detected = None
+        if detected is not None and detected != fmt:
+            fix = f"auto or {detected}" if detected in FORMATS else "auto"
+            raise InvalidItem(
+                f"{forced_by} names {label(fmt)} ({fmt}), but the item is a {label(detected)} "
+                f"event ({shape(detected)}): not decoded; set input_format to {fix}",
+                FORMAT_MISMATCH,
+            )
+        forced.decode(item, index, into)
         return fmt
 
     def _label(self, item: bytes, fmt: str) -> str:

@@ -9,10 +9,10 @@ Docker-compatible events are decoded here too (``containerExitCode``, ``died``, 
 
 An event is ignored unless it is a container event (``Type == "container"``; else "docker: not a
 container event (<type>)") of a container carrying the ECS agent's labels (``worker.decode.labels``;
-else "docker: container without ECS labels"), other than the agent's pause container
-``~internal~ecs~pause`` ("docker: ECS agent pause container (not reported)"). An action with a
-suffix (``health_status: healthy``, ``exec_create: /bin/sh -c ...``) is matched on the part before
-``": "``. The mapping follows the ECS agent's own:
+else "docker: container without ECS labels"), other than the agent's internal containers and
+tasks (``worker.decode.labels.internal_reason``: "ecs agent: internal container ..." and "ecs
+agent: internal task ..."). An action with a suffix (``health_status: healthy``, ``exec_create:
+/bin/sh -c ...``) is matched on the part before ``": "``. The mapping follows the ECS agent's own:
 
 ==============================  ===============================================================
 Action                          Result
@@ -21,20 +21,25 @@ create                          ``PENDING``
 start                           ``RUNNING``
 die (Podman: died)              ``STOPPED`` with ``exitCode`` from the ``exitCode`` attribute
                                 (else Podman's ``containerExitCode``; neither: no exit code).
-                                A non-numeric or out-of-int32 exit code makes the item bad.
+                                Wrapped to int32 as the agent wraps it
+                                (``worker.decode.exit_codes``); a non-integer makes
+                                the item bad.
 stop                            ``STOPPED``, no exit code (the ``die`` before it carries it)
 destroy (Podman: remove)        ``STOPPED``, no exit code (the container is gone)
 oom                             a change with only ``reason`` = "OutOfMemoryError: Container
-                                killed due to memory usage", no status: the ``die`` that
-                                follows sets ``STOPPED`` and the coalescer merges both
+                                killed due to memory usage", no status: a fact of the
+                                container's end, merged with its ``die`` in any order (the
+                                ``oom`` of an exec'd process alone causes no call)
 kill                            a change with only ``stopRequested``, no status: a stop was
                                 asked (``docker stop``, ``docker kill``, the ECS agent), so the
                                 ``die`` that follows is not a natural exit. The signal is not
                                 kept (it is not ECS's ``reason``).
 restart                         ignored, "docker: restart (a status never goes backwards)"
 health_status                   ignored, "docker: health_status (not a task state change)"
+exec_start of ECS Exec's agent  ``managedAgents`` ExecuteCommandAgent RUNNING
+                                (``worker.decode.exec_agent``)
 exec_create, exec_start,        ignored, "docker: exec process event (not the container's
-exec_die, exec_died,            state)"
+exec_die, exec_died,            state)"; the managed agent's exec_create has its own reason
 exec_detach, exec
 attach, detach, pause,          ignored, "docker: <action> (no container state change)"; a
 unpause, rename, update,        paused container is still RUNNING for ECS
@@ -55,26 +60,27 @@ attribution.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import msgspec
 
-from schemas.bounds import INT32_MAX, INT32_MIN, MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
+from schemas.bounds import MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
 from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex
 from worker.decode.bad_items import InvalidItem
-from worker.decode.event_builder import OOM_REASON, container_event
+from worker.decode.event_builder import OOM_REASON, container_event, image_digest
+from worker.decode.exec_agent import apply_exec_event
+from worker.decode.exit_codes import parse_exit_code
 from worker.decode.format_contract import JsonFormat
 from worker.decode.labels import (
     CLUSTER_LABEL,
     CONTAINER_NAME_LABEL,
-    PAUSE_CONTAINER_NAME,
     TASK_ARN_LABEL,
     TASK_DEFINITION_FAMILY_LABEL,
     TASK_DEFINITION_VERSION_LABEL,
     ecs_container_from_labels,
+    internal_reason,
 )
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import MAX_SECONDS, unix_seconds_ns
@@ -129,8 +135,6 @@ NO_STATE_CHANGE = frozenset(
         "restore",
     }
 )
-_EXIT_CODE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 
 
 Label = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
@@ -169,26 +173,6 @@ class DockerEvent(msgspec.Struct, kw_only=True, gc=False):
 
 docker_event_decoder = msgspec.json.Decoder(DockerEvent)
 """Docker events inside another format's document (Fluent Bit's ``message``)."""
-
-
-def parse_exit_code(text: str) -> int:
-    """An exit code attribute ("137") as an int32; ``InvalidItem`` when it is not one."""
-    if _EXIT_CODE.fullmatch(text) is None:
-        raise InvalidItem(f"docker: exit code {text[:32]!r} is not an integer")
-    code = int(text)
-    if not INT32_MIN <= code <= INT32_MAX:
-        raise InvalidItem(f"docker: exit code {code} is outside int32")
-    return code
-
-
-def _image_digest(image: str | None) -> str | None:
-    if not image:
-        return None
-    at = image.rfind("@")
-    if at < 0:
-        return None
-    digest = image[at + 1 :]
-    return digest if _DIGEST.fullmatch(digest) else None
 
 
 Change = tuple["ContainerStatus | None", "int | None", "str | None", bool]
@@ -242,14 +226,19 @@ def apply_container_event(
     if container is None:
         into.ignored.append(reasons.DOCKER_NO_LABELS)
         return
-    if container.container_name == PAUSE_CONTAINER_NAME:
-        into.ignored.append(reasons.DOCKER_PAUSE_CONTAINER)
+    internal = internal_reason(container.task, container.container_name)
+    if internal is not None:
+        into.ignored.append(internal)
         return
     known.remember(actor_id, container)
     exit_code = attributes.get("exitCode")
     change = map_action(action, exit_code if exit_code is not None else attributes.get("containerExitCode"))
     if isinstance(change, str):
-        into.ignored.append(change)
+        if change is reasons.DOCKER_EXEC:  # ECS Exec's managed agent, or a user's exec
+            cluster, task, name, definition = container
+            apply_exec_event(action, cluster, task, name, observed_at, definition, into)
+        else:
+            into.ignored.append(change)
         return
     status, code, reason, stop_requested = change
     into.events.append(
@@ -261,7 +250,7 @@ def apply_container_event(
             exit_code=code,
             reason=reason,
             stop_requested=stop_requested,
-            image_digest=_image_digest(attributes.get("image")),
+            image_digest=image_digest(attributes.get("image")),
         )
     )
 
@@ -286,8 +275,9 @@ def apply_docker_event(
     if labels is None or not (labels.task and labels.cluster and labels.container):
         into.ignored.append(reasons.DOCKER_NO_LABELS)
         return
-    if labels.container == PAUSE_CONTAINER_NAME:
-        into.ignored.append(reasons.DOCKER_PAUSE_CONTAINER)
+    internal = internal_reason(labels.task, labels.container)
+    if internal is not None:
+        into.ignored.append(internal)
         return
     actor_id = doc.Actor.ID
     task_definition = known.remember_labels(
@@ -296,13 +286,18 @@ def apply_docker_event(
     exit_code = labels.exitCode if labels.exitCode is not None else labels.containerExitCode
     change = map_action(doc.Action, exit_code)
     if isinstance(change, str):
-        into.ignored.append(change)
+        if change is reasons.DOCKER_EXEC:  # ECS Exec's managed agent, or a user's exec
+            apply_exec_event(
+                doc.Action, labels.cluster, labels.task, labels.container, observed_at, task_definition, into
+            )
+        else:
+            into.ignored.append(change)
         return
     status, code, reason, stop_requested = change
     container = ContainerChange(
         containerName=labels.container,
         runtimeId=actor_id or None,
-        imageDigest=_image_digest(labels.image),
+        imageDigest=image_digest(labels.image),
         status=status,
         exitCode=code,
         reason=reason,

@@ -6,6 +6,23 @@ both), ``com.amazonaws.ecs.task-arn``, ``com.amazonaws.ecs.container-name`` and 
 definition's family and version. Metricbeat de-dots label keys by default
 (``com_amazonaws_ecs_task-arn``); both spellings are accepted.
 
+The agent reports neither its internal containers nor its internal tasks (agent:
+``agent/api/statechange.go``, ``NewTaskStateChangeEvent`` refuses ``task.IsInternal`` and
+``newUncheckedContainerStateChangeEvent`` refuses ``Container.IsInternal()``, any container type
+but ``ContainerNormal``, ``agent/api/container/containertype.go``). ``internal_reason`` tells
+them by their labels:
+
+- internal containers are named ``~internal~ecs...`` (``agent/api/task/task.go``: the pause
+  container ``~internal~ecs~pause`` of awsvpc tasks, ``~internal~ecs~pause-<container>`` of
+  Service Connect bridge tasks, ``~internal~ecs~pause~namespace`` of tasks with a pid or ipc
+  mode, ``~internal~ecs-emptyvolume-source`` of empty host volumes); ECS container names cannot
+  start with ``~``, so the prefix names only them;
+- internal tasks (the Service Connect relay, ``agent/engine/serviceconnect/manager_linux.go``,
+  and managed daemons, ``agent/engine/daemonmanager/daemon_manager.go``) have an ARN that is not
+  a task ARN, ``arn:::::/<name>-<uuid>``. A ``task-arn`` label that is an ARN
+  (``arn:...``) but not an ECS task ARN (``arn:<partition>:ecs:<region>:<account>:task/...``)
+  is such a task; a value that is no ARN at all is taken as a task id, as ECS accepts one.
+
 The task definition is named by its ARN when the task's ARN is one
 (``arn:<partition>:ecs:<region>:<account>:task/...`` gives
 ``arn:<partition>:ecs:<region>:<account>:task-definition/<family>:<version>``), else by
@@ -20,17 +37,21 @@ from typing import NamedTuple
 from botocore.utils import ArnParser, InvalidArnException
 
 from schemas.bounds import MAX_NAME_LENGTH
+from worker.decode import reasons
 from worker.decode.bad_items import InvalidItem
 
 __all__ = [
     "CLUSTER_LABEL",
     "CONTAINER_NAME_LABEL",
+    "INTERNAL_CONTAINER_PREFIX",
     "PAUSE_CONTAINER_NAME",
     "TASK_ARN_LABEL",
     "TASK_DEFINITION_FAMILY_LABEL",
     "TASK_DEFINITION_VERSION_LABEL",
     "EcsContainer",
     "ecs_container_from_labels",
+    "internal_reason",
+    "is_internal_task",
     "task_definition_arn",
 ]
 
@@ -41,6 +62,8 @@ TASK_DEFINITION_FAMILY_LABEL = "com.amazonaws.ecs.task-definition-family"
 TASK_DEFINITION_VERSION_LABEL = "com.amazonaws.ecs.task-definition-version"
 PAUSE_CONTAINER_NAME = "~internal~ecs~pause"
 """The container name of the agent's pause container (awsvpc tasks); it is never reported."""
+INTERNAL_CONTAINER_PREFIX = "~internal~ecs"
+"""The start of every internal container's name (``agent/api/task/task.go``); never reported."""
 
 
 _TASK_DEDOTTED = TASK_ARN_LABEL.replace(".", "_")
@@ -80,6 +103,25 @@ def ecs_container_from_labels(labels: dict[str, str]) -> EcsContainer | None:
     family = get(TASK_DEFINITION_FAMILY_LABEL) or get(_FAMILY_DEDOTTED)
     version = get(TASK_DEFINITION_VERSION_LABEL) or get(_VERSION_DEDOTTED)
     return EcsContainer(cluster, task, name, task_definition_arn(task, family, version))
+
+
+def internal_reason(task: str, container_name: str) -> str | None:
+    """Why the agent would not report this container (its ignore reason), or None when it would."""
+    if container_name.startswith(INTERNAL_CONTAINER_PREFIX):
+        return reasons.ECS_INTERNAL_CONTAINER
+    if task.startswith("arn:") and is_internal_task(task):
+        return reasons.ECS_INTERNAL_TASK
+    return None
+
+
+@lru_cache(maxsize=4096)
+def is_internal_task(task_arn: str) -> bool:
+    """Whether ``task_arn`` is an ARN (``arn:...``) but not an ECS task ARN: the agent's internal
+    tasks (``arn:::::/service-connect-relay-<uuid>``). Cached: each event of a task repeats it."""
+    if not task_arn.startswith("arn:"):
+        return False
+    at = task_arn.find(_TASK_RESOURCE)
+    return at <= 0 or _definition_arn_prefix(task_arn[:at]) is None
 
 
 def task_definition_arn(task: str, family: str | None, version: str | None) -> str | None:

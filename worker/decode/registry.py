@@ -7,10 +7,12 @@
 - the ``content-type`` header values that name a format (``format_from_headers``): a specific
   type wins over the configured ``input_format``, as it is said by the producer of the record;
   a generic one (``application/json``...), another one or none follows the setting;
-- detection (``detect``), per item: a text format by the first byte of the item (``ctr`` lines
-  start with a date), else a JSON object by its keys: the first JSON format in ``SPECS`` whose
-  ``detected_by`` holds; none: bad, "unrecognised event format" (so is valid JSON that is not an
-  object). The typed decoder of the chosen format then validates the item;
+- detection (``detect``), per item: a text line by its first byte (the text formats start with a
+  date) and then its shape, the first text format in ``SPECS`` whose ``matches`` holds (``ctr``,
+  last, takes the lines no other claims, so that they are refused as malformed ``ctr`` lines);
+  else a JSON object by its keys: the first JSON format in ``SPECS`` whose ``detected_by``
+  holds; none: bad, "unrecognised event format" (so is valid JSON that is not an object). The
+  typed decoder of the chosen format then validates the item;
 - the fast path's check (``FormatSet``): each JSON format's typed decoder also keeps, raw, the keys
   of the formats ranked above it, and it claims a document only when none of them is present and
   its own ``detected_by`` holds, so that the fast path never decides otherwise than detection.
@@ -35,7 +37,9 @@ from worker.decode.containerd import ContainerdFormat, CtrFormat
 from worker.decode.docker import DockerFormat
 from worker.decode.eventbridge import EventBridgeFormat
 from worker.decode.format_contract import ABSENT, DecodeContext, JsonFormat, TextFormat
+from worker.decode.podman import PodmanFormat
 from worker.decode.shippers import FluentBitFormat, MetricbeatFormat
+from worker.decode.text_events import DockerTextFormat, PodmanTextFormat, is_docker_line, is_podman_line
 
 __all__ = [
     "FORMATS",
@@ -53,10 +57,22 @@ __all__ = [
     "detect",
     "format_from_headers",
     "label",
+    "shape",
     "string",
 ]
 
-InputFormat = Literal["auto", "canonical", "docker", "metricbeat", "fluentbit", "containerd", "ctr"]
+InputFormat = Literal[
+    "auto",
+    "canonical",
+    "podman",
+    "docker",
+    "metricbeat",
+    "fluentbit",
+    "containerd",
+    "docker-text",
+    "podman-text",
+    "ctr",
+]
 """The type of the ``input_format`` setting: ``auto`` and the selectable formats, in ``SPECS`` order."""
 
 
@@ -106,12 +122,17 @@ class JsonSpec(FormatSpec):
     detected_by: Signature
 
 
+def _any_line(item: bytes) -> bool:
+    return True
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TextSpec(FormatSpec):
-    """A text format: how it is built and the bytes its items start with."""
+    """A text format: how it is built, the bytes its items start with and the shape of its lines."""
 
     format: Callable[[DecodeContext], TextFormat]
     first_bytes: bytes
+    matches: Callable[[bytes], bool] = _any_line
 
 
 # In order of precedence: detection picks the first JSON format whose ``detected_by`` holds.
@@ -133,9 +154,16 @@ SPECS: tuple[JsonSpec | TextSpec, ...] = (
         content_types=("application/vnd.ecs-state.event+json",),
     ),
     JsonSpec(
+        name="podman",
+        label="Podman",
+        summary="podman events --format json lines",
+        format=PodmanFormat,
+        detected_by=string("Status"),
+    ),
+    JsonSpec(
         name="docker",
         label="docker",
-        summary="Docker and Podman events",
+        summary="Docker events, and Podman's Docker-compatible ones",
         format=DockerFormat,
         detected_by=any_of("Type", "Action", "Actor"),
         content_types=("application/vnd.docker.event+json",),
@@ -162,17 +190,33 @@ SPECS: tuple[JsonSpec | TextSpec, ...] = (
         detected_by=any_of("container_id", "exited_at", "exec_id") + all_of("id", "runtime"),
     ),
     TextSpec(
+        name="docker-text",
+        label="docker events line",
+        summary="docker events lines, without --format",
+        format=DockerTextFormat,
+        first_bytes=b"0123456789",
+        matches=is_docker_line,
+    ),
+    TextSpec(
+        name="podman-text",
+        label="podman events line",
+        summary="podman events lines, without --format",
+        format=PodmanTextFormat,
+        first_bytes=b"0123456789",
+        matches=is_podman_line,
+    ),
+    TextSpec(
         name="ctr",
         label="containerd",
         summary="ctr events lines",
         format=CtrFormat,
         first_bytes=b"0123456789",
-        content_types=("application/x-ctr-events", "text/plain"),
+        content_types=("application/x-ctr-events",),
     ),
 )
 
 FORMATS: tuple[str, ...] = ("auto", *(spec.name for spec in SPECS if spec.selectable))
-"""The accepted ``input_format`` names (Podman's events are ``docker``)."""
+"""The accepted ``input_format`` names."""
 
 if get_args(InputFormat) != FORMATS:
     raise TypeError(f"InputFormat must list {FORMATS}, in this order")
@@ -184,7 +228,11 @@ INPUT_FORMAT_HELP = "Input format, or auto to detect it per item: " + "; ".join(
 _BY_NAME = {spec.name: spec for spec in SPECS}
 _CONTENT_TYPES = {content_type: spec.name for spec in SPECS for content_type in spec.content_types}
 _JSON_SPECS = [spec for spec in SPECS if isinstance(spec, JsonSpec)]
-_TEXT_BY_FIRST_BYTE = {b: spec.name for spec in SPECS if isinstance(spec, TextSpec) for b in spec.first_bytes}
+_TEXT_BY_FIRST_BYTE: dict[int, list[tuple[str, Callable[[bytes], bool]]]] = {}
+for _spec in SPECS:
+    if isinstance(_spec, TextSpec):
+        for _byte in _spec.first_bytes:
+            _TEXT_BY_FIRST_BYTE.setdefault(_byte, []).append((_spec.name, _spec.matches))
 if ord("{") in _TEXT_BY_FIRST_BYTE:
     raise TypeError("a text format may not claim items starting with '{' (JSON objects)")
 
@@ -192,6 +240,15 @@ if ord("{") in _TEXT_BY_FIRST_BYTE:
 def label(name: str) -> str:
     """How bad-item reasons name the format ``name``."""
     return _BY_NAME[name].label
+
+
+def shape(name: str) -> str:
+    """What identifies an item of the format ``name``, for a reason ("has Type, Action or Actor")."""
+    spec = _BY_NAME[name]
+    if isinstance(spec, TextSpec):
+        return f"a text line: {spec.summary}"
+    alternatives = [" and ".join(m.key for m in alt) for alt in spec.detected_by]
+    return "has " + " or ".join(alternatives)
 
 
 def format_from_headers(headers: Sequence[tuple[str, bytes | str | None]], default: str) -> str:
@@ -238,9 +295,9 @@ _DETECTION = [
 
 def detect(item: bytes) -> str | None:
     """The format of ``item`` by its shape, or None. Raises msgspec's errors for malformed JSON."""
-    text_format = _TEXT_BY_FIRST_BYTE.get(item[0])
-    if text_format is not None:
-        return text_format
+    text_formats = _TEXT_BY_FIRST_BYTE.get(item[0])
+    if text_formats is not None:
+        return next((name for name, matches in text_formats if matches(item)), None)
     try:
         probe = _probe_decoder.decode(item)
     except msgspec.ValidationError:  # valid JSON, but not an object

@@ -69,7 +69,7 @@ def go_time_ns(date: bytes, clock: bytes, offset: bytes) -> int:
     c = _GO_CLOCK.fullmatch(clock)
     o = _GO_OFFSET.fullmatch(offset)
     if d is None or c is None or o is None:
-        raise InvalidItem("invalid Go time in ctr line", DECODE_ERROR)
+        raise InvalidItem("invalid Go time in a ctr or podman events line", DECODE_ERROR)
     fields = (int(d[1]), int(d[2]), int(d[3]), int(c[1]), int(c[2]), int(c[3]))
     fraction = c[4].decode("ascii") if c[4] else None
     return _to_ns(fields, fraction, o[1].decode("ascii"), int(o[2]), int(o[3]))

@@ -1,0 +1,122 @@
+"""The dispatcher at a quota it overshoots, against the local ECS endpoint over sockets: the
+worker's own stages (``Coalescer``, ``Dispatcher``, ``Submitter`` with its routed clients) with a
+rate budget far above the endpoint's quota, so that ECS throttles. A throttled submission goes
+back to its task unsent and is rebuilt with the task's newest state at its next turn: every task
+converges, none fails, and a task reports at most its two statuses however often it was throttled
+(calls per task fall under pressure instead of rising)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from aiobotocore.session import get_session
+
+from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
+from schemas.events import ContainerChange, TaskEvent
+from tests.support import wait_for
+from worker.coalesce import Coalescer
+from worker.config import Settings
+from worker.dispatch import Dispatcher
+from worker.ecs_clients import EcsClients
+from worker.metrics import Metrics
+from worker.offsets import OffsetBook
+from worker.publish import Publisher
+from worker.ratelimit import RateBudgets
+from worker.routing import Routes
+from worker.submit import Submitter
+
+TOPIC = "container-events"
+TASKS = 24
+
+
+class Outcomes:
+    """A sink keeping the outcome records' count (the publisher's seam)."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, headers: object) -> None:
+        self.records.append(value or b"")
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def quota_endpoint() -> AsyncIterator[LocalEcsEndpoint]:
+    server = LocalEcsEndpoint(seed=5, faults=Faults(quota_burst=4, quota_refill_per_s=20.0))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def event(task: int, status: str) -> TaskEvent:
+    exit_code = 0 if status == "STOPPED" else None
+    return TaskEvent(
+        cluster="prod",
+        task=f"arn:aws:ecs:us-east-1:000000000000:task/prod/{task:032x}",
+        observedAt=time.time_ns(),
+        containers=(ContainerChange(containerName="app", status=status, exitCode=exit_code),),  # type: ignore[arg-type]
+    )
+
+
+async def test_throttled_submissions_go_back_and_carry_the_newest_state(
+    quota_endpoint: LocalEcsEndpoint,
+) -> None:
+    settings = Settings(
+        ecs_endpoint_url=quota_endpoint.url, rate_limit_per_s=1_000.0, rate_limit_burst=1_000, linger_ms=0
+    )
+    session = get_session()
+    session.set_credentials("test", "test")
+    coalescer = Coalescer(linger_ns=0, max_active_tasks=1_000, retired_cap=1_000, describe=False)
+    book = OffsetBook()
+    book.assign([(TOPIC, 0)])
+    metrics, outcomes = Metrics(), Outcomes()
+    budgets = RateBudgets(rate_cap=1_000.0, burst_cap=1_000, quota_per_s=None, quota_burst=1)
+    routes = Routes(region="us-east-1", home_account=None, account_roles={})
+    async with EcsClients(settings, routes, session=session) as clients:
+        dispatcher = Dispatcher(
+            coalescer=coalescer,
+            book=book,
+            submitter=Submitter(clients, settings, metrics=metrics, budgets=budgets),
+            publisher=Publisher(outcomes, outcome_topic="o", dlq_topic="d", worker="test", metrics=metrics),
+            metrics=metrics,
+            linger_ms=0,
+            drain_timeout_ms=settings.drain_timeout_ms,
+            on_progress=lambda: None,
+        )
+        running = asyncio.create_task(dispatcher.run())
+        try:
+            offset = 0
+            for status in ("PENDING", "RUNNING", "STOPPED"):
+                for task in range(TASKS):
+                    source = book.track(TOPIC, 0, offset, 1)
+                    assert source is not None
+                    _, resolved = coalescer.apply(event(task, status), source, time.monotonic_ns())
+                    for done in resolved:
+                        book.release(done)
+                    offset += 1
+                dispatcher.wake()
+                await asyncio.sleep(0.05)
+            await wait_for(
+                lambda: book.unresolved() == 0 and not coalescer.in_flight(), 30, "every record resolved"
+            )
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await dispatcher.cancel_all()
+    state = quota_endpoint.state()
+    assert state["errors"].get("ThrottlingException", 0) > 0, "the quota was overshot"
+    assert {task["status"] for task in state["tasks"].values()} == {"STOPPED"}
+    assert len(state["tasks"]) == TASKS
+    assert max(task["calls"] for task in state["tasks"].values()) <= 2
+    # The quota's burst lets a few RUNNING through; every other task's RUNNING was throttled, went
+    # back, and was rebuilt STOPPED: one call for its whole life.
+    once = sum(1 for task in state["tasks"].values() if task["calls"] == 1)
+    assert once >= TASKS // 2
+    assert state["accepted"] == 2 * TASKS - once
+    assert metrics.totals().get("submissions_failed", 0) == 0
+    assert len(outcomes.records) == state["accepted"]
+    assert book.to_commit() == {(TOPIC, 0): 3 * TASKS}

@@ -1,0 +1,120 @@
+"""The ECS clients of a process: one per Region and credentials, built when first needed, closed at
+stop.
+
+The default credentials come from the SDK's chain (environment, IRSA's web identity, the
+container or instance role). An account of ``account_roles`` is called with that role's
+credentials: botocore's own assume-role machinery, as a ``role_arn`` profile uses it
+(aiobotocore's ``AioAssumeRoleCredentialFetcher`` behind ``AioDeferredRefreshableCredentials``),
+so the role is assumed at the first call and again before its credentials expire. STS is called
+with the default credentials, in ``region`` (``sts_endpoint_url`` overrides it, for the local
+endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiobotocore.credentials import AioAssumeRoleCredentialFetcher, AioDeferredRefreshableCredentials
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import NoCredentialsError
+
+from worker.config import Settings
+from worker.dry_run import DryRunEcs
+from worker.routing import Route, Routes
+from worker.start_checks import StartCheckFailed, resolve_region
+from worker.submit import open_ecs_client
+
+__all__ = ["ROLE_SESSION_NAME", "EcsClients", "routes_of"]
+
+ROLE_SESSION_NAME = "ecs-state-worker"
+"""``RoleSessionName`` of the assumed roles: CloudTrail shows the worker's calls under it."""
+
+
+def routes_of(settings: Settings) -> Routes:
+    """The routes of ``settings``, the home Region resolved as at start (``region``, else
+    ``AWS_REGION`` and the SDK's). Raises ``worker.start_checks.StartCheckFailed`` without a
+    Region, except for a dry run (no call is made: tasks named by id alone get no Region)."""
+    try:
+        region = resolve_region(settings)
+    except StartCheckFailed:
+        if not settings.dry_run:
+            raise
+        region = ""
+    return Routes(region=region, home_account=settings.home_account, account_roles=settings.account_roles)
+
+
+class EcsClients:
+    """``client_for(route)`` -> the aiobotocore ECS client for that account and Region.
+
+    Raises ``worker.routing.NoRoute`` for an account that may not be called, and
+    ``botocore.exceptions.NoCredentialsError`` when a role must be assumed without default
+    credentials. ``aclose()`` closes every client built; use as ``async with``.
+    """
+
+    def __init__(self, settings: Settings, routes: Routes, *, session: AioSession | None = None) -> None:
+        self._settings = settings
+        self.routes = routes
+        self._session = session or get_session()
+        self._stack = AsyncExitStack()
+        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._role_sessions: dict[str, AioSession] = {}
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> EcsClients:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def built(self) -> list[tuple[str, str | None]]:
+        """(Region, role ARN or None) of every client built so far."""
+        return list(self._clients)
+
+    async def client_for(self, route: Route) -> Any:
+        """The client of ``route``; a ``DryRunEcs`` (no call) under ``dry_run``."""
+        role = self.routes.role_for(route)  # NoRoute before anything is built
+        key = (route.region, role)
+        if self._settings.dry_run:
+            return self._clients.setdefault(key, DryRunEcs())
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        async with self._lock:
+            if key not in self._clients:
+                session = self._session if role is None else await self._role_session(role)
+                opened = open_ecs_client(self._settings, region=route.region, session=session)
+                self._clients[key] = await self._stack.enter_async_context(opened)
+        return self._clients[key]
+
+    async def aclose(self) -> None:
+        self._clients.clear()
+        await self._stack.aclose()
+
+    async def _role_session(self, role: str) -> AioSession:
+        session = self._role_sessions.get(role)
+        if session is not None:
+            return session
+        source = await self._session.get_credentials()
+        if source is None:
+            raise NoCredentialsError()
+        fetcher = AioAssumeRoleCredentialFetcher(
+            client_creator=functools.partial(
+                self._session.create_client,
+                region_name=self._settings.region,
+                endpoint_url=self._settings.sts_endpoint_url,
+            ),
+            source_credentials=source,
+            role_arn=role,
+            extra_args={"RoleSessionName": ROLE_SESSION_NAME},
+        )
+        session = AioSession()
+        # The session's credentials, as botocore's resolver would set them for a role profile.
+        session._credentials = AioDeferredRefreshableCredentials(
+            refresh_using=fetcher.fetch_credentials, method="assume-role"
+        )
+        self._role_sessions[role] = session
+        return session
