@@ -315,6 +315,45 @@ async def test_the_repartition_topic_is_created_from_the_input_topic_and_purged_
     assert [r.offset for r in await read_all(broker.bootstrap, topic.name)] == [3, 4]
 
 
+async def test_the_quota_share_counts_the_repartition_topics_partitions(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    """With ``input_keying = any`` the ECS calls come from the repartition topic's records: a
+    worker's share of the account quota is its share of that topic's partitions (2 here), not of
+    both topics' (3 + 2: fifths)."""
+    any_keying: dict[str, object] = {
+        "input_keying": "any",
+        "repartition_partitions": 2,
+        "repartition_purge_interval_ms": 0,
+    }
+    rekeyed = repartition_topic(topics.group)
+
+    def share(worker: Worker) -> float | None:
+        return worker.metrics.registry.get_sample_value("ecs_state_worker_quota_share")
+
+    def owned(worker: Worker) -> int:
+        return sum(topic == rekeyed for topic, _ in worker.partitions.book.partitions())
+
+    async with running(
+        Worker(worker_settings(broker, endpoint, topics, client_id="share-a", **any_keying))
+    ) as first:
+        await wait_for(lambda: owned(first) == 2, 30, "both repartition partitions")
+        assert share(first) == 1.0
+        async with running(
+            Worker(worker_settings(broker, endpoint, topics, client_id="share-b", **any_keying))
+        ) as second:
+            both = (first, second)
+            await wait_for(
+                lambda: sum(len(w.partitions.book.partitions()) for w in both) == topics.partitions + 2,
+                30,
+                "every partition of both topics assigned once",
+            )
+            await wait_for(lambda: owned(first) + owned(second) == 2, 30, "the repartition partitions")
+            for worker in both:
+                # owned / 2, a process with none keeping one partition's share (RateBudgets.set_share)
+                assert share(worker) == max(1, owned(worker)) / 2
+
+
 # -- input_keying = task: the warning ----------------------------------------------------------------
 
 

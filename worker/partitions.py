@@ -89,10 +89,11 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._share_topic = share_topic
 
     def _reshare(self) -> None:
-        owned = [tp for tp in self.book.partitions() if self._share_topic in (None, tp[0])]
-        if self._on_share is None or self._consumer is None or not owned:
+        held = self.book.partitions()
+        if self._on_share is None or self._consumer is None or not held:
             return
-        topics = {topic for topic, _ in owned}
+        owned = [tp for tp in held if self._share_topic in (None, tp[0])]
+        topics = {topic for topic, _ in owned} if self._share_topic is None else {self._share_topic}
         total = sum(len(self._consumer.partitions_for_topic(topic) or ()) for topic in topics)
         if total:
             self._on_share(len(owned), total)
