@@ -13,7 +13,9 @@
 4. production-to-acknowledgement latency p50/p99 of that run, and p99 before the handover (RUNNING
    calls against the linger; STOPPED calls wait for the agent's stop of the other containers,
    compressed);
-5. resident memory per 100,000 active tasks.
+5. resident memory per 100,000 active tasks;
+6. the cost of ``input_keying = any`` (the repartition stage): 2 and 4 again with the records
+   produced unkeyed (round-robin) and re-keyed by the workers, beside the ``task`` figures.
 
 Records are Docker-shaped (create, start, health_status, kill, oom, die, stop, restart, destroy,
 with the ECS agent's labels), with a few percent duplicated and out-of-order. ``bench_inproc`` runs
@@ -45,6 +47,7 @@ from devkit.broker import EmbeddedBroker, free_port
 from devkit.fleet import Fleet, FleetShape, flag_counts, launch, synthetic_fleet
 from devkit.topics import create_topics, outcome_latencies_ms, produce_fleet
 from schemas.records import Outcome
+from worker.config import InputKeying
 from worker.submit import request_params
 from worker.task_definition import definition_from_botocore
 
@@ -86,6 +89,14 @@ class BenchReport(msgspec.Struct, kw_only=True):
     production of the oldest record a call carries to ECS's answer."""
     linger_ms: int
     rss_bytes_per_active_task: float
+    any_e2e_events_per_s: float
+    """``input_keying = any``: end to end, one worker, the records unkeyed (until both topics are
+    committed)."""
+    any_latency_p50_ms: float
+    any_latency_p99_ms: float
+    any_steady_latency_p99_ms: float
+    """``input_keying = any``: the paced run's latencies (unkeyed records, the same handover)."""
+    any_flags: dict[str, int]
     targets: dict[str, bool]
 
     def render(self) -> str:
@@ -113,6 +124,12 @@ class BenchReport(msgspec.Struct, kw_only=True):
                 f"{self.latency_running_p99_ms:.0f} ms",
             ),
             ("memory per active task (target <= 2048 B)", f"{self.rss_bytes_per_active_task:,.0f} B"),
+            ("input_keying any (unkeyed input, re-keyed):", ""),
+            ("  end to end, one worker", f"{self.any_e2e_events_per_s:,.0f} events/s"),
+            ("  latency p50", f"{self.any_latency_p50_ms:.0f} ms"),
+            ("  latency p99, the handover included", f"{self.any_latency_p99_ms:.0f} ms"),
+            ("  latency p99 before the handover", f"{self.any_steady_latency_p99_ms:.0f} ms"),
+            ("  flags (target 0)", ", ".join(f"{k} {v}" for k, v in self.any_flags.items())),
         ]
         width = max(len(k) for k, _ in rows)
         lines = [f"  {k:<{width}}  {v}" for k, v in rows]
@@ -143,17 +160,21 @@ class _Saturated(msgspec.Struct):
     events_per_task: float
 
 
-async def _saturated(bootstrap: str, endpoint: str, scale: float) -> _Saturated:
-    """Everything produced before the worker starts; then the bare loop replays its requests."""
+async def _saturated(bootstrap: str, endpoint: str, scale: float, keying: InputKeying = "task") -> _Saturated:
+    """Everything produced before the worker starts; then the bare loop replays its requests.
+    ``keying`` any: produced unkeyed, re-keyed by the worker."""
+    topic = "bench-saturated" if keying == "task" else "bench-saturated-any"
     fleet = await launch(synthetic_fleet(int(4000 * scale), seed=2, fmt="docker"), endpoint)
-    await create_topics(bootstrap, {"bench-saturated": 4, "bench-saturated-outcomes": 4})
-    ends = await produce_fleet(bootstrap, "bench-saturated", fleet, pace=None)
-    busy_s, outcomes = await run_worker_on(bootstrap, endpoint, "bench-saturated", ends)
+    await create_topics(bootstrap, {topic: 4, f"{topic}-outcomes": 4})
+    ends = await produce_fleet(bootstrap, topic, fleet, pace=None, unkeyed=keying == "any")
+    busy_s, outcomes = await run_worker_on(bootstrap, endpoint, topic, ends, keying=keying)
     await reset_endpoint(endpoint)
-    bare_calls = await bench_bare_loop(
-        endpoint, [request_params(o.request) for o in outcomes], concurrency=64
-    )
-    await reset_endpoint(endpoint)
+    bare_calls = 0.0
+    if keying == "task":
+        bare_calls = await bench_bare_loop(
+            endpoint, [request_params(o.request) for o in outcomes], concurrency=64
+        )
+        await reset_endpoint(endpoint)
     return _Saturated(
         events_per_s=sum(ends.values()) / busy_s,
         submissions_per_s=span_per_s(outcomes),
@@ -162,7 +183,9 @@ async def _saturated(bootstrap: str, endpoint: str, scale: float) -> _Saturated:
     )
 
 
-async def _paced(bootstrap: str, endpoint: str, scale: float, saturated: _Saturated) -> tuple[Fleet, Paced]:
+async def _paced(
+    bootstrap: str, endpoint: str, scale: float, saturated: _Saturated, keying: InputKeying = "task"
+) -> tuple[Fleet, Paced]:
     """Realistic lifecycles at about half the saturated rate. Paced, a task costs about two calls
     (RUNNING, STOPPED) where all at once it cost one: the saturated rate in tasks per second is
     whichever of event decoding and calls binds first."""
@@ -173,7 +196,8 @@ async def _paced(bootstrap: str, endpoint: str, scale: float, saturated: _Satura
     tasks = max(50, int(0.5 * capacity_tasks_per_s * spread))
     planned = synthetic_fleet(tasks, seed=3, fmt="docker", shape=FleetShape(spread_s=spread / PACE))
     fleet = await launch(planned, endpoint)
-    return fleet, await paced_run(bootstrap, endpoint, fleet, pace=PACE, topic="bench-paced")
+    topic = "bench-paced" if keying == "task" else "bench-paced-any"
+    return fleet, await paced_run(bootstrap, endpoint, fleet, pace=PACE, topic=topic, keying=keying)
 
 
 async def run_bench(*, quick: bool = False) -> BenchReport:
@@ -191,9 +215,35 @@ async def run_bench(*, quick: bool = False) -> BenchReport:
             await wait_http(f"{endpoint}/_state")
             saturated = await _saturated(broker.bootstrap, endpoint, scale)
             fleet, paced = await _paced(broker.bootstrap, endpoint, scale, saturated)
+            await reset_endpoint(endpoint)
+            rekeyed = await _saturated(broker.bootstrap, endpoint, scale, "any")
+            _, paced_any = await _paced(broker.bootstrap, endpoint, scale, saturated, "any")
     finally:
         broker.stop()
-    return _report(ours, bare, memory, saturated, fleet, paced)
+    report = _report(ours, bare, memory, saturated, fleet, paced)
+    _add_any(report, rekeyed, paced_any)
+    return report
+
+
+def _add_any(report: BenchReport, saturated: _Saturated, paced: Paced) -> None:
+    """The ``input_keying = any`` figures, beside the ``task`` ones."""
+    latencies = outcome_latencies_ms(paced.outcomes, paced.produced_at, "bench-paced-any", paced.origins)
+    before = paced.handover_at_ns
+    steady = [
+        o
+        for o in paced.outcomes
+        if all(
+            paced.produced_at.get(paced.origins.get((src.partition, offset), (-1, -1)), before) < before
+            for src in o.sources
+            for offset in src.offsets
+        )
+    ]
+    steady_latencies = outcome_latencies_ms(steady, paced.produced_at, "bench-paced-any", paced.origins)
+    report.any_e2e_events_per_s = saturated.events_per_s
+    report.any_latency_p50_ms = statistics.median(latencies) if latencies else 0.0
+    report.any_latency_p99_ms = _percentile(latencies, 0.99)
+    report.any_steady_latency_p99_ms = _percentile(steady_latencies, 0.99)
+    report.any_flags = flag_counts(paced.state)
 
 
 def _report(
@@ -231,6 +281,11 @@ def _report(
         latency_running_p99_ms=running_p99,
         linger_ms=LINGER_MS,
         rss_bytes_per_active_task=memory,
+        any_e2e_events_per_s=0.0,
+        any_latency_p50_ms=0.0,
+        any_latency_p99_ms=0.0,
+        any_steady_latency_p99_ms=0.0,
+        any_flags={},
         targets={},
     )
     report.targets = {

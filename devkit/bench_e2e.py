@@ -23,8 +23,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devkit.broker import free_port
 from devkit.fleet import Fleet
-from devkit.topics import create_topics, produce_fleet, read_all
+from devkit.topics import create_topics, produce_fleet, read_all, repartition_origins
 from schemas.records import Outcome
+from worker.config import InputKeying, repartition_topic
 
 __all__ = [
     "ROOT",
@@ -140,16 +141,35 @@ def worker_env(
     return env
 
 
+def _ends(records: list[Any]) -> dict[int, int]:
+    ends: dict[int, int] = {}
+    for record in records:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    return ends
+
+
 async def run_worker_on(
-    bootstrap: str, endpoint: str, topic: str, ends: dict[int, int], *, timeout_s: float = 240
+    bootstrap: str,
+    endpoint: str,
+    topic: str,
+    ends: dict[int, int],
+    *,
+    timeout_s: float = 240,
+    keying: InputKeying = "task",
 ) -> tuple[float, list[Outcome]]:
-    """Start a worker on ``topic``; return its busy time and the outcome records."""
+    """Start a worker on ``topic``; return its busy time (with ``any``: until the repartition
+    topic is committed too) and the outcome records."""
     port = free_port()
-    env = worker_env(bootstrap, endpoint, topic, f"bench-{topic}", port)
+    group = f"bench-{topic}"
+    env = worker_env(bootstrap, endpoint, topic, group, port, WORKER_INPUT_KEYING=keying)
     with process(["run"], env):
         await wait_http(f"http://127.0.0.1:{port}/readyz")
         began = time.monotonic()
-        done = await await_committed(bootstrap, f"bench-{topic}", topic, ends, timeout_s)
+        done = await await_committed(bootstrap, group, topic, ends, timeout_s)
+        if keying == "any":
+            rekeyed = repartition_topic(group)
+            written = _ends(await read_all(bootstrap, rekeyed))
+            done = await await_committed(bootstrap, group, rekeyed, written, timeout_s)
     outcomes = [
         msgspec.json.decode(r.value, type=Outcome) for r in await read_all(bootstrap, f"{topic}-outcomes")
     ]
@@ -194,6 +214,8 @@ class Paced:
     events_per_s: float
     rebalances: int
     handover_at_ns: int
+    origins: dict[tuple[int, int], tuple[int, int]]
+    """With ``input_keying = any``: each repartition record's input record."""
 
 
 async def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int | None:
@@ -206,15 +228,20 @@ async def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -
         return proc.wait()
 
 
-async def paced_run(bootstrap: str, endpoint: str, fleet: Fleet, *, pace: float, topic: str) -> Paced:
+async def paced_run(
+    bootstrap: str, endpoint: str, fleet: Fleet, *, pace: float, topic: str, keying: InputKeying = "task"
+) -> Paced:
     """One worker takes ``fleet`` (launched) produced at ``pace``; halfway through production a
     second worker joins and the first is stopped with SIGTERM, as a rolling deploy does (two
-    rebalances). Ends once every offset is committed."""
+    rebalances). Ends once every offset is committed. ``keying`` any: produced unkeyed
+    (round-robin), re-keyed by the workers."""
     await create_topics(bootstrap, {topic: 4, f"{topic}-outcomes": 4})
     timers = fleet.worker_timers(pace)
     extra = {
         "WORKER_STOP_LINGER_MS": str(timers["stop_linger_ms"]),
         "WORKER_SETTLE_MS": str(timers["settle_ms"]),
+        "WORKER_INPUT_KEYING": keying,
+        "WORKER_REPARTITION_PURGE_INTERVAL_MS": "0",
         **_GROUP_TIMEOUTS,
     }
     ports = [free_port(), free_port()]
@@ -224,7 +251,9 @@ async def paced_run(bootstrap: str, endpoint: str, fleet: Fleet, *, pace: float,
         await wait_http(f"http://127.0.0.1:{ports[0]}/readyz")
         began = time.monotonic()
         producing = asyncio.create_task(
-            produce_fleet(bootstrap, topic, fleet, pace=pace, produced_at=produced_at)
+            produce_fleet(
+                bootstrap, topic, fleet, pace=pace, produced_at=produced_at, unkeyed=keying == "any"
+            )
         )
         await asyncio.sleep(fleet.duration_s * pace / 2)
         handover_at_ns = time.time_ns()
@@ -234,8 +263,13 @@ async def paced_run(bootstrap: str, endpoint: str, fleet: Fleet, *, pace: float,
             ends = await producing
             events_per_s = sum(ends.values()) / (time.monotonic() - began)
             await await_committed(bootstrap, topic, topic, ends, 240)
+            origins: dict[tuple[int, int], tuple[int, int]] = {}
+            if keying == "any":
+                written = await read_all(bootstrap, repartition_topic(topic))
+                await await_committed(bootstrap, topic, repartition_topic(topic), _ends(written), 240)
+                origins = repartition_origins(written, topic)
     outcomes = [
         msgspec.json.decode(r.value, type=Outcome) for r in await read_all(bootstrap, f"{topic}-outcomes")
     ]
     state = await endpoint_state(endpoint)
-    return Paced(state, outcomes, produced_at, events_per_s, rebalances=2, handover_at_ns=handover_at_ns)
+    return Paced(state, outcomes, produced_at, events_per_s, 2, handover_at_ns, origins)

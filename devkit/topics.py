@@ -14,6 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from devkit.fleet import Fleet, Format
 from schemas.records import Outcome
+from worker.repartition import parse_source
 
 __all__ = [
     "create_topics",
@@ -22,7 +23,14 @@ __all__ = [
     "partitions_of",
     "produce_fleet",
     "read_all",
+    "repartition_origins",
+    "round_robin",
 ]
+
+
+def round_robin(partitions: list[int], index: int) -> dict[str, Any]:
+    """``send`` arguments of the ``index``-th unkeyed record: no key, the partitions in turn."""
+    return {"key": None, "partition": partitions[index % len(partitions)]}
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -104,9 +112,13 @@ async def produce_fleet(
     pace: float | None = 1.0,
     interleave: Mapping[int, tuple[bytes, bytes]] | None = None,
     produced_at: dict[tuple[int, int], int] | None = None,
+    unkeyed: bool = False,
 ) -> dict[int, int]:
     """Send a launched fleet's steps keyed by task ARN; return each partition's end offset as the
     broker's acknowledgements give it (Tansu's ListOffsets can lag by a record).
+
+    ``unkeyed``: no key, the partitions taken in turn (round-robin, as an unkeyed stream with a
+    round-robin partitioner): a task's consecutive events land on different partitions.
 
     ``pace`` scales the schedule into wall time (0.05: twenty times faster); ``None`` sends
     everything at once. Either way events are stamped on the schedule's clock from now
@@ -120,13 +132,15 @@ async def produce_fleet(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262_144)
     await producer.start()
     try:
+        partitions = sorted(await producer.partitions_for(topic))
         start, base = time.monotonic(), time.time_ns()
         sent: list[tuple[int, asyncio.Future[Any]]] = []
         for index, step in enumerate(fleet.steps):
             if pace is not None and (delay := start + step.at_s * pace - time.monotonic()) > 0:
                 await asyncio.sleep(delay)
             value = fleet.render(step, fleet.observed_ns(step, base), fmt)
-            sent.append((time.time_ns(), await producer.send(topic, value, key=step.task.encode())))
+            where = round_robin(partitions, index) if unkeyed else {"key": step.task.encode()}
+            sent.append((time.time_ns(), await producer.send(topic, value, **where)))
             if interleave and index in interleave:
                 key, value = interleave[index]
                 sent.append((time.time_ns(), await producer.send(topic, value, key=key)))
@@ -141,22 +155,38 @@ async def produce_fleet(
         await producer.stop()
 
 
+def repartition_origins(records: Iterable[Any], topic: str) -> dict[tuple[int, int], tuple[int, int]]:
+    """(partition, offset) of each repartition record -> (partition, offset) of the record of
+    input ``topic`` it came from (its ``source`` header, ``worker.repartition``)."""
+    origins: dict[tuple[int, int], tuple[int, int]] = {}
+    for record in records:
+        source = parse_source(record.headers or ())
+        if source is not None and source[0] == topic:
+            origins[(record.partition, record.offset)] = (source[1], source[2])
+    return origins
+
+
 def outcome_latencies_ms(
-    outcomes: Iterable[Outcome], produced_at: Mapping[tuple[int, int], int], topic: str
+    outcomes: Iterable[Outcome],
+    produced_at: Mapping[tuple[int, int], int],
+    topic: str,
+    origins: Mapping[tuple[int, int], tuple[int, int]] | None = None,
 ) -> list[float]:
     """Production-to-acknowledgement latency (ms) of each acknowledged outcome: from the sending
-    of the oldest input record it covers (its ``sources`` in ``topic``) to its ``completedAt``.
-    The worker's own ``latencyMs`` counts from the events' observation times, which run ahead of
-    the wall clock when a fleet is sent faster than real time."""
+    of the oldest input record it covers (its ``sources`` in ``topic``, or traced back through
+    ``origins`` with ``input_keying = any``) to its ``completedAt``. The worker's own
+    ``latencyMs`` counts from the events' observation times, which run ahead of the wall clock
+    when a fleet is sent faster than real time."""
     latencies: list[float] = []
     for outcome in outcomes:
-        sent = [
-            produced_at[(source.partition, offset)]
-            for source in outcome.sources
+        inputs = [
+            (source.partition, offset)
             if source.topic == topic
+            else (origins or {}).get((source.partition, offset))
+            for source in outcome.sources
             for offset in source.offsets
-            if (source.partition, offset) in produced_at
         ]
+        sent = [produced_at[at] for at in inputs if at is not None and at in produced_at]
         if outcome.result == "acknowledged" and sent:
             latencies.append((outcome.completedAt.timestamp() * 1e9 - min(sent)) / 1e6)
     return latencies

@@ -194,6 +194,37 @@ def test_input_format_accepts_the_registered_formats() -> None:
             load_settings(env={"WORKER_INPUT_FORMAT": bad})
 
 
+def test_input_keying_is_task_or_any() -> None:
+    assert load_settings(env={}).input_keying == "task"
+    assert load_settings(env={"WORKER_INPUT_KEYING": "any"}).input_keying == "any"
+    with pytest.raises(ConfigError, match=r"invalid setting input_keying \(from WORKER_INPUT_KEYING\)"):
+        load_settings(env={"WORKER_INPUT_KEYING": "host"})
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"WORKER_GROUP_ID": "ecs state/worker"}, "group_id 'ecs state/worker' makes the repartition topic"),
+        (
+            {"WORKER_GROUP_ID": "in", "WORKER_INPUT_TOPIC": "in-repartition"},
+            "a topic the worker uses already",
+        ),
+        ({"WORKER_REPARTITION_RETENTION_MS": "60000"}, "repartition_retention_ms must be -1"),
+        ({"WORKER_DRY_RUN": "true"}, "dry_run cannot run with input_keying any"),
+    ],
+)
+def test_repartition_settings_are_checked_in_any_mode_only(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(env={"WORKER_INPUT_KEYING": "any", **env})
+    assert load_settings(env=env).input_keying == "task"  # task keying has no repartition topic
+
+
+def test_repartition_sizes_are_bounded() -> None:
+    with pytest.raises(ConfigError, match=r"invalid setting repartition_partitions \(from --repartition"):
+        load_settings({"repartition_partitions": -1}, env={})
+    assert load_settings(env={"WORKER_REPARTITION_RETENTION_MS": "-1", "WORKER_INPUT_KEYING": "any"})
+
+
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("true", True), ("false", False)])
 def test_enable_idempotence_takes_auto_or_a_boolean(value: str, expected: object) -> None:
     assert load_settings(env={"WORKER_ENABLE_IDEMPOTENCE": value}).enable_idempotence == expected

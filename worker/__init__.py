@@ -4,7 +4,9 @@ The pipeline's stages, one owner module each: ``consume`` (fetch from Kafka) -> 
 ``intake`` (validate, apply) -> ``resolve`` (what a task is, from ECS) -> ``coalesce`` (per-task
 state, the agent's rules) -> ``dispatch``/``submit`` (aiobotocore + tenacity) -> ``publish``
 (outcome and dead-letter topics) -> ``partitions``/``offsets`` (epochs, commits); ``pipeline``
-wires them and ``work`` holds the units of work they hand each other.
+wires them and ``work`` holds the units of work they hand each other. With ``input_keying = any``,
+``repartition`` re-keys the decoded events by task through an internal topic first, and
+``reorder`` merges them in observation order.
 """
 
 from __future__ import annotations

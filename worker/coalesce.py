@@ -26,6 +26,7 @@ from enum import Enum
 
 from schemas.events import TaskEvent
 from worker.knowledge import DefinitionCache, KnowledgeMixin, Wants, deferred_until, guarded
+from worker.reorder import Held, ReorderBuffer
 from worker.snapshot import build_request, fingerprint
 from worker.task_entry import TaskEntry, statuses
 from worker.task_limits import over_limits
@@ -55,7 +56,11 @@ class Coalescer(KnowledgeMixin):
     attachments or managed agents: an event that would pass them is refused (``over_limits``) and
     dead-lettered by the caller. ``settle_ns``, ``stop_linger_ns`` and ``exit_wait_ns`` are the
     waits of ``knowledge.deferred_until`` (``exit_wait_ns``: how long a container's stop waits for
-    the facts of its end that have not come yet; 0: not at all).
+    the facts of its end that have not come yet; 0: not at all). ``detect_split``: note each task
+    whose events come from more than one partition (``take_split``), the sign that the input is not
+    keyed by task. With re-keyed input: ``reorder_ns``, the window of the reorder buffer events pass
+    through before they are merged (``worker.reorder``); ``rekeyed_exit_wait_ns``, how long a
+    STOPPED task waits for its containers' exit codes, even while draining (``deferred_until``).
     """
 
     def __init__(
@@ -71,8 +76,17 @@ class Coalescer(KnowledgeMixin):
         settle_ns: int = 45_000_000_000,
         stop_linger_ns: int = 35_000_000_000,
         exit_wait_ns: int = 0,
+        detect_split: bool = False,
+        rekeyed_exit_wait_ns: int = 0,
+        reorder_ns: int = 0,
     ) -> None:
         self._linger = linger_ns
+        self._detect_split = detect_split
+        self._rekeyed_exit_wait = rekeyed_exit_wait_ns
+        self._reorder = ReorderBuffer(reorder_ns) if reorder_ns else None
+        self.late = 0
+        """Events released by the reorder buffer for tasks already retired (counted by the caller)."""
+        self._split: list[tuple[TaskKey, int, int]] = []
         self.definitions = definitions if definitions is not None else DefinitionCache(1024)
         self._wants = Wants()
         self._describe = describe
@@ -112,9 +126,32 @@ class Coalescer(KnowledgeMixin):
             None if entry is None else entry.state, event, self._max_containers, self._max_attachments
         )
 
+    def over_event_limits(self, event: TaskEvent) -> str | None:
+        """Why ``event`` alone passes a per-task bound, or None: the check of a stage that does not
+        hold the task's state (``worker.repartition``)."""
+        return over_limits(None, event, self._max_containers, self._max_attachments)
+
     def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
-        """Merge one event. Returns what happened and the sources resolved at once."""
+        """Merge one event (or hold it in the reorder buffer: ``HELD``, merged by ``due_keys``). Returns
+        what happened and the sources resolved at once."""
         key = (event.cluster, event.task)
+        if self._reorder is not None and not self._draining and key not in self._retired:
+            self._reorder.hold(key, event, source, now)
+            return Applied.HELD, []
+        return self._apply(key, event, source, now)
+
+    def _release(self, held: list[Held]) -> list[SourceRef]:
+        """Merge the events the reorder buffer hands over; return the sources resolved at once."""
+        resolved: list[SourceRef] = []
+        for event, source, at in held:
+            applied, done = self._apply((event.cluster, event.task), event, source, at)
+            self.late += applied is Applied.RETIRED
+            resolved.extend(done)
+        return resolved
+
+    def _apply(
+        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int
+    ) -> tuple[Applied, list[SourceRef]]:
         if key in self._retired:
             return Applied.RETIRED, [source]
         entry = self._active.get(key)
@@ -124,6 +161,8 @@ class Coalescer(KnowledgeMixin):
             self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
             self._active.move_to_end(key)
+        if self._detect_split and entry.partition != source.partition:
+            self._note_partition(key, entry, source.partition)
         if entry.waiting is not None:
             entry.waiting.append((event, now))
             entry.sources.append(source)
@@ -135,6 +174,19 @@ class Coalescer(KnowledgeMixin):
             # (for an answer, a settle, a restart) unless it still waits.
             return Applied.UNCHANGED, self._settled_sources(entry)
         return (Applied.CHANGED if changed else Applied.UNCHANGED), []
+
+    def _note_partition(self, key: TaskKey, entry: TaskEntry, partition: int) -> None:
+        if entry.partition < 0:
+            entry.partition = partition
+        elif not entry.split:
+            entry.split = True
+            self._split.append((key, entry.partition, partition))
+
+    def take_split(self) -> list[tuple[TaskKey, int, int]]:
+        """The tasks first seen on a second partition since the last call: (task, the partition of
+        its first event, the other partition). Each task is noted once while it is held."""
+        split, self._split = self._split, []
+        return split
 
     def _first_sight(self, key: TaskKey, entry: TaskEntry, arn: str | None, now: int) -> None:
         """A task new to this process: wait for its definition, or know it (or that it has none)."""
@@ -177,8 +229,11 @@ class Coalescer(KnowledgeMixin):
         return changed
 
     def next_due_at(self) -> int | None:
-        """The next time ``due`` has work: a submission's due time or a settle check."""
+        """The next time ``due`` has work: a submission's due time, a settle check, held events."""
         submission = self._next_submission_at()
+        held = None if self._reorder is None else self._reorder.next_due_at()
+        if held is not None and (submission is None or held < submission):
+            submission = held
         if self._settle_heap and (submission is None or self._settle_heap[0][0] < submission):
             return self._settle_heap[0][0]
         return submission
@@ -207,9 +262,13 @@ class Coalescer(KnowledgeMixin):
 
     def due_keys(self, now: int) -> tuple[list[TaskKey], list[SourceRef]]:
         """The tasks due now, marked queued: each waits for ``take`` (its request is built then,
-        with every change merged until that moment); and the sources of settle checks resolved."""
+        with every change merged until that moment); and the sources resolved at once: of settle
+        checks, and of the reorder buffer's held events merged now that had nothing to send."""
         keys: list[TaskKey] = []
-        resolved = self._settle_due(now)
+        resolved: list[SourceRef] = []
+        if self._reorder is not None:
+            resolved.extend(self._release(self._reorder.due(now)))
+        resolved.extend(self._settle_due(now))
         while (due_at := self._next_submission_at()) is not None and due_at <= now:
             _, _, key = heapq.heappop(self._heap)
             entry = self._active[key]
@@ -225,6 +284,7 @@ class Coalescer(KnowledgeMixin):
                 stop_linger_ns=0 if self._draining else self._stop_linger,
                 end_since=entry.end_since,
                 exit_wait_ns=0 if self._draining else self._exit_wait,
+                rekeyed_exit_wait_ns=self._rekeyed_exit_wait,
             )
             if until is not None and until > now:
                 self._push(key, entry, until)
@@ -301,7 +361,7 @@ class Coalescer(KnowledgeMixin):
         forgotten; a task that also answers for records of partitions still owned is kept with
         those, so that their offsets are not committed before its changes are reported. Returns
         the sources given up (an in-flight submission hands its own back through ``complete``)."""
-        given_up: list[SourceRef] = []
+        given_up: list[SourceRef] = [] if self._reorder is None else self._reorder.drop(owns)
         for key, entry in list(self._active.items()):
             if not _holds(entry, owns):
                 continue
@@ -315,24 +375,33 @@ class Coalescer(KnowledgeMixin):
         return given_up
 
     def pinned(self) -> set[tuple[str, int, int]]:
-        """(topic, partition, offset) of the records held by tasks that wait (``guarded``): a drain
-        cannot resolve them; a revocation gives them up to be read again."""
+        """(topic, partition, offset) of the records held by tasks that wait (``guarded``, or a
+        STOPPED task waiting for its exit codes): a drain cannot resolve them; a revocation gives
+        them up to be read again."""
         return {
             (s.topic, s.partition, s.offset)
             for entry in self._active.values()
-            if guarded(entry)
+            if guarded(entry) or self._awaits_exits(entry)
             for s in entry.sources
         }
+
+    def _awaits_exits(self, entry: TaskEntry) -> bool:
+        """With re-keyed input, a STOPPED task is not sent without its exit codes, not even by a
+        drain: the ``die`` may be in an input partition another member is about to read."""
+        return bool(self._rekeyed_exit_wait) and entry.state.rank == STOPPED and entry.state.exits_pending()
 
     def in_flight(self) -> list[Submission]:
         return [e.in_flight for e in self._active.values() if e.in_flight is not None]
 
-    def flush_all(self, now: int) -> None:
-        """Make every changed task due now (shutdown, rebalance)."""
+    def flush_all(self, now: int) -> list[SourceRef]:
+        """Merge every held event and make every changed task due now (shutdown, rebalance);
+        return the sources resolved at once."""
+        resolved = [] if self._reorder is None else self._release(self._reorder.everything())
         for key, entry in self._active.items():
             idle = entry.in_flight is None and not entry.queued
             if entry.dirty and idle and not entry.needs_view and entry.waiting is None:
                 self._push(key, entry, now)
+        return resolved
 
     def set_linger(self, linger_ns: int) -> None:
         """Change the linger (0 while draining, so that changes arriving meanwhile go at once)."""

@@ -8,6 +8,7 @@ it). A bad setting fails at start with a message naming the setting and where it
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,13 +20,34 @@ import msgspec
 from worker.decode.registry import INPUT_FORMAT_HELP, InputFormat
 from worker.setting_checks import problems, unknown_variables
 
-__all__ = ["SETTING_HELP", "ConfigError", "Settings", "env_name", "flag_name", "load_settings"]
+__all__ = [
+    "SETTING_HELP",
+    "ConfigError",
+    "InputKeying",
+    "Settings",
+    "env_name",
+    "flag_name",
+    "load_settings",
+    "repartition_topic",
+]
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 RoleArn = Annotated[str, msgspec.Meta(pattern=r"^arn:aws[\w-]*:iam::\d{12}:role/.+$")]
+InputKeying = Literal["task", "any"]
+"""How the input topic is keyed: ``task`` (each task's events on one partition) or ``any``."""
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+"""Kafka's legal topic names (``org.apache.kafka.common.internals.Topic.validate``)."""
+_MIN_RETENTION_MS = 3_600_000
+
+
+def repartition_topic(group_id: str) -> str:
+    """The internal repartition topic of ``group_id``'s workers, named as Kafka Streams names its
+    own (``<application.id>-<name>-repartition``): ``<group_id>-repartition``."""
+    return f"{group_id}-repartition"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +60,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     group_instance_id: str | None = None
     client_id: NonEmpty = "ecs-state-worker"
     input_format: InputFormat = "auto"
+    input_keying: InputKeying = "task"
+    repartition_partitions: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+    repartition_replication_factor: Annotated[int, msgspec.Meta(ge=0, le=32)] = 0
+    repartition_retention_ms: Annotated[int, msgspec.Meta(ge=-1)] = 604_800_000
+    repartition_purge_interval_ms: NonNegative = 30_000
+    repartition_reorder_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1_000
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     start_time: datetime | None = None
     max_record_bytes: Positive = 1_048_576
@@ -107,6 +135,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError("account_roles needs home_account (the account of the default credentials)")
         if self.drain_timeout_ms >= self.rebalance_timeout_ms:
             raise ValueError("drain_timeout_ms must be shorter than rebalance_timeout_ms")
+        if self.input_keying == "any":
+            self._check_repartition()
+
+    def _check_repartition(self) -> None:
+        if self.dry_run:
+            raise ValueError(
+                "dry_run cannot run with input_keying any: its repartition stage writes records "
+                "(to <group_id>-repartition), which a dry run never does"
+            )
+        topic = repartition_topic(self.group_id)
+        if not _TOPIC_NAME.fullmatch(topic):
+            raise ValueError(
+                f"group_id {self.group_id!r} makes the repartition topic {topic!r}, not a legal Kafka "
+                "topic name (letters, digits, '.', '_', '-'; at most 249 characters)"
+            )
+        if topic in (self.input_topic, self.outcome_topic, self.dlq_topic):
+            raise ValueError(
+                f"group_id makes the repartition topic {topic!r}, a topic the worker uses already"
+            )
+        if 0 <= self.repartition_retention_ms < _MIN_RETENTION_MS:
+            raise ValueError(
+                "repartition_retention_ms must be -1 (no time limit) or at least 3600000 (one hour): "
+                "records older than it are deleted even when not yet consumed"
+            )
 
     def _check_sasl(self) -> None:
         if not self.security_protocol.startswith("SASL"):
@@ -140,6 +192,32 @@ SETTING_HELP: dict[str, str] = {
     "group_instance_id": "Static membership id (e.g. the pod name): restarts do not rebalance.",
     "client_id": "Kafka client id, also written to outcome and dead-letter records.",
     "input_format": INPUT_FORMAT_HELP,
+    "input_keying": (
+        "How the input topic is keyed: task (each task's events on one partition: by task ARN or by "
+        "host) or any (container id, unkeyed...: the worker re-keys the events by task through its "
+        "repartition topic, <group_id>-repartition)."
+    ),
+    "repartition_partitions": (
+        "With input_keying any: partitions of the repartition topic when the worker creates it; "
+        "0: as many as the input topic."
+    ),
+    "repartition_replication_factor": (
+        "With input_keying any: replication factor of the repartition topic when the worker "
+        "creates it; 0: the input topic's."
+    ),
+    "repartition_retention_ms": (
+        "With input_keying any: retention.ms of the repartition topic when the worker creates it "
+        "(-1: none); records older are deleted even if not yet consumed: keep it above the longest outage."
+    ),
+    "repartition_purge_interval_ms": (
+        "With input_keying any: how often the repartition records below the committed offsets are "
+        "deleted (DeleteRecords, as Kafka Streams does); 0: never, retention alone."
+    ),
+    "repartition_reorder_ms": (
+        "With input_keying any: a task's re-keyed events are merged once the task has been quiet this "
+        "long (at most 4 times this after the first), in their observation order: events read from "
+        "different input partitions arrive out of order."
+    ),
     "auto_offset_reset": (
         "Where a partition the group has no committed offset for starts: earliest (all that the "
         "topic retains) or latest (only records produced from now on)."

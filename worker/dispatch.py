@@ -198,7 +198,7 @@ class Dispatcher:
         try:
             self._coalescer.set_linger(0)
             self._coalescer.set_draining(True)
-            self._coalescer.flush_all(time.monotonic_ns())
+            self.release(self._coalescer.flush_all(time.monotonic_ns()))
             self._wake.set()
             while time.monotonic() < self._drain_deadline:
                 if self._drained(partitions):

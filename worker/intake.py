@@ -11,10 +11,12 @@ the benchmark, so that what ``replay`` shows is what the worker would do:
    its observation, not from its arrival; an event for a task whose STOPPED was acknowledged is
    late, ignored and counted.
 
-Between the two is where later stages plug in: re-keying events by task and resolving what a
-task is (its definition, ECS's own view) act on a ``RecordBatch``'s events before they are
-applied. The caller owns I/O: it dead-letters a batch's ``bad`` items and then releases the
-record's last claim.
+Between the two is where later stages plug in: re-keying events by task (``worker.repartition``,
+with ``input_keying = any``) and resolving what a task is (its definition, ECS's own view) act on
+a ``RecordBatch``'s events before they are applied. Re-keyed, an event comes back as one record of
+the repartition topic: ``read_repartitioned`` decodes it (the canonical format, typed) and checks
+the per-task bounds there, where the task's state is held. The caller owns I/O: it dead-letters a
+batch's ``bad`` items and then releases the record's last claim.
 """
 
 from __future__ import annotations
@@ -23,20 +25,40 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from schemas.events import TaskEvent
 from schemas.records import Stage
 from worker.coalesce import Applied, Coalescer
 from worker.config import Settings
 from worker.decode import BadItem, RecordDecoder
+from worker.decode.bad_items import PARSE_ERRORS, bad_item_for
 from worker.ecs_rules import check_event
 from worker.knowledge import DefinitionCache
 from worker.offsets import OffsetBook
 from worker.work import NS_PER_MS, SourceRef
 
-__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer"]
+__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 
 LATE_EVENT = "task already stopped and reported"
 """The ignored-item reason of an event for a retired task."""
+_repartitioned = msgspec.json.Decoder(TaskEvent)
+
+
+def rekeyed_exit_wait_ms(settings: Settings) -> int:
+    """With re-keyed input, how long a STOPPED task waits for its stopped containers' exit codes,
+    even while draining: ``exit_wait_ms``, the stop linger, or the rebalance or session timeout,
+    whichever is longest (an input partition stalls that long when its owner leaves or dies, and
+    with it a ``die`` of the task); 0 with ``task`` keying (a container's events keep their order
+    within a partition, and ``exit_wait_ms`` alone covers a ``stop`` written before its ``die``)."""
+    if settings.input_keying != "any":
+        return 0
+    return max(
+        settings.exit_wait_ms,
+        settings.stop_linger_ms,
+        settings.session_timeout_ms,
+        settings.rebalance_timeout_ms,
+    )
 
 
 def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coalescer:
@@ -53,6 +75,9 @@ def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coal
         settle_ns=settings.settle_ms * NS_PER_MS,
         stop_linger_ns=settings.stop_linger_ms * NS_PER_MS,
         exit_wait_ns=settings.exit_wait_ms * NS_PER_MS,
+        detect_split=settings.input_keying == "task",
+        rekeyed_exit_wait_ns=rekeyed_exit_wait_ms(settings) * NS_PER_MS,
+        reorder_ns=settings.repartition_reorder_ms * NS_PER_MS if settings.input_keying == "any" else 0,
     )
 
 
@@ -98,9 +123,12 @@ class Intake:
         headers: Sequence[tuple[str, bytes]] = (),
         *,
         timestamp_ms: int | None = None,
+        task_state: bool = True,
     ) -> RecordBatch | None:
         """Decode and validate one record and track it; None when its partition is not owned
-        (nothing is tracked: the record must be read again by the partition's owner)."""
+        (nothing is tracked: the record must be read again by the partition's owner).
+        ``task_state`` False: the per-task bounds are checked on the event alone (the repartition
+        stage, where the task's state is not held)."""
         if not self.book.owns(topic, partition):
             return None
         decoded = self.decoder.decode(
@@ -108,8 +136,11 @@ class Intake:
         )
         events: list[TaskEvent] = []
         bad: list[tuple[Stage, BadItem]] = [("decode", item) for item in decoded.bad]
+        coalescer = self.coalescer
         for index, event in enumerate(decoded.events):
-            broken = check_event(event) or self.coalescer.over_limits(event)
+            broken = check_event(event) or (
+                coalescer.over_limits(event) if task_state else coalescer.over_event_limits(event)
+            )
             if broken is None:
                 events.append(event)
             else:
@@ -120,6 +151,30 @@ class Intake:
             self.ignored.update(decoded.ignored)
         if events:
             self.decoded[decoded.format] += len(events)
+        return RecordBatch(source, events, bad)
+
+    def read_repartitioned(
+        self, topic: str, partition: int, offset: int, value: bytes | None
+    ) -> RecordBatch | None:
+        """Decode one repartition record (one canonical event, ``worker.repartition``), check the
+        task's bounds against its state, and track it; None when its partition is not owned. A
+        record that is not a canonical event (written by something else) is bad, not a crash."""
+        if not self.book.owns(topic, partition):
+            return None
+        events: list[TaskEvent] = []
+        bad: list[tuple[Stage, BadItem]] = []
+        try:
+            event = _repartitioned.decode(value or b"")
+        except PARSE_ERRORS as exc:
+            bad.append(("decode", bad_item_for(exc, 0, "canonical")))
+        else:
+            broken = self.coalescer.over_limits(event)
+            if broken is None:
+                events.append(event)
+            else:
+                bad.append(("validate", BadItem(broken, "EcsRuleViolation", 0)))
+        source = self.book.track(topic, partition, offset, 1)
+        assert source is not None  # owned, checked above
         return RecordBatch(source, events, bad)
 
     def apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int) -> Applied:
@@ -144,6 +199,9 @@ class Intake:
 
     def take_tallies(self) -> tuple[Counter[str], Counter[str]]:
         """The ignored and decoded counts since the last call; the counters start again."""
+        if self.coalescer.late:
+            self.ignored[LATE_EVENT] += self.coalescer.late
+            self.coalescer.late = 0
         tallies = (self.ignored, self.decoded)
         self.ignored, self.decoded = Counter(), Counter()
         return tallies

@@ -12,11 +12,19 @@ import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from worker.config import Settings
 
-__all__ = ["CLOSE_TIMEOUT_S", "close_client", "kafka_security", "make_consumer", "make_producer"]
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "close_client",
+    "kafka_security",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +100,16 @@ def make_producer(settings: Settings, *, idempotent: bool | None = None) -> AIOK
         linger_ms=5,
         max_request_size=max(1_048_576, settings.max_record_bytes * 2 + 65_536),
         request_timeout_ms=30_000,
+        **kafka_security(settings),
+    )
+
+
+def make_admin(settings: Settings) -> AIOKafkaAdminClient:
+    """The admin client of the repartition topic (``worker.repartition_topic``)."""
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        request_timeout_ms=10_000,
         **kafka_security(settings),
     )
 

@@ -132,17 +132,23 @@ def deferred_until(
     stop_linger_ns: int,
     end_since: int | None = None,
     exit_wait_ns: int = 0,
+    rekeyed_exit_wait_ns: int = 0,
 ) -> int | None:
     """The time (monotonic ns) before which a due change of ``state`` must not be sent, or None.
 
     ``partial``: the view is known partial and ECS's view could not be had. ``last_event_at``: the
     task's last event; ``changed_at``: its first unsent change; ``end_since``: its first container
-    stop not yet reported (None: none)."""
+    stop not yet reported (None: none). ``rekeyed_exit_wait_ns``: how long a STOPPED task waits,
+    from its last event, for the exit codes of its stopped containers (the agent reports a
+    container's exit code with its STOPPED), when one container's events may arrive out of order
+    across input partitions (re-keyed input: a ``stop`` read before its ``die``); 0: no wait."""
     if partial and state.rank == STOPPED and state.explicit_rank < STOPPED and not state.settled:
         return last_event_at + settle_ns
     until = changed_at + stop_linger_ns if state.rank < STOPPED and state.stopping() else None
     if end_since is not None and exit_wait_ns and state.ends_incomplete():
         until = max(until or 0, end_since + exit_wait_ns)
+    if rekeyed_exit_wait_ns and state.rank == STOPPED and state.exits_pending():
+        until = max(until or 0, last_event_at + rekeyed_exit_wait_ns)
     return until
 
 

@@ -36,7 +36,16 @@ STATES: tuple[WorkerState, ...] = ("starting", "running", "draining", "stopped")
 _CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
 OTHER_CODE = "Other"
 
-_TOTALS = ("records_consumed", "events_decoded", "ignored", "dead_lettered", "submissions", "ecs_calls")
+_TOTALS = (
+    "records_consumed",
+    "events_decoded",
+    "ignored",
+    "repartitioned",
+    "tasks_split",
+    "dead_lettered",
+    "submissions",
+    "ecs_calls",
+)
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 120)
 _CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -119,6 +128,22 @@ class Metrics:
             p + "events_decoded", "Events decoded, by input format.", ["format"], registry=r
         )
         self.ignored = Counter(p + "ignored", "Input items ignored, by reason code.", ["reason"], registry=r)
+        self.repartitioned = Counter(
+            p + "repartitioned",
+            "Events written to the repartition topic (input_keying any), acknowledged.",
+            registry=r,
+        )
+        self.tasks_split = Counter(
+            p + "tasks_split",
+            "Tasks whose events arrived on more than one input partition (input_keying task): "
+            "the input is not keyed by task.",
+            registry=r,
+        )
+        self.repartition_purged = Counter(
+            p + "repartition_purged",
+            "Repartition records deleted below the committed offsets (DeleteRecords).",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             p + "dead_lettered",
             "Dead-letter records written, by stage and error class.",

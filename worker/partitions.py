@@ -69,21 +69,31 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._drainer: Drainer | None = None
         self._lag_known = True
         self._on_share: Callable[[int, int], None] | None = None
+        self._share_topic: str | None = None
 
     def attach(
-        self, consumer: Any, drainer: Drainer, on_share: Callable[[int, int], None] | None = None
+        self,
+        consumer: Any,
+        drainer: Drainer,
+        on_share: Callable[[int, int], None] | None = None,
+        *,
+        share_topic: str | None = None,
     ) -> None:
         """``on_share(owned, partitions)`` is told this process's share of the topic's
-        partitions after every assignment and revocation (``RateBudgets.set_share``)."""
+        partitions after every assignment and revocation (``RateBudgets.set_share``).
+        ``share_topic``: the one topic whose partitions the share counts (with ``input_keying =
+        any``, the repartition topic: its records are the ones reported to ECS); None: all."""
         self._consumer = consumer
         self._drainer = drainer
         self._on_share = on_share
+        self._share_topic = share_topic
 
     def _reshare(self) -> None:
-        owned = self.book.partitions()
-        if self._on_share is None or self._consumer is None or not owned:
+        held = self.book.partitions()
+        if self._on_share is None or self._consumer is None or not held:
             return
-        topics = {topic for topic, _ in owned}
+        owned = [tp for tp in held if self._share_topic in (None, tp[0])]
+        topics = {topic for topic, _ in owned} if self._share_topic is None else {self._share_topic}
         total = sum(len(self._consumer.partitions_for_topic(topic) or ()) for topic in topics)
         if total:
             self._on_share(len(owned), total)

@@ -1,6 +1,11 @@
 """The pipeline's wiring: consume -> intake (decode, validate, apply) -> coalesce -> dispatch
 (submit, publish) -> partitions (commit), on one event loop.
 
+With ``input_keying = any`` a repartition stage comes first, as in Kafka Streams: the one
+consumer (one group) reads the input topic and the repartition topic; input records are re-keyed
+by task into the repartition topic (``worker.repartition``), whose records the coalescing stage
+takes. The topic is created at start and purged as it is committed (``worker.repartition_topic``).
+
 Three loops share the pure core (``Intake`` with its decoder and ``Coalescer``, the
 ``OffsetBook``): ``ConsumeLoop`` fetches and admits records, ``Dispatcher`` starts the
 submissions that are due, and ``Partitions`` commits what is resolved every
@@ -12,9 +17,10 @@ it is resolved: its events reported (outcome acknowledged by the broker), or dea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from worker.broker_checks import BrokerFacts, check_brokers
@@ -32,6 +38,8 @@ from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.partitions import Partitions
 from worker.publish import KafkaSink, Publisher
 from worker.ratelimit import RateBudgets
+from worker.repartition import Repartitioner
+from worker.repartition_topic import RepartitionTopic
 from worker.resolve import Resolver
 from worker.submit import Submitter
 
@@ -106,16 +114,29 @@ class Worker:
             return
         producer = make_producer(s, idempotent=facts[0].idempotent)
         consumer = make_consumer(s)
-        consumer.subscribe([s.input_topic], listener=self.partitions)
         try:
             if await self._unless_stopped(producer.start()):
-                async with EcsClients(s, routes_of(s)) as clients:
+                async with EcsClients(s, routes_of(s)) as clients, contextlib.AsyncExitStack() as stack:
+                    topic = None
+                    if s.input_keying == "any":
+                        topic = await stack.enter_async_context(RepartitionTopic(s))
+                        if not await self._unless_stopped(topic.ensure()):
+                            return
+                    consumer.subscribe(
+                        [s.input_topic, *([topic.name] if topic else [])], listener=self.partitions
+                    )
                     dispatcher, publisher, budgets = self._build_stages(clients, producer)
                     self._dispatcher = dispatcher
                     resolver = self._resolver_for(clients, dispatcher)
-                    self.partitions.attach(consumer, dispatcher, self._share_of(budgets))
+                    self.partitions.attach(
+                        consumer,
+                        dispatcher,
+                        self._share_of(budgets),
+                        share_topic=None if topic is None else topic.name,
+                    )
                     if await self._unless_stopped(self._join(consumer)):
-                        await self._run_loops(consumer, dispatcher, publisher, resolver)
+                        stage_one = self._stage_one(producer, dispatcher, topic)
+                        await self._run_loops(consumer, dispatcher, publisher, resolver, *stage_one)
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
             # Together: a stop then fits a pod's grace period (drain + commit + one close).
@@ -134,6 +155,24 @@ class Worker:
             )
 
         return on_share
+
+    def _stage_one(
+        self, producer: Any, dispatcher: Dispatcher, topic: RepartitionTopic | None
+    ) -> tuple[Repartitioner | None, list[Coroutine[Any, Any, None]]]:
+        """With ``input_keying = any``: the re-keying writer and the purge loop; else nothing."""
+        if topic is None:
+            return None, []
+        repartitioner = Repartitioner(
+            producer,
+            topic=topic.name,
+            metrics=self.metrics,
+            release=self.partitions.book.release,
+            spawn=dispatcher.spawn,
+            giving_up=dispatcher.past_drain_deadline,
+        )
+        interval_ms = self.settings.repartition_purge_interval_ms
+        loops = [topic.run_purges(interval_ms / 1000, self.partitions.book.committed)] if interval_ms else []
+        return repartitioner, loops
 
     def _build_stages(self, clients: EcsClients, producer: Any) -> tuple[Dispatcher, Publisher, RateBudgets]:
         s = self.settings
@@ -191,7 +230,7 @@ class Worker:
         finally:
             waiting.cancel()
 
-    async def _unless_stopped(self, starting: Awaitable[None]) -> bool:
+    async def _unless_stopped(self, starting: Awaitable[object]) -> bool:
         """Await a client's start unless a stop is requested first: the consumer's start waits for
         the group's first assignment, which a stalled rebalance can hold back indefinitely, and a
         SIGTERM must not wait for it. Nothing is held yet, so nothing needs draining."""
@@ -214,7 +253,13 @@ class Worker:
         return True
 
     async def _run_loops(
-        self, consumer: Any, dispatcher: Dispatcher, publisher: Publisher, resolver: Resolver
+        self,
+        consumer: Any,
+        dispatcher: Dispatcher,
+        publisher: Publisher,
+        resolver: Resolver,
+        repartitioner: Repartitioner | None = None,
+        more: list[Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         consume_loop = ConsumeLoop(
             consumer,
@@ -226,6 +271,7 @@ class Worker:
             stopping=self._stopping.is_set,
             on_progress=self._progressed,
             on_wants=resolver.wake,
+            repartitioner=repartitioner,
         )
         consume = asyncio.create_task(consume_loop.run(), name="consume")
         others = [
@@ -235,6 +281,7 @@ class Worker:
             asyncio.create_task(
                 self.partitions.run_commits(self.settings.commit_interval_ms / 1000), name="commit"
             ),
+            *(asyncio.create_task(loop) for loop in more or ()),
         ]
         stop = asyncio.create_task(self._stopping.wait(), name="stop")
         if not self._stopping.is_set():

@@ -41,6 +41,10 @@ class TaskEntry:
     """Observation (wall-clock ns) of the task's last event."""
     changed_at: int = 0
     """Arrival (monotonic ns) of the first unsent change."""
+    partition: int = -1
+    """The input partition of the task's first event (with ``input_keying = task``), -1 before it."""
+    split: bool = False
+    """The task's events came from more than one partition (noted once)."""
     end_since: int | None = None
     """Arrival (monotonic ns) of the first container stop not yet reported: the wait for the
     facts of its end (``exit_wait``) counts from it."""

@@ -89,6 +89,12 @@ class ContainerState:
     """Restarts seen (an exit held, then a start)."""
     held_exit: ContainerChange | None = None
     """An exit the agent restarts (restart policy): not reported unless it becomes final."""
+    exit_at: int = 0
+    """Observation time (ns) of the exit whose code is ``exit_code``."""
+    stop_requested_at: int = 0
+    """Observation time (ns) of the first stop asked of the container (``stop_requested``)."""
+    held_at: int = 0
+    """Observation time (ns) of ``held_exit``."""
     end_reason: str | None = None
     """A reason observed without a status before the container stopped (Docker's ``oom`` of any
     of its processes): a fact of its end, reported with its STOPPED, as the agent reads the OOM flag
@@ -260,7 +266,11 @@ class TaskState:
         changed = False
         if change.stopRequested:
             container.stop_requested = True
+            if not container.stop_requested_at or at < container.stop_requested_at:
+                container.stop_requested_at = at
         if rank == RUNNING:
+            if container.held_exit is not None and at < container.held_at:
+                return False  # a start from before the held exit (read late): not its restart
             if container.held_exit is not None or container.rank < RUNNING:
                 container.started_at = at  # started, or restarted by the agent
             if container.held_exit is not None:
@@ -269,23 +279,32 @@ class TaskState:
             container.held_exit = None
         elif rank == STOPPED and container.restarts and at < (container.started_at or 0):
             return False  # an exit from before the container's last restart (a duplicate): stale
+        elif rank == container.rank == STOPPED and change.exitCode is not None and at < container.exit_at:
+            return False  # an exit observed before the one merged (re-keyed input, read late): stale
         elif rank == STOPPED and container.held_exit is None and container.rank < STOPPED:
             definition = self.definition.containers.get(change.containerName) if self.definition else None
             if should_restart(
                 definition,
                 exit_code=change.exitCode,
-                stop_requested=container.stop_requested,
-                task_stopping=self.stopping(),
+                # Asked before the exit: a stop read after an earlier exit (re-keyed input read out
+                # of order) did not cause it.
+                stop_requested=container.stop_requested and container.stop_requested_at <= at,
+                task_stopping=self.stopping() and self._stopping_before(at),
                 started_at=container.started_at,
                 exited_at=at,
             ):
-                container.held_exit = change
+                container.held_exit, container.held_at = change, at
                 self.maybe_holding = True
                 return False
         if container.held_exit is not None and (rank == STOPPED or container.stop_requested):
             held, container.held_exit = container.held_exit, None
             changed |= container.merge(held)  # the held exit is final after all
+            container.exit_at = max(container.exit_at, container.held_at)
+            if rank == STOPPED and change.exitCode is not None and at < container.exit_at:
+                return changed  # an exit observed before the held one (read late): stale
         changed |= container.merge(change)
+        if change.exitCode is not None and container.exit_code == change.exitCode and at > container.exit_at:
+            container.exit_at = at
         if container.rank == STOPPED:
             self.stop_seen = self.end_seen = True
             if self.managed_agents:
@@ -297,6 +316,12 @@ class TaskState:
                 self.execution_stopped_ns = at
                 changed = True
         return changed
+
+    def _stopping_before(self, at: int) -> bool:
+        """The task's stop (its first essential container's exit) was observed before ``at`` (ns),
+        or its time is unknown."""
+        stopped = self.execution_stopped_at
+        return stopped is None or stopped.timestamp() * 1e9 <= at
 
     def _essential(self, change: ContainerChange) -> bool:
         return self.definition is not None and self.definition.essential(change.containerName)
@@ -341,6 +366,10 @@ class TaskState:
                 held, container.held_exit = container.held_exit, None
                 changed |= container.merge(held)
         return self._rerank() or changed
+
+    def exits_pending(self) -> bool:
+        """Some container is STOPPED without an exit code (its ``die`` not read, or it never ran)."""
+        return any(c.rank == STOPPED and c.exit_code is None for c in self.containers.values())
 
     def stopping(self) -> bool:
         """An essential container has stopped: the agent is stopping the others (within its stop

@@ -17,6 +17,7 @@ import msgspec
 from devkit.fleet import ExpectedTask, final_state_mismatches, flag_counts
 from devkit.harness.scenarios import DISRUPTIONS, Fault, Scenario
 from schemas.records import Outcome, split_dead_letter_headers
+from worker.repartition import parse_source
 
 __all__ = ["FaultRecord", "Observed", "Produced", "Report", "build_report"]
 
@@ -131,6 +132,8 @@ class Observed:
     """Each acknowledged request per task, in order (JSON, sorted keys)."""
     quota_refusals: int
     outcome_records: Sequence[Any]
+    repartitioned: Sequence[Any]
+    """The repartition topic's records (``input_keying = any``; empty otherwise)."""
     letters: Sequence[Any]
     """Dead-letter records (aiokafka ``ConsumerRecord``s, as the outcome records)."""
     committed: dict[int, int]
@@ -169,11 +172,18 @@ def _account_records(seen: Observed) -> _Records:
             lettered.add((errors.partition, errors.offset if errors.offset is not None else -1))
     # Records covered by outcomes; records covered more than once were replayed.
     outcomes = [msgspec.json.decode(r.value, type=Outcome) for r in seen.outcome_records]
+    origins = _origins(seen)
     coverage: Counter[RecordAt] = Counter()
     for outcome in outcomes:
+        covered: set[RecordAt] = set()
         for source in outcome.sources:
             if source.topic == seen.input_topic:
-                coverage.update((source.partition, offset) for offset in source.offsets)
+                covered.update((source.partition, offset) for offset in source.offsets)
+            else:  # a repartition record: the input record it came from
+                covered.update(
+                    origins[(source.partition, o)] for o in source.offsets if (source.partition, o) in origins
+                )
+        coverage.update(covered)
     produced = seen.produced
     ends = {p: produced.ends.get(p, 0) for p in range(seen.scenario.partitions)}
     return _Records(
@@ -185,6 +195,16 @@ def _account_records(seen: Observed) -> _Records:
         uncommitted=sum(max(0, ends[p] - seen.committed.get(p, 0)) for p in ends),
         ends=ends,
     )
+
+
+def _origins(seen: Observed) -> dict[RecordAt, RecordAt]:
+    """Each repartition record's input record (its ``source`` header), by (partition, offset)."""
+    origins: dict[RecordAt, RecordAt] = {}
+    for record in seen.repartitioned:
+        source = parse_source(record.headers or ())
+        if source is not None and source[0] == seen.input_topic:
+            origins[(record.partition, record.offset)] = (source[1], source[2])
+    return origins
 
 
 @dataclass(frozen=True)

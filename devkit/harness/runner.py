@@ -28,7 +28,8 @@ from devkit.harness.report import Observed, Produced, Report, build_report
 from devkit.harness.scenarios import Scenario
 from devkit.harness.workers import Run, wait_ready
 from devkit.proxy import TcpProxy
-from devkit.topics import create_topics, read_all
+from devkit.topics import create_topics, read_all, round_robin
+from worker.config import repartition_topic
 
 __all__ = ["run_scenario"]
 
@@ -181,6 +182,11 @@ async def _observe(
         accepted_requests=endpoint.accepted_requests,
         quota_refusals=endpoint.quota_refusals,
         outcome_records=await read_all(run.bootstrap, run.outcome_topic, timeout_s=60),
+        repartitioned=(
+            await read_all(run.bootstrap, repartition_topic(run.group), timeout_s=60)
+            if run.scenario.input_keying == "any"
+            else []
+        ),
         letters=await read_all(run.bootstrap, run.dlq_topic, timeout_s=60),
         committed=await _committed(consumer, run.input_topic, run.scenario.partitions),
         timeline=run.records,
@@ -200,8 +206,8 @@ def _handovers(run: Run) -> list[float | None]:
 
 
 async def _produce(run: Run, fleet: Fleet) -> Produced:
-    """Send the fleet's steps on its schedule at the scenario's pace (keyed by task ARN, stamped on
-    the schedule's clock) and its poison records; end offsets come from the broker's
+    """Send the fleet's steps on its schedule at the scenario's pace (keyed by task ARN, or unkeyed
+    round-robin; stamped on the schedule's clock) and its poison records; end offsets come from the broker's
     acknowledgements (Tansu's ListOffsets can lag)."""
     scenario = run.scenario
     producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, linger_ms=5, request_timeout_ms=120_000)
@@ -211,12 +217,14 @@ async def _produce(run: Run, fleet: Fleet) -> Produced:
         poison_futures: list[asyncio.Future[Any]] = []
         every = max(1, len(fleet.steps) // (scenario.poison + 1))
         base = time.time_ns()
+        partitions = sorted(await producer.partitions_for(run.input_topic))
         for index, step in enumerate(fleet.steps):
             delay = run.t0 + step.at_s * scenario.pace - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             value = fleet.render(step, fleet.observed_ns(step, base))
-            pending.append(await producer.send(run.input_topic, value=value, key=step.task.encode()))
+            where = round_robin(partitions, index) if scenario.unkeyed else {"key": step.task.encode()}
+            pending.append(await producer.send(run.input_topic, value=value, **where))
             if index % every == every - 1 and len(poison_futures) < scenario.poison:
                 bad = POISON_RECORDS[len(poison_futures) % len(POISON_RECORDS)]
                 key = f"poison-{len(poison_futures)}".encode()

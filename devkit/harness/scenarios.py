@@ -10,6 +10,7 @@ import msgspec
 from devkit.ecs_endpoint import Faults
 from devkit.fleet import FleetShape, Format
 from devkit.proxy import CutMode
+from worker.config import InputKeying
 
 __all__ = ["DISRUPTIONS", "FAST_SCENARIOS", "SLOW_SCENARIOS", "Fault", "FaultKind", "Scenario"]
 
@@ -45,7 +46,9 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
 
     The fleet (``devkit.fleet``) is ``shape`` with the scenario's ``spread_s`` and
     ``running_share``; its schedule runs ``pace`` times real time (0.05: twenty times faster), and
-    the workers' stop linger and settle time are scaled to match (``Fleet.worker_timers``)."""
+    the workers' stop linger and settle time are scaled to match (``Fleet.worker_timers``).
+    ``unkeyed``: the events are produced without a key, the partitions in turn (round-robin), so
+    that a task's events spread over every partition; ``input_keying`` is the workers' setting."""
 
     name: str
     tasks: int = 120
@@ -55,6 +58,10 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     running_share: float = 0.1
     pace: float = 0.05
     fmt: Format = "docker"
+    unkeyed: bool = False
+    input_keying: InputKeying = "task"
+    reorder_ms: int = 1_000
+    """The workers' ``repartition_reorder_ms`` (``input_keying = any``)."""
     shape: FleetShape = FleetShape()
     partitions: int = 6
     poison: int = 3
@@ -144,6 +151,21 @@ FAST_SCENARIOS: tuple[Scenario, ...] = (
 
 SLOW_SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
+        # The events of each task spread over every partition (no key, round-robin): the workers
+        # re-key them through the repartition topic while one is SIGKILLed and restarted and a
+        # third joins.
+        name="unkeyed-kill-join",
+        tasks=120,
+        workers=2,
+        spread_s=10.0,
+        unkeyed=True,
+        input_keying="any",
+        # Above the session timeout and a rebalance: the killed worker's input partitions stall
+        # that long, and their events must still be merged in order.
+        reorder_ms=9_000,
+        faults=(Fault(at_s=3.0, kind="kill", restart_after_s=1.0), Fault(at_s=9.0, kind="join")),
+    ),
+    Scenario(
         name="kill-storm",
         tasks=400,
         workers=3,
@@ -180,6 +202,27 @@ SLOW_SCENARIOS: tuple[Scenario, ...] = (
         tasks=400,
         workers=3,
         spread_s=16.0,
+        quota_burst=150,
+        quota_refill_per_s=90.0,
+        faults=(
+            Fault(at_s=2.0, kind="term", worker=0, restart_after_s=0.5),
+            Fault(at_s=7.0, kind="term", worker=1, restart_after_s=0.5),
+            Fault(at_s=12.0, kind="term", worker=2, restart_after_s=0.5),
+        ),
+    ),
+    Scenario(
+        # The issue's case: multi-container tasks, unkeyed input, a rolling restart of every
+        # worker, re-keyed through the repartition topic.
+        name="unkeyed-rolling-restart",
+        tasks=400,
+        workers=3,
+        spread_s=16.0,
+        unkeyed=True,
+        input_keying="any",
+        # Above a rebalance of the embedded broker (3-6 s): the input partitions changing owner
+        # stall that long, and their events must still be merged in order.
+        reorder_ms=6_000,
+        shape=FleetShape(containers=(2, 6)),
         quota_burst=150,
         quota_refill_per_s=90.0,
         faults=(

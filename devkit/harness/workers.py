@@ -123,6 +123,10 @@ class Run:
             "WORKER_RATE_LIMIT_BURST": str(self.per_worker_burst),
             "WORKER_STOP_LINGER_MS": str(timers["stop_linger_ms"]),
             "WORKER_SETTLE_MS": str(timers["settle_ms"]),
+            "WORKER_INPUT_KEYING": s.input_keying,
+            "WORKER_REPARTITION_REORDER_MS": str(s.reorder_ms),
+            # Not purged: the report reads the repartition topic back to account for every record.
+            "WORKER_REPARTITION_PURGE_INTERVAL_MS": "0",
             "WORKER_LOG_LEVEL": "INFO",
             "WORKER_LOG_FORMAT": "json",
         }
