@@ -112,15 +112,20 @@ class Coalescer(KnowledgeMixin):
             None if entry is None else entry.state, event, self._max_containers, self._max_attachments
         )
 
-    def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
-        """Merge one event. Returns what happened and the sources resolved at once."""
+    def apply(
+        self, event: TaskEvent, source: SourceRef, now: int, *, replayed: bool = False
+    ) -> tuple[Applied, list[SourceRef]]:
+        """Merge one event. ``replayed``: its record may have been processed before (below its
+        partition's replay end): a task first seen in it starts from ECS's view
+        (``knowledge.KnowledgeMixin._known``). Returns what happened and the sources resolved at
+        once."""
         key = (event.cluster, event.task)
         if key in self._retired:
             return Applied.RETIRED, [source]
         entry = self._active.get(key)
         if entry is None:
             self._make_room()
-            entry = self._active[key] = TaskEntry(TaskState(key))
+            entry = self._active[key] = TaskEntry(TaskState(key), replayed=replayed)
             self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
             self._active.move_to_end(key)
@@ -144,8 +149,7 @@ class Coalescer(KnowledgeMixin):
             return
         definition = None if arn is None else self.definitions.get(arn)
         entry.state.know(definition)
-        if arn is not None and definition is None:
-            self._partial(key, entry)
+        self._known(key, entry, unavailable=arn is not None and definition is None)
 
     def _merge(self, key: TaskKey, entry: TaskEntry, event: TaskEvent, now: int) -> bool:
         state = entry.state
@@ -159,8 +163,7 @@ class Coalescer(KnowledgeMixin):
                 entry.end_since = now
         if state.missed and not missed:
             if self._describe:
-                entry.needs_view = True
-                self._wants.view(key)
+                self._want_view(key, entry)
             else:
                 changed |= self._fall_back(key, entry)
         elif (entry.fallback and not state.settled) or state.holding():

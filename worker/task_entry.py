@@ -31,6 +31,9 @@ class TaskEntry:
     """ECS does not know the task: it retires once the submission in flight completes."""
     needs_view: bool = False
     """ECS's view was asked for: nothing is sent until it is known."""
+    replayed: bool = False
+    """First seen in a record below its partition's replay end (``OffsetBook.replayed``): its
+    history may have been reported already, by an earlier owner or by this process."""
     fallback: bool = False
     """The view is known partial and ECS's view could not be had."""
     baseline: tuple[object, ...] | None = None
