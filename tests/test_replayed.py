@@ -23,7 +23,7 @@ def known_rig(**options: object) -> Rig:
 
 
 def creation_and_start(rig: Rig) -> None:
-    """The next four offsets (0-3 first), below the replay end: the task's history from its creation to RUNNING."""
+    """The next four records, below the replay end: the task's history from creation to RUNNING."""
     rig.feed(ev("app", "PENDING", at=1))
     rig.feed(ev("log", "PENDING", at=1))
     rig.feed(ev("log", "RUNNING", at=1.5))
@@ -171,3 +171,40 @@ def test_replay_end_is_noted_once_per_assignment_and_fences_by_epoch() -> None:
     book.revoke([("t", 0)])
     book.assign([("t", 0)])
     assert book.replay_end("t", 0) is None  # a new assignment notes its own
+
+
+def test_a_clean_task_of_a_revoked_partition_is_forgotten_and_read_again_from_ecs_view() -> None:
+    """This process reported the task RUNNING (nothing left to send), then lost the partition; the
+    next owner reported the stop. Assigned the partition back, this process must not merge the
+    re-read records into its stale knowledge (RUNNING): it starts again from ECS's view, which
+    shows the STOPPED, and sends nothing."""
+    rig = known_rig()
+    rig.offset = 4
+    creation_and_start(rig)
+    rig.tick(3)
+    assert rig.statuses() == ["RUNNING app=RUNNING(None),log=RUNNING(None)"]
+    rig.release(rig.co.drop(lambda source: source.partition == 0))
+    assert rig.co.active_count == 0
+    rig.book.revoke([("t", 0)])
+    rig.book.assign([("t", 0)])  # back, after the next owner's STOPPED: read again from 8
+    rig.book.note_replay_end("t", 0, 10)
+    rig.offset = 8
+    rig.feed(ev("log", "STOPPED", at=6, exit_code=143))
+    rig.feed(ev("app", "STOPPED", at=6.5))
+    assert rig.wanted()[1] == [KEY]
+    rig.tick(7)
+    assert len(rig.statuses()) == 1  # nothing before the answer
+    rig.answer_views(view("STOPPED", {"app": ("STOPPED", 0), "log": ("STOPPED", 143)}), at=7)
+    rig.tick(8)
+    assert len(rig.statuses()) == 1
+    assert rig.co.is_retired(KEY)
+    assert rig.committable() == 10
+
+
+def test_a_clean_task_of_a_partition_still_owned_is_kept() -> None:
+    rig = known_rig()
+    rig.offset = 4
+    creation_and_start(rig)
+    rig.tick(3)
+    assert rig.co.drop(lambda source: source.partition == 1) == []
+    assert rig.co.active_count == 1

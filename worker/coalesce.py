@@ -129,6 +129,7 @@ class Coalescer(KnowledgeMixin):
             self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
             self._active.move_to_end(key)
+        entry.origin = source
         if entry.waiting is not None:
             entry.waiting.append((event, now))
             entry.sources.append(source)
@@ -256,12 +257,17 @@ class Coalescer(KnowledgeMixin):
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
         """Give up the unresolved sources for which ``owns`` is true (partitions revoked): their
         records will be re-read by the partitions' next owner. A task left with nothing else is
-        forgotten; a task that also answers for records of partitions still owned is kept with
-        those, so that their offsets are not committed before its changes are reported. Returns
-        the sources given up (an in-flight submission hands its own back through ``complete``)."""
+        forgotten, a clean one too (everything reported) when its last record (``origin``) is of
+        a revoked partition: what it knows goes stale as the next owner reports, and were the
+        partition assigned back, its records read again start from ECS's view instead
+        (``KnowledgeMixin._known``). Retired tasks stay retired: STOPPED is final. A task that
+        also answers for records of partitions still owned is kept with those, so that their
+        offsets are not committed before its changes are reported. Returns the sources given up
+        (an in-flight submission hands its own back through ``complete``)."""
         given_up: list[SourceRef] = []
         for key, entry in list(self._active.items()):
-            if not _holds(entry, owns):
+            stale = entry.origin is not None and owns(entry.origin)
+            if not stale and not _holds(entry, owns):
                 continue
             kept = [s for s in entry.sources if not owns(s)]
             given_up.extend(s for s in entry.sources if owns(s))
