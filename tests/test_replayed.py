@@ -5,15 +5,17 @@ owner or by this process before it lost its membership; it starts from ECS's vie
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.knowledge_rig import ARN, KEY, Rig, definition, ev, view
 from worker.coalesce import Applied
 from worker.offsets import OffsetBook
 from worker.work import SourceRef
 
-APP_LOG = [{"name": "app"}, {"name": "log", "essential": False}]
+APP_LOG: list[dict[str, Any]] = [{"name": "app"}, {"name": "log", "essential": False}]
 
 
-def known_rig(**options: object) -> Rig:
+def known_rig(**options: Any) -> Rig:
     """A rig whose definition is known already, partition ``("t", 0)`` replayed below offset 4:
     the records 0-3 were (maybe) processed before the handover."""
     rig = Rig(**options)
