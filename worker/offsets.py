@@ -126,8 +126,8 @@ class OffsetBook:
 
     def replayed(self, source: SourceRef) -> bool:
         """Whether ``source``'s record lies below its partition's replay end, under the epoch it
-        was read in: it may have been processed before. False when no end was noted (``replay``
-        and the benchmark read a topic no one processed)."""
+        was read in: it may have been processed before. False when no end was noted (``python -m
+        worker replay`` notes none: offline, it cannot ask ECS anyway)."""
         book = self._partitions.get((source.topic, source.partition))
         if book is None or book.epoch != source.epoch or book.replay_end is None:
             return False
