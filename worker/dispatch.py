@@ -5,6 +5,12 @@ wake-up) and runs each as its own asyncio task: submit (``worker.submit``), publ
 and, when retries ran out, its dead letter (``worker.publish``), then hand the result back to the
 coalescer and release the records it resolves in the offset book. Background work (dead letters
 of input records too) is tracked so that a drain and a stop can wait for it or cancel it.
+
+A submission still under way when its partitions are given up (the drain deadline passed: ECS
+throttling, a slow endpoint) is cancelled then, retries included: its partitions' next owner
+reads its records again and starts their tasks from ECS's view, and a call this process made
+after that view was taken could contradict it (an older RUNNING landing after the next owner's
+STOPPED, or a STOPPED the next owner then repeats).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.publish import Publisher
 from worker.submit import Submitter
-from worker.work import NS_PER_MS, SourceRef, Submission
+from worker.work import NS_PER_MS, SourceRef, Submission, TaskKey
 
 __all__ = ["Dispatcher"]
 
@@ -58,6 +64,8 @@ class Dispatcher:
         self._on_progress = on_progress
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._submitting: dict[TaskKey, asyncio.Task[None]] = {}
+        """The asyncio task of each submission under way (one per ECS task at most)."""
         self._draining = False
         self._drain_deadline = 0.0
 
@@ -73,11 +81,12 @@ class Dispatcher:
         """True once a drain has run out of time: writes stop retrying then."""
         return self._draining and time.monotonic() >= self._drain_deadline
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run background work; a failure is logged and its offsets stay uncommitted."""
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     async def cancel_all(self) -> None:
         for task in list(self._tasks):
@@ -98,7 +107,7 @@ class Dispatcher:
                 self._metrics.skipped_unchanged.inc()
             self.release(resolved)
             for submission in ready:
-                self.spawn(self._finish(submission))
+                self._submitting[submission.key] = self.spawn(self._finish(submission))
             due_at = coalescer.next_due_at()
             timeout = None if due_at is None else max(0.0, (due_at - time.monotonic_ns()) / 1e9)
             self._wake.clear()
@@ -108,6 +117,13 @@ class Dispatcher:
                     await self._wake.wait()
 
     async def _finish(self, submission: Submission) -> None:
+        try:
+            await self._submit(submission)
+        finally:
+            if self._submitting.get(submission.key) is asyncio.current_task():
+                del self._submitting[submission.key]
+
+    async def _submit(self, submission: Submission) -> None:
         result = await self._submitter.submit(submission)
         await self._publisher.outcome(submission, result)
         if result.result == "failed":
@@ -165,4 +181,18 @@ class Dispatcher:
         return not self._book.unresolved(self._coalescer.pinned(), partitions) and settled
 
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
+        """Give up the work of the sources ``owns`` names (``Coalescer.drop``), and cancel the
+        submissions under way that answer for those sources only (see the module docstring)."""
+        cancelled = 0
+        for submission in self._coalescer.in_flight():
+            task = self._submitting.get(submission.key)
+            if task is not None and all(owns(s) for s in submission.sources):
+                task.cancel()
+                cancelled += 1
+        if cancelled:
+            log.warning(
+                "%d submissions of revoked partitions still under way are cancelled: their next owner "
+                "reads their records again and reports from ECS's view",
+                cancelled,
+            )
         return self._coalescer.drop(owns)

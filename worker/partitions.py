@@ -13,6 +13,7 @@ partition's first fetch instead (``worker.consume``), which is at least as high.
 Lifecycle of a partition here::
 
     assigned (epoch n, tracked) --revoked--> drain -> commit -> drop -> untracked
+                                --lost-----> drop -> untracked   (this member was dropped)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
-from worker.group_log import member_of
+from worker.group_log import member_of, membership_lost
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.start_position import seek_to_start_time
@@ -140,8 +141,29 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in revoked]
         self._metrics.rebalances.labels("revoked").inc()
-        if partitions:  # aiokafka calls this with none before every join, the first included
+        if not partitions:  # aiokafka calls this with none before every join, the first included
+            return
+        if membership_lost(self._consumer):
+            self.lose(partitions)
+        else:
             await self.revoke(partitions)
+
+    def lose(self, partitions: list[TopicPartitionKey]) -> None:
+        """The group dropped this member (``group_log.membership_lost``) and gave ``partitions``
+        to others, who read their uncommitted records again: no drain (changes sent now would
+        land after their new owners asked ECS for its view, and could contradict it), no commit
+        (the group refuses it); the work is given up, the submissions under way for those
+        partitions alone cancelled (``Drainer.drop``), and the partitions leave the book."""
+        assert self._drainer is not None
+        lost = set(partitions)
+        log.warning(
+            "partitions lost: the group dropped this member and gave them to others; their work "
+            "is given up without a drain, and their next owners read it again",
+            extra={"partitions": partitions},
+        )
+        for source in self._drainer.drop(lambda s: (s.topic, s.partition) in lost):
+            self.book.release(source)
+        self.book.revoke(partitions)
 
     async def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         """Drain, commit, drop, untrack: see the module docstring."""
