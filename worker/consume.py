@@ -1,7 +1,7 @@
 """Stage 1, consume: fetch records from the input topic and hand them to the intake.
 
 Per batch: records of a partition this process does not track are fetched again (never skipped);
-a partition's first records note its replay end if the assignment could not (``worker.offsets``);
+a partition's first records since its assignment note its replay end (``worker.offsets``);
 every other record goes through ``worker.intake`` (decode -> validate -> apply); a record with bad
 items is dead-lettered in the background and its last claim released once the broker has the
 dead letter. Consumption pauses while the coalescer is over its task cap with only busy tasks.
@@ -100,9 +100,10 @@ class ConsumeLoop:
         self._dispatcher.release([batch.source])
 
     def _note_replay_end(self, tp: TopicPartition, fetched_end: int) -> None:
-        """The end offset was not had at assignment (``worker.partitions``): the high watermark of
-        this first fetch stands for it (at least as high: more records treated as replayed, none
-        fewer), or, when the client has none, the end of the records fetched."""
+        """Note the partition's replay end at its first fetch since its assignment: the high
+        watermark of that fetch (at least the end offset at the assignment: the few records
+        produced in between are treated as replayed too, none fewer), or, when the client has
+        none, the end of the records fetched."""
         high = self._consumer.highwater(tp)
         self._intake.book.note_replay_end(tp.topic, tp.partition, max(high or 0, fetched_end))
 

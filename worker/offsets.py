@@ -13,11 +13,11 @@ partition was revoked and finished after it was assigned back, releases nothing:
 read again under the new epoch, and only the new work may let the offset pass it.
 
 Every assignment also notes the partition's **replay end**: its end offset (high watermark) when
-it was assigned. The records below it may have been processed already, by an earlier owner or by
-this process before it lost its membership (at-least-once: commits lag the work, and a member the
-group dropped cannot commit at all), so a task first seen there is not trusted to be new
-(``worker.knowledge``). Records at or past it were produced after the assignment: this owner is
-the first to read them.
+it was assigned, as the first fetch after it shows it (``worker.consume``). The records below it
+may have been processed already, by an earlier owner or by this process before it lost its
+membership (at-least-once: commits lag the work, and a member the group dropped cannot commit at
+all), so a task first seen there is not trusted to be new (``worker.knowledge``). Records at or
+past it were produced after the assignment: this owner is the first to read them.
 
 A partition's lifecycle in the book::
 

@@ -5,10 +5,10 @@ object is the consumer's ``ConsumerRebalanceListener``. On assignment each parti
 epoch in the ``OffsetBook``. On revocation its work is drained (sent and resolved, up to the drain
 deadline), what is resolved is committed, the unresolved sources are given up (the next owner
 re-reads them) and the partition leaves the book, so that a completion arriving later, from the
-old epoch, releases nothing. On assignment the partitions' end offsets are noted too (one
-``ListOffsets`` request): the records below them are replayed (``OffsetBook.note_replay_end``).
-When the brokers do not answer in time, the consume loop notes the high watermark of the
-partition's first fetch instead (``worker.consume``), which is at least as high.
+old epoch, releases nothing. A partition's replay end (``OffsetBook.note_replay_end``) is noted
+by the consume loop from the high watermark of its first fetch (``worker.consume``), not here: a
+``ListOffsets`` request in the listener would hold the rebalance up, and one cut short by a
+timeout leaves aiokafka a connection it never closes.
 
 Lifecycle of a partition here::
 
@@ -110,7 +110,6 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
                     extra={"error_class": type(exc).__name__},
                 )
         self.book.assign(partitions)
-        await self._note_replay_ends(assigned)
         self.ready.set()
         log.info(
             "partitions assigned: %s",
@@ -120,23 +119,6 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
                 **member_of(self._consumer),
             },
         )
-
-    async def _note_replay_ends(self, assigned: list[TopicPartition]) -> None:
-        """Note each assigned partition's end offset (``OffsetBook.note_replay_end``)."""
-        if not assigned or self._consumer is None:
-            return
-        try:
-            async with asyncio.timeout(_POSITION_TIMEOUT_S):
-                ends = await self._consumer.end_offsets(assigned)
-        except Exception as exc:  # noted at the first fetch instead (worker.consume)
-            log.info(
-                "end offsets not had at assignment (%s): the first fetch's high watermark is used",
-                exc,
-                extra={"error_class": type(exc).__name__},
-            )
-            return
-        for tp, end in ends.items():
-            self.book.note_replay_end(tp.topic, tp.partition, end)
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in revoked]
