@@ -134,10 +134,12 @@ class Rig:
         return source
 
     def feed(self, event: TaskEvent, at: float | None = None) -> tuple[Applied, SourceRef]:
-        """Apply ``event`` as the next record, arriving ``at`` (default: when it was observed)."""
+        """Apply ``event`` as the next record, arriving ``at`` (default: when it was observed);
+        replayed when the record lies below the replay end noted in the book, as ``Intake``
+        applies it."""
         at = (event.observedAt - T0) / S if at is None else at
         source = self.track()
-        applied, resolved = self.co.apply(event, source, self.ns(at))
+        applied, resolved = self.co.apply(event, source, self.ns(at), replayed=self.book.replayed(source))
         self.release(resolved)
         return applied, source
 

@@ -54,16 +54,6 @@ async def test_sigkill_and_restart() -> None:
     assert any("restart" in r.what for r in report.faults)
 
 
-@pytest.mark.xfail(
-    BROKER.kind == "kafka",
-    reason=(
-        "a worker bug Apache Kafka's quick rebalances show (not Tansu's slow ones): with seed 7 a "
-        "new owner reports task fleet-1/9fb78438... STOPPED a second time, from a partial view "
-        "(no exit codes, a later executionStoppedAt), ~5 s after the first owner's STOPPED: the "
-        "endpoint flags updates_after_stopped (2 calls); everything else holds"
-    ),
-    strict=False,
-)
 async def test_graceful_sigterm_and_join_and_leave_rebalances() -> None:
     report = await run_scenario(by_name("sigterm-join-leave"))
     check_promises(report)
@@ -108,16 +98,6 @@ async def test_rolling_restarts_while_long_running_tasks_run() -> None:
     assert report.definition_calls <= revisions * processes, detail  # once per revision and process
 
 
-@pytest.mark.xfail(
-    BROKER.kind == "kafka",
-    reason=(
-        "a worker bug Apache Kafka shows (Tansu never expires a session): an 8 s cut outlasts the "
-        "6 s session, both members are dropped, their commits fail (UnknownMemberId) and they "
-        "re-read from older offsets; re-reading a task from its creation they report RUNNING "
-        "again after their own STOPPED (regressions) and some tasks end RUNNING; not every run"
-    ),
-    strict=False,
-)
 async def test_broker_connections_cut_for_eight_seconds() -> None:
     report = await run_scenario(by_name("broker-cut"))
     check_promises(report)

@@ -84,6 +84,8 @@ class Coalescer(KnowledgeMixin):
         self._detect_split = detect_split
         self._rekeyed_exit_wait = rekeyed_exit_wait_ns
         self._reorder = ReorderBuffer(reorder_ns) if reorder_ns else None
+        self._held_replayed: set[TaskKey] = set()
+        """Tasks with an event held in the reorder buffer from a replayed record."""
         self.late = 0
         """Events released by the reorder buffer for tasks already retired (counted by the caller)."""
         self._split: list[tuple[TaskKey, int, int]] = []
@@ -131,38 +133,47 @@ class Coalescer(KnowledgeMixin):
         hold the task's state (``worker.repartition``)."""
         return over_limits(None, event, self._max_containers, self._max_attachments)
 
-    def apply(self, event: TaskEvent, source: SourceRef, now: int) -> tuple[Applied, list[SourceRef]]:
-        """Merge one event (or hold it in the reorder buffer: ``HELD``, merged by ``due_keys``). Returns
-        what happened and the sources resolved at once."""
+    def apply(
+        self, event: TaskEvent, source: SourceRef, now: int, *, replayed: bool = False
+    ) -> tuple[Applied, list[SourceRef]]:
+        """Merge one event (or hold it in the reorder buffer: ``HELD``, merged by ``due_keys``).
+        ``replayed``: its record may have been processed before (below its partition's replay end):
+        a task first seen in it starts from ECS's view (``knowledge.KnowledgeMixin._known``).
+        Returns what happened and the sources resolved at once."""
         key = (event.cluster, event.task)
         if self._reorder is not None and not self._draining and key not in self._retired:
             self._reorder.hold(key, event, source, now)
+            if replayed:
+                self._held_replayed.add(key)
             return Applied.HELD, []
-        return self._apply(key, event, source, now)
+        return self._apply(key, event, source, now, replayed=replayed)
 
     def _release(self, held: list[Held]) -> list[SourceRef]:
         """Merge the events the reorder buffer hands over; return the sources resolved at once."""
         resolved: list[SourceRef] = []
         for event, source, at in held:
-            applied, done = self._apply((event.cluster, event.task), event, source, at)
+            key = (event.cluster, event.task)
+            applied, done = self._apply(key, event, source, at, replayed=key in self._held_replayed)
+            self._held_replayed.discard(key)
             self.late += applied is Applied.RETIRED
             resolved.extend(done)
         return resolved
 
     def _apply(
-        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int
+        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int, *, replayed: bool = False
     ) -> tuple[Applied, list[SourceRef]]:
         if key in self._retired:
             return Applied.RETIRED, [source]
         entry = self._active.get(key)
         if entry is None:
             self._make_room()
-            entry = self._active[key] = TaskEntry(TaskState(key))
+            entry = self._active[key] = TaskEntry(TaskState(key), replayed=replayed)
             self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
             self._active.move_to_end(key)
         if self._detect_split and entry.partition != source.partition:
             self._note_partition(key, entry, source.partition)
+        entry.origin = source
         if entry.waiting is not None:
             entry.waiting.append((event, now))
             entry.sources.append(source)
@@ -196,8 +207,7 @@ class Coalescer(KnowledgeMixin):
             return
         definition = None if arn is None else self.definitions.get(arn)
         entry.state.know(definition)
-        if arn is not None and definition is None:
-            self._partial(key, entry)
+        self._known(key, entry, unavailable=arn is not None and definition is None)
 
     def _merge(self, key: TaskKey, entry: TaskEntry, event: TaskEvent, now: int) -> bool:
         state = entry.state
@@ -211,8 +221,7 @@ class Coalescer(KnowledgeMixin):
                 entry.end_since = now
         if state.missed and not missed:
             if self._describe:
-                entry.needs_view = True
-                self._wants.view(key)
+                self._want_view(key, entry)
             else:
                 changed |= self._fall_back(key, entry)
         elif (entry.fallback and not state.settled) or state.holding():
@@ -358,12 +367,17 @@ class Coalescer(KnowledgeMixin):
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
         """Give up the unresolved sources for which ``owns`` is true (partitions revoked): their
         records will be re-read by the partitions' next owner. A task left with nothing else is
-        forgotten; a task that also answers for records of partitions still owned is kept with
-        those, so that their offsets are not committed before its changes are reported. Returns
-        the sources given up (an in-flight submission hands its own back through ``complete``)."""
+        forgotten, a clean one too (everything reported) when its last record (``origin``) is of
+        a revoked partition: what it knows goes stale as the next owner reports, and were the
+        partition assigned back, its records read again start from ECS's view instead
+        (``KnowledgeMixin._known``). Retired tasks stay retired: STOPPED is final. A task that
+        also answers for records of partitions still owned is kept with those, so that their
+        offsets are not committed before its changes are reported. Returns the sources given up
+        (an in-flight submission hands its own back through ``complete``)."""
         given_up: list[SourceRef] = [] if self._reorder is None else self._reorder.drop(owns)
         for key, entry in list(self._active.items()):
-            if not _holds(entry, owns):
+            stale = entry.origin is not None and owns(entry.origin)
+            if not stale and not _holds(entry, owns):
                 continue
             kept = [s for s in entry.sources if not owns(s)]
             given_up.extend(s for s in entry.sources if owns(s))

@@ -1,6 +1,7 @@
 """Stage 1, consume: fetch records from the input topic and hand them to the intake.
 
 Per batch: records of a partition this process does not track are fetched again (never skipped);
+a partition's first records since its assignment note its replay end (``worker.offsets``);
 every other record goes through ``worker.intake`` (decode -> validate -> apply); a record with bad
 items is dead-lettered in the background and its last claim released once the broker has the
 dead letter. Consumption of the records the coalescer takes pauses while it is over its task cap
@@ -92,6 +93,8 @@ class ConsumeLoop:
                 if not intake.book.owns(tp.topic, tp.partition):
                     self._refetch_later(tp, records[0].offset)
                 elif self._coalesces(tp.topic):
+                    if intake.book.replay_end(tp.topic, tp.partition) is None:
+                        self._note_replay_end(tp, records[-1].offset + 1)
                     for record in records:
                         self._take(record, now, wall)
                     if self._repartitioner is None:
@@ -167,6 +170,14 @@ class ConsumeLoop:
     async def _dead_letter(self, record: Any, batch: RecordBatch) -> None:
         await self._publisher.dead_letter_input(record, batch.bad)
         self._dispatcher.release([batch.source])
+
+    def _note_replay_end(self, tp: TopicPartition, fetched_end: int) -> None:
+        """Note the partition's replay end at its first fetch since its assignment: the high
+        watermark of that fetch (at least the end offset at the assignment: the few records
+        produced in between are treated as replayed too, none fewer), or, when the client has
+        none, the end of the records fetched."""
+        high = self._consumer.highwater(tp)
+        self._intake.book.note_replay_end(tp.topic, tp.partition, max(high or 0, fetched_end))
 
     def _refetch_later(self, tp: TopicPartition, offset: int) -> None:
         """Records of a partition this worker does not (yet) track are never skipped: the fetch

@@ -11,6 +11,12 @@ resolves in the offset book. A first attempt that ECS throttles goes back to the
 (``Coalescer.requeue``) and is built anew at its next turn, so under pressure calls per task fall.
 Background work (dead letters of input records too) is tracked so that a drain and a stop can wait
 for it or cancel it.
+
+A submission still under way when its partitions are given up (the drain deadline passed: ECS
+throttling, a slow endpoint) is cancelled then, retries included: its partitions' next owner
+reads its records again and starts their tasks from ECS's view, and a call this process made
+after that view was taken could contradict it (an older RUNNING landing after the next owner's
+STOPPED, or a STOPPED the next owner then repeats).
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class Dispatcher:
         self._queues: dict[Route, deque[TaskKey]] = {}
         self._senders: dict[Route, asyncio.Task[None]] = {}
         self._requeue_limit = max(0, submitter.max_attempts - 1)
+        self._submitting: dict[TaskKey, asyncio.Task[None]] = {}
+        """The asyncio task of each submission under way (one per ECS task at most)."""
         self._draining = False
         self._drain_deadline = 0.0
 
@@ -89,11 +97,12 @@ class Dispatcher:
         """True once a drain has run out of time: writes stop retrying then."""
         return self._draining and time.monotonic() >= self._drain_deadline
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run background work; a failure is logged and its offsets stay uncommitted."""
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     async def cancel_all(self) -> None:
         senders = list(self._senders.values())
@@ -152,9 +161,18 @@ class Dispatcher:
                 if limiter is not None:
                     limiter.refund()
                 continue
-            self.spawn(self._finish(submission, token_held=limiter is not None))
+            self._submitting[submission.key] = self.spawn(
+                self._finish(submission, token_held=limiter is not None)
+            )
 
     async def _finish(self, submission: Submission, *, token_held: bool = False) -> None:
+        try:
+            await self._submit(submission, token_held=token_held)
+        finally:
+            if self._submitting.get(submission.key) is asyncio.current_task():
+                del self._submitting[submission.key]
+
+    async def _submit(self, submission: Submission, *, token_held: bool) -> None:
         try:
             result = await self._submitter.submit(
                 submission,
@@ -221,4 +239,18 @@ class Dispatcher:
         return not self._book.unresolved(self._coalescer.pinned(), partitions) and settled
 
     def drop(self, owns: Callable[[SourceRef], bool]) -> list[SourceRef]:
+        """Give up the work of the sources ``owns`` names (``Coalescer.drop``), and cancel the
+        submissions under way that answer for those sources only (see the module docstring)."""
+        cancelled = 0
+        for submission in self._coalescer.in_flight():
+            task = self._submitting.get(submission.key)
+            if task is not None and all(owns(s) for s in submission.sources):
+                task.cancel()
+                cancelled += 1
+        if cancelled:
+            log.warning(
+                "%d submissions of revoked partitions still under way are cancelled: their next owner "
+                "reads their records again and reports from ECS's view",
+                cancelled,
+            )
         return self._coalescer.drop(owns)

@@ -5,7 +5,9 @@ session timeout or more (a previous member of the same id still holds its partit
 waits for slow members): ``announce_join`` logs the join (group, topic, member), and
 ``log_until_assigned`` a "waiting for partition assignment" line every ``interval_s`` until the
 assignment. ``member_of`` reads the coordinator's member id and generation, which aiokafka keeps
-on a private object; absent, they are logged as None.
+on a private object; absent, they are logged as None. ``membership_lost`` reads the same to tell
+a revocation of partitions the group already gave to others (this member was dropped) from an
+ordinary one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from worker.config import Settings
 
-__all__ = ["WAIT_LOG_INTERVAL_S", "announce_join", "log_until_assigned", "member_of"]
+__all__ = ["WAIT_LOG_INTERVAL_S", "announce_join", "log_until_assigned", "member_of", "membership_lost"]
 
 log = logging.getLogger("worker.group")
 
@@ -31,6 +33,19 @@ def member_of(consumer: Any) -> dict[str, Any]:
         "member_id": getattr(coordinator, "member_id", None) or None,
         "generation": getattr(coordinator, "generation", None),
     }
+
+
+def membership_lost(consumer: Any) -> bool:
+    """Whether the group dropped this member: aiokafka resets the member id to ``""`` (Kafka's
+    UNKNOWN_MEMBER_ID) and the generation to -1 when a heartbeat, a commit or a sync is answered
+    ``UnknownMemberId`` or ``IllegalGeneration`` (aiokafka: ``GroupCoordinator.reset_generation``),
+    before it calls ``on_partitions_revoked`` to rejoin; the partitions revoked then were given to
+    other members already (Kafka's Java client calls ``onPartitionsLost`` instead). False when
+    there is no coordinator (not started) or it is a member."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:
+        return False
+    return getattr(coordinator, "member_id", None) == "" and getattr(coordinator, "generation", None) == -1
 
 
 def _group_fields(settings: Settings) -> dict[str, Any]:

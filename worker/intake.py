@@ -9,7 +9,9 @@ the benchmark, so that what ``replay`` shows is what the worker would do:
    is bad;
 2. ``apply``: merge each event into its task, with the intake policy: a fresh change lingers from
    its observation, not from its arrival; an event for a task whose STOPPED was acknowledged is
-   late, ignored and counted.
+   late, ignored and counted; an event read below its partition's replay end
+   (``OffsetBook.replayed``) may have been processed before, and a task first seen in one is not
+   trusted to be new (``worker.knowledge``).
 
 Between the two is where later stages plug in: re-keying events by task (``worker.repartition``,
 with ``input_keying = any``) and resolving what a task is (its definition, ECS's own view) act on
@@ -185,7 +187,12 @@ class Intake:
         # restart, a skewed clock) lingers from its arrival, so that a backlog is coalesced.
         age = wall - event.observedAt
         coalescer = self.coalescer
-        applied, resolved = coalescer.apply(event, source, now - age if 0 < age < self.linger_ns else now)
+        applied, resolved = coalescer.apply(
+            event,
+            source,
+            now - age if 0 < age < self.linger_ns else now,
+            replayed=self.book.replayed(source),
+        )
         if applied is Applied.RETIRED:
             self.ignored[LATE_EVENT] += 1
         for done in resolved:

@@ -191,19 +191,34 @@ class KnowledgeMixin:
                 continue
             held, entry.waiting = entry.waiting, None
             entry.state.know(definition)
-            if definition is None:
-                self._partial(key, entry)  # named, but not to be had: the container set is unknown
+            self._known(key, entry, unavailable=definition is None)
             for event, at in held:
                 self._merge(key, entry, event, at)
             resolved.extend(self._settled_sources(entry))
         return resolved
 
+    def _known(self, key: TaskKey, entry: TaskEntry, *, unavailable: bool) -> None:
+        """A new task's definition is settled (``unavailable``: named, but not to be had, so the
+        container set is unknown and the view partial). A task first seen in a replayed record
+        (``entry.replayed``) may have been reported already: before its first report, ECS's view
+        is asked for, and the task starts from it (``learn_view``). Without ``describe`` it is
+        reported from what is seen, which may repeat what was reported (at-least-once)."""
+        if unavailable:
+            self._partial(key, entry)
+        if entry.replayed and self._describe:
+            self._want_view(key, entry)
+
+    def _want_view(self, key: TaskKey, entry: TaskEntry) -> None:
+        """Ask for ECS's view of the task once; nothing is sent for it until the answer."""
+        if not entry.needs_view:
+            entry.needs_view = True
+            self._wants.view(key)
+
     def _partial(self, key: TaskKey, entry: TaskEntry) -> bool:
         """The task's view is partial: ask ECS's, or fall back. Returns whether the status changed."""
         entry.state.missed = True
         if self._describe:
-            entry.needs_view = True
-            self._wants.view(key)
+            self._want_view(key, entry)
             return False
         return self._fall_back(key, entry)
 
@@ -215,7 +230,8 @@ class KnowledgeMixin:
             return []
         entry.needs_view = False
         if view is None:
-            if self._fall_back(key, entry) and not entry.dirty:
+            # A view known partial falls back; a replayed one, whole as far as seen, goes as seen.
+            if entry.state.missed and self._fall_back(key, entry) and not entry.dirty:
                 entry.dirty = True
                 entry.changed_at = now
         else:

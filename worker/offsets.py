@@ -12,6 +12,13 @@ epoch of its ``SourceRef``. A release from an earlier epoch, work still in fligh
 partition was revoked and finished after it was assigned back, releases nothing: that record was
 read again under the new epoch, and only the new work may let the offset pass it.
 
+Every assignment also notes the partition's **replay end**: its end offset (high watermark) when
+it was assigned, as the first fetch after it shows it (``worker.consume``). The records below it
+may have been processed already, by an earlier owner or by this process before it lost its
+membership (at-least-once: commits lag the work, and a member the group dropped cannot commit at
+all), so a task first seen there is not trusted to be new (``worker.knowledge``). Records at or
+past it were produced after the assignment: this owner is the first to read them.
+
 A partition's lifecycle in the book::
 
     unassigned --assign()--> owned (epoch n) --revoke()--> unassigned --assign()--> owned (n+1)
@@ -32,7 +39,7 @@ TopicPartitionKey = tuple[str, int]
 class PartitionOffsets:
     """The claims of one partition under one assignment (``epoch``)."""
 
-    __slots__ = ("_claims", "_order", "committed", "epoch", "highest")
+    __slots__ = ("_claims", "_order", "committed", "epoch", "highest", "replay_end")
 
     def __init__(self, committed: int | None = None, epoch: int = 0) -> None:
         self._claims: dict[int, int] = {}
@@ -40,6 +47,8 @@ class PartitionOffsets:
         self.highest: int | None = None
         self.committed = committed
         self.epoch = epoch
+        self.replay_end: int | None = None
+        """The end offset when the partition was assigned (None: not noted yet)."""
 
     def track(self, offset: int, claims: int) -> None:
         if self.highest is not None and offset <= self.highest:
@@ -101,6 +110,28 @@ class OffsetBook:
         """The current epoch of an owned partition, None when it is not owned."""
         book = self._partitions.get((topic, partition))
         return None if book is None else book.epoch
+
+    def note_replay_end(self, topic: str, partition: int, end: int) -> None:
+        """Note an owned partition's end offset at its assignment (Kafka's high watermark: the
+        offset of the next record to be produced). Only the first note of an epoch counts; a
+        partition not owned is ignored."""
+        book = self._partitions.get((topic, partition))
+        if book is not None and book.replay_end is None:
+            book.replay_end = end
+
+    def replay_end(self, topic: str, partition: int) -> int | None:
+        """The replay end noted for an owned partition's epoch; None when not noted or not owned."""
+        book = self._partitions.get((topic, partition))
+        return None if book is None else book.replay_end
+
+    def replayed(self, source: SourceRef) -> bool:
+        """Whether ``source``'s record lies below its partition's replay end, under the epoch it
+        was read in: it may have been processed before. False when no end was noted (``python -m
+        worker replay`` notes none: offline, it cannot ask ECS anyway)."""
+        book = self._partitions.get((source.topic, source.partition))
+        if book is None or book.epoch != source.epoch or book.replay_end is None:
+            return False
+        return source.offset < book.replay_end
 
     def track(self, topic: str, partition: int, offset: int, claims: int) -> SourceRef | None:
         """Track a record read now; returns its ``SourceRef`` (under the current epoch), or None

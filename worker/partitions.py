@@ -5,11 +5,15 @@ object is the consumer's ``ConsumerRebalanceListener``. On assignment each parti
 epoch in the ``OffsetBook``. On revocation its work is drained (sent and resolved, up to the drain
 deadline), what is resolved is committed, the unresolved sources are given up (the next owner
 re-reads them) and the partition leaves the book, so that a completion arriving later, from the
-old epoch, releases nothing.
+old epoch, releases nothing. A partition's replay end (``OffsetBook.note_replay_end``) is noted
+by the consume loop from the high watermark of its first fetch (``worker.consume``), not here: a
+``ListOffsets`` request in the listener would hold the rebalance up, and one cut short by a
+timeout leaves aiokafka a connection it never closes.
 
 Lifecycle of a partition here::
 
     assigned (epoch n, tracked) --revoked--> drain -> commit -> drop -> untracked
+                                --lost-----> drop -> untracked   (this member was dropped)
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
-from worker.group_log import member_of
+from worker.group_log import member_of, membership_lost
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
 from worker.start_position import seek_to_start_time
@@ -37,6 +47,15 @@ COMMIT_TIMEOUT_S = 3.0
 """Bound on one commit: after a broker outage aiokafka can wait out its 40 s request timeout,
 more than a pod's grace period leaves after the drain."""
 _POSITION_TIMEOUT_S = 1.0
+_MEMBERSHIP_ERRORS = (
+    CommitFailedError,
+    UnknownMemberIdError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+)
+"""What a commit raises when the group no longer counts this member in the generation of its
+assignment (Kafka's OffsetCommit: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS;
+aiokafka wraps them in ``CommitFailedError``)."""
 
 
 class Drainer(Protocol):
@@ -70,6 +89,7 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._lag_known = True
         self._on_share: Callable[[int, int], None] | None = None
         self._share_topic: str | None = None
+        self._commit_failing: str | None = None
 
     def attach(
         self,
@@ -129,8 +149,29 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in revoked]
         self._metrics.rebalances.labels("revoked").inc()
-        if partitions:  # aiokafka calls this with none before every join, the first included
+        if not partitions:  # aiokafka calls this with none before every join, the first included
+            return
+        if membership_lost(self._consumer):
+            self.lose(partitions)
+        else:
             await self.revoke(partitions)
+
+    def lose(self, partitions: list[TopicPartitionKey]) -> None:
+        """The group dropped this member (``group_log.membership_lost``) and gave ``partitions``
+        to others, who read their uncommitted records again: no drain (changes sent now would
+        land after their new owners asked ECS for its view, and could contradict it), no commit
+        (the group refuses it); the work is given up, the submissions under way for those
+        partitions alone cancelled (``Drainer.drop``), and the partitions leave the book."""
+        assert self._drainer is not None
+        lost = set(partitions)
+        log.warning(
+            "partitions lost: the group dropped this member and gave them to others; their work "
+            "is given up without a drain, and their next owners read it again",
+            extra={"partitions": partitions},
+        )
+        for source in self._drainer.drop(lambda s: (s.topic, s.partition) in lost):
+            self.book.release(source)
+        self.book.revoke(partitions)
 
     async def revoke(self, partitions: list[TopicPartitionKey]) -> None:
         """Drain, commit, drop, untrack: see the module docstring."""
@@ -165,12 +206,37 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in moves.items()})
-        except Exception as exc:
-            log.warning("offset commit failed: %s", exc, extra={"error_class": type(exc).__name__})
+        except Exception as exc:  # logged once per cause (commit_failed); never raised
+            self.commit_failed(exc)
             return
+        if self._commit_failing is not None:
+            log.info("offset commits succeed again", extra={"cause": self._commit_failing})
+            self._commit_failing = None
         self.book.mark_committed(moves)
         for (topic, partition), offset in moves.items():
             self._metrics.committed_offset.labels(topic, str(partition)).set(offset)
+
+    def commit_failed(self, exc: BaseException) -> None:
+        """Say why commits fail, once per cause until one succeeds again (commits are retried
+        every ``commit_interval_ms``; the offsets stay in the book). A group error means the
+        group dropped this member (its session expired, a rebalance passed it by): its partitions
+        go to another member, or back to this one once it rejoins, and the records past the last
+        committed offsets are read again there; the tasks first seen in them start from ECS's view
+        (``worker.knowledge``)."""
+        if isinstance(exc, _MEMBERSHIP_ERRORS):
+            cause = "membership"
+            message = (
+                "offset commit refused: this member is no longer in the group's generation "
+                "(%s: its session expired or a rebalance passed it by); it rejoins, and the "
+                "records past the last committed offsets are read again by their next owner"
+            )
+        else:
+            cause = type(exc).__name__
+            message = "offset commit failed (%s): retried at the next commit; on a rebalance first, the "
+            message += "next owner reads the records past the last committed offsets again"
+        if cause != self._commit_failing:
+            self._commit_failing = cause
+            log.warning(message, _summary(exc), extra={"error_class": type(exc).__name__, "cause": cause})
 
     def lag_known(self, known: bool) -> None:
         """Whether the brokers answer (``worker.broker_watch``): while they do not, the lag gauges
@@ -195,3 +261,12 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
                 async with asyncio.timeout(_POSITION_TIMEOUT_S):
                     position = await self._consumer.position(tp)
                 self._metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - position))
+
+
+def _summary(exc: BaseException) -> str:
+    """An exception's class, and its message when that is one short line (aiokafka's
+    ``CommitFailedError`` carries a paragraph of advice about poll intervals, beside the point)."""
+    text = str(exc)
+    if not text or "\n" in text or len(text) > 200 or isinstance(exc, _MEMBERSHIP_ERRORS):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

@@ -85,7 +85,7 @@ class Repartitioner:
         topic: str,
         metrics: Metrics,
         release: Callable[[SourceRef], object],
-        spawn: Callable[[Any], None],
+        spawn: Callable[[Any], object],
         giving_up: Callable[[], bool] = lambda: False,
         max_backoff_s: float = 5.0,
     ) -> None:

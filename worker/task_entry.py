@@ -31,6 +31,12 @@ class TaskEntry:
     """ECS does not know the task: it retires once the submission in flight completes."""
     needs_view: bool = False
     """ECS's view was asked for: nothing is sent until it is known."""
+    origin: SourceRef | None = None
+    """The last record read for the task: its partition is the one the task's knowledge comes
+    from, and that knowledge is given up with it (``Coalescer.drop``)."""
+    replayed: bool = False
+    """First seen in a record below its partition's replay end (``OffsetBook.replayed``): its
+    history may have been reported already, by an earlier owner or by this process."""
     fallback: bool = False
     """The view is known partial and ECS's view could not be had."""
     baseline: tuple[object, ...] | None = None
