@@ -43,7 +43,17 @@ class BrokerProcess:
     process, readiness polling at start, SIGTERM then SIGKILL at stop, and the context manager.
     Subclasses write ``start`` (launch, then ``_await_ready``) and ``stop`` (``_end_process``)."""
 
-    def __init__(self, *, port: int, host: str, log_file: Path | None, advertised: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        advertised: str | None = None,
+    ) -> None:
+        """``port`` 0: a free one. ``advertised``: the ``host:port`` given to clients in metadata
+        (default: the listener), e.g. a ``devkit.proxy.TcpProxy`` in front of the broker.
+        ``log_file``: where the broker process logs."""
         self.host = host
         self.port = port or free_port(host)
         self.advertised = advertised or f"{host}:{self.port}"
@@ -115,18 +125,6 @@ class EmbeddedBroker(BrokerProcess):
     """``with EmbeddedBroker() as broker: broker.bootstrap`` — a Tansu process on a free port."""
 
     kind = "tansu"
-
-    def __init__(
-        self,
-        *,
-        port: int = 0,
-        host: str = "127.0.0.1",
-        log_file: Path | None = None,
-        advertised: str | None = None,
-    ) -> None:
-        """``advertised``: the ``host:port`` given to clients in metadata (default: the listener),
-        e.g. a ``devkit.proxy.TcpProxy`` in front of the broker."""
-        super().__init__(port=port, host=host, log_file=log_file, advertised=advertised)
 
     def start(self, timeout_s: float = 30.0) -> Self:
         url = f"tcp://{self.host}:{self.port}"
