@@ -19,11 +19,10 @@ import aiohttp
 import msgspec
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devkit.broker import free_port
 from devkit.fleet import Fleet
-from devkit.topics import create_topics, produce_fleet, read_all, repartition_origins
+from devkit.topics import committed_offsets, create_topics, produce_fleet, read_all, repartition_origins
 from schemas.records import Outcome
 from worker.config import InputKeying, repartition_topic
 
@@ -97,21 +96,12 @@ async def reset_endpoint(url: str) -> None:
         answer.raise_for_status()
 
 
-async def _committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in partitions}
-    finally:
-        await consumer.stop()
-
-
 async def await_committed(
     bootstrap: str, group: str, topic: str, ends: dict[int, int], timeout_s: float
 ) -> float:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        committed = await _committed(bootstrap, group, topic, list(ends))
+        committed = await committed_offsets(bootstrap, group, topic, list(ends))
         if all(committed[p] >= end for p, end in ends.items()):
             return time.monotonic()
         await asyncio.sleep(0.1)

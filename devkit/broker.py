@@ -11,10 +11,12 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, Self
 
-__all__ = ["EmbeddedBroker", "broker_binary", "free_port"]
+__all__ = ["BrokerProcess", "EmbeddedBroker", "broker_binary", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-class EmbeddedBroker:
-    """``with EmbeddedBroker() as broker: broker.bootstrap`` — a Tansu process on a free port."""
-
-    kind = "tansu"
+class BrokerProcess:
+    """The lifecycle both embedded brokers share (Tansu here, Apache Kafka in
+    ``devkit.kafka_broker``): the listener ``host:port`` and the ``advertised`` address, the broker
+    process, readiness polling at start, SIGTERM then SIGKILL at stop, and the context manager.
+    Subclasses write ``start`` (launch, then ``_await_ready``) and ``stop`` (``_end_process``)."""
 
     def __init__(
         self,
@@ -48,8 +51,9 @@ class EmbeddedBroker:
         log_file: Path | None = None,
         advertised: str | None = None,
     ) -> None:
-        """``advertised``: the ``host:port`` given to clients in metadata (default: the listener),
-        e.g. a ``devkit.proxy.TcpProxy`` in front of the broker."""
+        """``port`` 0: a free one. ``advertised``: the ``host:port`` given to clients in metadata
+        (default: the listener), e.g. a ``devkit.proxy.TcpProxy`` in front of the broker.
+        ``log_file``: where the broker process logs."""
         self.host = host
         self.port = port or free_port(host)
         self.advertised = advertised or f"{host}:{self.port}"
@@ -70,7 +74,59 @@ class EmbeddedBroker:
         """None while the broker runs (or was never started); its exit code once it died."""
         return None if self._process is None else self._process.poll()
 
-    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
+    def start(self) -> Self:
+        """Start the broker process and wait until it is ready; ``RuntimeError`` when it is not."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the broker process (nothing when not started)."""
+        raise NotImplementedError
+
+    def _await_ready(
+        self, ready: Callable[[], bool], timeout_s: float, poll_s: float
+    ) -> Literal["ready", "exited", "timeout"]:
+        """Poll ``ready`` every ``poll_s`` seconds until it holds, the started process exits or
+        ``timeout_s`` seconds pass."""
+        assert self._process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return "exited"
+            if ready():
+                return "ready"
+            time.sleep(poll_s)
+        return "timeout"
+
+    def _end_process(self, timeout_s: float) -> None:
+        """SIGTERM the process, SIGKILL it after ``timeout_s`` seconds; nothing when not started."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(BrokerProcess):
+    """``with EmbeddedBroker() as broker: broker.bootstrap`` — a Tansu process on a free port."""
+
+    kind = "tansu"
+
+    def start(self, timeout_s: float = 30.0) -> Self:
         url = f"tcp://{self.host}:{self.port}"
         output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
@@ -89,38 +145,19 @@ class EmbeddedBroker:
             stderr=output,
             env=env,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the broker exited at start with code {self._process.returncode}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), 0.2),
-            ):
-                log.info("embedded broker listening on %s", self.bootstrap)
-                return self
-            time.sleep(0.05)
+        outcome = self._await_ready(self._listening, timeout_s, 0.05)
+        if outcome == "ready":
+            log.info("embedded broker listening on %s", self.bootstrap)
+            return self
+        if outcome == "exited":
+            raise RuntimeError(f"the broker exited at start with code {self._process.returncode}")
         self.stop()
         raise RuntimeError(f"the broker did not listen on {self.bootstrap} within {timeout_s}s")
 
+    def _listening(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            return True
+        return False
+
     def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._end_process(5)

@@ -2,11 +2,11 @@
 from the Maven Central artifacts (``devkit.kafka_artifacts``) with the machine's Java, on free
 ports, its data and log in a temporary folder removed at stop.
 
-``KafkaBroker`` has ``devkit.broker.EmbeddedBroker``'s interface (``bootstrap``, ``advertised``,
-``start``/``stop``, a context manager), so the tests' fixtures, the fault harness and the demo take
-either. Settings are for tests: one replica everywhere, no initial rebalance delay, one partition
-for the offsets and transaction topics (the group coordinator is ready in a moment), sessions down
-to 500 ms allowed.
+``KafkaBroker`` shares ``devkit.broker.EmbeddedBroker``'s process lifecycle and interface
+(``devkit.broker.BrokerProcess``: ``bootstrap``, ``advertised``, ``start``/``stop``, a context
+manager), so the tests' fixtures, the fault harness and the demo take either. Settings are for
+tests: one replica everywhere, no initial rebalance delay, one partition for the offsets and
+transaction topics (the group coordinator is ready in a moment), sessions down to 500 ms allowed.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ import base64
 import contextlib
 import logging
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
-from devkit.broker import free_port
+from devkit.broker import BrokerProcess, free_port
 from devkit.kafka_artifacts import KAFKA_VERSION, kafka_classpath
 
 __all__ = ["KafkaBroker", "Listener", "api_versions_answer"]
@@ -86,7 +84,7 @@ class Listener:
     port: int = 0
 
 
-class KafkaBroker:
+class KafkaBroker(BrokerProcess):
     """``with KafkaBroker() as broker: broker.bootstrap`` — Apache Kafka on free ports.
 
     ``advertised``: the ``host:port`` given to clients for the PLAINTEXT listener (default: the
@@ -111,22 +109,14 @@ class KafkaBroker:
         scram_users: Mapping[str, str] | None = None,
         version: str = KAFKA_VERSION,
     ) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.advertised = advertised or f"{host}:{self.port}"
+        super().__init__(port=port, host=host, log_file=log_file, advertised=advertised)
         self.version = version
         self.ports = {item.name: item.port or free_port(host) for item in listeners}
         self._listeners = {item.name: item.protocol for item in listeners}
         self._auto_create = auto_create_topics
         self._properties = dict(properties or {})
         self._scram = dict(scram_users or {})
-        self._log_file = log_file
         self._home: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
 
     def address(self, listener: str) -> str:
         """``host:port`` of an extra listener, by its name."""
@@ -155,17 +145,7 @@ class KafkaBroker:
             **self._properties,
         }
 
-    @property
-    def pid(self) -> int | None:
-        """The JVM's process id while the broker is started."""
-        return None if self._process is None else self._process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """None while the broker runs (or was never started); its exit code once it died."""
-        return None if self._process is None else self._process.poll()
-
-    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
+    def start(self, timeout_s: float = 90.0) -> Self:
         """Resolve the artifacts (first use only), format the storage, start the JVM and wait until
         the broker answers an ApiVersions request. Raises ``RuntimeError`` (the log's path and its
         tail in the message) when it exits or does not answer within ``timeout_s``."""
@@ -183,16 +163,12 @@ class KafkaBroker:
             self._process = subprocess.Popen(
                 [*java, "kafka.Kafka", str(config)], stdout=output, stderr=output
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    self._failure(f"Apache Kafka exited at start ({self._process.returncode})")
-                )
-            if api_versions_answer(self.host, self.port):
-                log.info("Apache Kafka %s answering on %s (%s)", self.version, self.bootstrap, home)
-                return self
-            time.sleep(0.1)
+        outcome = self._await_ready(lambda: api_versions_answer(self.host, self.port), timeout_s, 0.1)
+        if outcome == "ready":
+            log.info("Apache Kafka %s answering on %s (%s)", self.version, self.bootstrap, home)
+            return self
+        if outcome == "exited":
+            raise RuntimeError(self._failure(f"Apache Kafka exited at start ({self._process.returncode})"))
         message = self._failure(f"Apache Kafka did not answer on {self.bootstrap} within {timeout_s}s")
         self.stop(keep=True)
         raise RuntimeError(message)
@@ -221,28 +197,10 @@ class KafkaBroker:
     def stop(self, *, keep: bool = False, timeout_s: float = 20.0) -> None:
         """SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s``; the temporary folder is
         removed unless ``keep``."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self._end_process(timeout_s)
         if self._home is not None and not keep:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _escaped(value: str) -> str:

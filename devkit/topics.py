@@ -17,6 +17,7 @@ from schemas.records import Outcome
 from worker.repartition import parse_source
 
 __all__ = [
+    "committed_offsets",
     "create_topics",
     "end_offsets",
     "outcome_latencies_ms",
@@ -60,6 +61,19 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
         if found["topic"] == topic and found["error_code"] == 0
         for part in found["partitions"]
     )
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """``group``'s committed offset of each of ``topic``'s ``partitions``, as the broker has it
+    (0 where it committed none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in partitions}
+    finally:
+        await consumer.stop()
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from schemas.events import ContainerChange, TaskEvent
+from worker.decode.result import DecodeResult
 
 __all__ = [
     "CLUSTER",
@@ -22,6 +23,7 @@ __all__ = [
     "STOP_BUILDERS",
     "TASK",
     "TIME_NS",
+    "Outcome",
     "canonical",
     "ctr_exit",
     "docker_json",
@@ -29,6 +31,7 @@ __all__ = [
     "fluentbit",
     "labels_for",
     "metricbeat",
+    "outcome",
     "podman_compat",
     "podman_json",
     "podman_line",
@@ -43,6 +46,21 @@ LABELS = {
     "com.amazonaws.ecs.container-name": "web",
     "com.amazonaws.ecs.task-arn": TASK,
 }
+
+
+Outcome = tuple[Any, ...]
+
+
+def outcome(result: DecodeResult) -> list[Outcome]:
+    """A summary of ``result``: ("event", status, exitCode, reason, stopRequested) per container
+    change, ("ignored", reason), ("bad", error_class)."""
+    out: list[Outcome] = []
+    for event in result.events:
+        for c in event.containers:
+            out.append(("event", c.status, c.exitCode, c.reason, c.stopRequested))
+    out += [("ignored", reason) for reason in result.ignored]
+    out += [("bad", bad.error_class) for bad in result.bad]
+    return out
 
 
 def labels_for(container: str = "web", task: str = TASK) -> dict[str, str]:

@@ -12,11 +12,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from devkit.brokers import Broker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.fleet import Fleet, FleetShape, Format, flag_counts, launch, synthetic_fleet
+from devkit.topics import committed_offsets
 from tests.conftest import Topics
 from worker.pipeline import Worker
 
@@ -27,6 +26,7 @@ __all__ = [
     "flags",
     "group_committed",
     "launched_fleet",
+    "reap",
     "running",
     "spawn_worker",
     "wait_for",
@@ -63,15 +63,16 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -
 
 async def group_committed(bootstrap: str, topics: Topics) -> dict[int, int]:
     """The consumer group's committed offset of every input partition, as the broker has it."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {
-            p: (await consumer.committed(TopicPartition(topics.input, p))) or 0
-            for p in range(topics.partitions)
-        }
-    finally:
-        await consumer.stop()
+    return await committed_offsets(bootstrap, topics.group, topics.input, range(topics.partitions))
+
+
+def reap(*processes: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL each of ``processes`` still running (None: never started) and wait for it."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+        if process is not None:
+            process.wait(10)
 
 
 @contextlib.asynccontextmanager

@@ -39,18 +39,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited
 
 
+def _wrapper_process(port: int, stdout: int) -> subprocess.Popen[str]:
+    """``python -m worker broker --port <port>`` started, its standard error piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "broker", "--port", str(port)],
+        cwd=ROOT,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def wrapper() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     """A running `python -m worker broker`, its port and its broker child's pid."""
     port = free_port()
     child = 0
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker", "broker", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _wrapper_process(port, subprocess.PIPE)
     try:
         assert process.stdout is not None
         ready = process.stdout.readline()  # printed once the broker listens
@@ -91,13 +96,7 @@ def test_the_wrapper_exits_when_the_broker_dies(wrapper: tuple[subprocess.Popen[
 @pytest.mark.parametrize("after_s", [0.05, 0.3])
 def test_a_stop_signal_while_starting_leaves_no_broker(after_s: float) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker", "broker", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _wrapper_process(port, subprocess.DEVNULL)
     time.sleep(after_s)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from tests import decode_inputs as inputs
+from tests.decode_inputs import Outcome, outcome
 from worker.decode import RecordDecoder
 from worker.decode import reasons as r
 from worker.decode.event_builder import OOM_REASON
 from worker.decode.podman import PODMAN_NO_STATE_CHANGE
 from worker.decode.result import DecodeResult
-
-Outcome = tuple[Any, ...]
-
-
-def outcome(result: DecodeResult) -> list[Outcome]:
-    out: list[Outcome] = []
-    for event in result.events:
-        for c in event.containers:
-            out.append(("event", c.status, c.exitCode, c.reason, c.stopRequested))
-    out += [("ignored", reason) for reason in result.ignored]
-    out += [("bad", bad.error_class) for bad in result.bad]
-    return out
 
 
 def decode(record: bytes) -> DecodeResult:

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests import decode_inputs as inputs
+from tests.decode_inputs import Outcome, outcome
 from worker.decode import RecordDecoder
 from worker.decode import reasons as r
 from worker.decode.registry import detect
 from worker.decode.result import DecodeResult
 from worker.decode.text_events import parse_attributes
 
-Outcome = tuple[Any, ...]
 ID = inputs.RUNTIME_ID
 ECS = (
     "com.amazonaws.ecs.cluster=prod, com.amazonaws.ecs.container-name=web, "
     f"com.amazonaws.ecs.task-arn={inputs.TASK}"
 )
-
-
-def outcome(result: DecodeResult) -> list[Outcome]:
-    out: list[Outcome] = []
-    for event in result.events:
-        for c in event.containers:
-            out.append(("event", c.status, c.exitCode, c.reason, c.stopRequested))
-    out += [("ignored", reason) for reason in result.ignored]
-    out += [("bad", bad.error_class) for bad in result.bad]
-    return out
 
 
 def decode(line: str | bytes, fmt: str) -> DecodeResult:

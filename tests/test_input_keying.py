@@ -21,18 +21,18 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from devkit.broker import EmbeddedBroker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.fleet import check_final, final_state_mismatches
 from devkit.harness.workers import wait_exit
-from devkit.topics import end_offsets, partitions_of, produce_fleet, read_all
+from devkit.topics import committed_offsets, end_offsets, partitions_of, produce_fleet, read_all
 from schemas.records import split_dead_letter_headers
 from tests.conftest import Topics, worker_settings
 from tests.ecs_tasks import DockerTask, ecs_tasks
-from tests.support import FLEET_PACE, flags, launched_fleet, running, spawn_worker, wait_for
+from tests.support import FLEET_PACE, flags, launched_fleet, reap, running, spawn_worker, wait_for
 from worker.config import repartition_topic
 from worker.decode import RecordDecoder
 from worker.pipeline import Worker
@@ -47,13 +47,8 @@ ANY = {"WORKER_INPUT_KEYING": "any", "WORKER_REPARTITION_PURGE_INTERVAL_MS": "0"
 
 async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offset of every partition of ``topic`` (0 when none)."""
-    partitions = await partitions_of(bootstrap, topic)  # a consumer's metadata names no topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in partitions}
-    finally:
-        await consumer.stop()
+    # a consumer's metadata names no topic: the partitions from a Metadata request naming it
+    return await committed_offsets(bootstrap, group, topic, await partitions_of(bootstrap, topic))
 
 
 async def settled(
@@ -127,14 +122,6 @@ async def one_partition_per_task(bootstrap: str, topic: str) -> dict[bytes, int]
     for key, where in seen.items():
         assert where == {murmur2(key, partitions, partitions)}, (key, where)
     return {key: where.pop() for key, where in seen.items()}
-
-
-def reap(*processes: subprocess.Popen[bytes] | None) -> None:
-    for process in processes:
-        if process is not None and process.poll() is None:
-            process.kill()
-        if process is not None:
-            process.wait(10)
 
 
 # -- input_keying = any ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from devkit.kafka_broker import KafkaBroker, Listener
 from devkit.topics import create_topics, produce_fleet
 from tests.conftest import Topics, worker_settings
 from tests.support import FLEET_PACE, launched_fleet, running, wait_for
+from tests.tls_support import tls_files
 from worker.pipeline import Worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
@@ -71,19 +72,6 @@ def secured(authority: trustme.CA) -> Iterator[KafkaBroker]:
     broker = KafkaBroker(listeners=listeners, properties=listener_properties(authority), scram_users=USERS)
     with broker:
         yield broker
-
-
-def tls_files(authority: trustme.CA, where: Path, *, client: bool) -> dict[str, str]:
-    ca = where / "ca.pem"
-    authority.cert_pem.write_to_path(str(ca))
-    files = {"ssl_cafile": str(ca)}
-    if client:
-        leaf = authority.issue_cert("ecs-state-worker")
-        cert, key = where / "client.pem", where / "client.key"
-        leaf.cert_chain_pems[0].write_to_path(str(cert))
-        leaf.private_key_pem.write_to_path(str(key))
-        files |= {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-    return files
 
 
 async def fresh_topics(broker: KafkaBroker) -> Topics:

@@ -36,6 +36,7 @@ from tests.support import (
     flags,
     group_committed,
     launched_fleet,
+    reap,
     running,
     spawn_worker,
     wait_for,
@@ -166,14 +167,6 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
         with contextlib.suppress(ValueError):
             lines.append(json.loads(raw))
     return lines
-
-
-def reap(*processes: subprocess.Popen[bytes] | None) -> None:
-    for process in processes:
-        if process is not None and process.poll() is None:
-            process.kill()
-        if process is not None:
-            process.wait(10)
 
 
 # -- revocation: drain, then commit, then give up ----------------------------------------------------

@@ -24,6 +24,7 @@ from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.fleet import Fleet, final_state_mismatches
 from tests.conftest import Topics
 from tests.support import launched_fleet, running, wait_for
+from tests.tls_support import tls_files
 from worker.config import Settings
 from worker.kafka_clients import kafka_security
 from worker.pipeline import Worker
@@ -69,19 +70,6 @@ def tls_broker() -> Iterator[tuple[EmbeddedBroker, int]]:
         yield broker, tls_port
 
 
-def files(authority: trustme.CA, where: Path, client: bool = True) -> dict[str, str]:
-    ca = where / "ca.pem"
-    authority.cert_pem.write_to_path(str(ca))
-    out = {"ssl_cafile": str(ca)}
-    if client:
-        leaf = authority.issue_cert("ecs-state-worker")
-        cert, key = where / "client.pem", where / "client.key"
-        leaf.cert_chain_pems[0].write_to_path(str(cert))
-        leaf.private_key_pem.write_to_path(str(key))
-        out |= {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-    return out
-
-
 def tls_settings(port: int, endpoint: LocalEcsEndpoint, topics: Topics, tls: dict[str, str]) -> Settings:
     return Settings(
         bootstrap_servers=f"127.0.0.1:{port}",
@@ -111,7 +99,7 @@ async def test_worker_runs_over_mutual_tls(
         # The broker advertises only the TLS address: the test's own clients speak TLS too.
         await create_topics_tls(tls_port, authority, tmp_path, topics)
         fleet = await launched_fleet(endpoint, 6, seed=2)
-        worker = Worker(tls_settings(tls_port, endpoint, topics, files(authority, tmp_path)))
+        worker = Worker(tls_settings(tls_port, endpoint, topics, tls_files(authority, tmp_path, client=True)))
         async with running(worker):
             await produce_tls(tls_port, authority, tmp_path, topics, fleet)
             await wait_for(
@@ -126,7 +114,7 @@ async def test_worker_refuses_a_broker_it_cannot_verify(
     stranger, ours = trustme.CA(), trustme.CA()
     topics = Topics("in-x", "out-x", "dlq-x", "g-x", 1)
     async with tls_terminator(stranger, tls_port, ("127.0.0.1", 9)):
-        worker = Worker(tls_settings(tls_port, endpoint, topics, files(ours, tmp_path)))
+        worker = Worker(tls_settings(tls_port, endpoint, topics, tls_files(ours, tmp_path, client=True)))
         with pytest.raises(Exception, match=r"(?i)bootstrap|connect"):
             await asyncio.wait_for(worker.run(), 60)
 
@@ -134,7 +122,7 @@ async def test_worker_refuses_a_broker_it_cannot_verify(
 def client_context(authority: trustme.CA, where: Path) -> ssl.SSLContext:
     """The test's own clients' TLS context, built from the same files and the same code as the
     worker's (``worker.read.kafka_security``)."""
-    tls = files(authority, where)
+    tls = tls_files(authority, where, client=True)
     settings = Settings(security_protocol="SSL", **tls)  # type: ignore[arg-type]
     context: ssl.SSLContext = kafka_security(settings)["ssl_context"]
     return context

@@ -26,7 +26,7 @@ from worker.logs import configure_logging
 from worker.produce import register as register_produce
 from worker.setting_flags import add_setting_flags
 
-__all__ = ["DEVELOPMENT_COMMANDS", "Subcommands", "main", "run_async"]
+__all__ = ["DEVELOPMENT_COMMANDS", "Subcommands", "main", "open_input", "run_async"]
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
@@ -115,6 +115,16 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coroutine)
 
 
+def open_input(file: str) -> BinaryIO | None:
+    """``file`` opened for reading bytes (``-``: standard input); None, with one ``error:`` line
+    on standard error, when it cannot be opened (the caller exits 2)."""
+    try:
+        return sys.stdin.buffer if file == "-" else Path(file).open("rb")
+    except OSError as exc:
+        print(f"error: cannot read {file}: {exc}", file=sys.stderr)
+        return None
+
+
 def _run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in SETTING_HELP}
     try:
@@ -143,10 +153,8 @@ def _replay(args: argparse.Namespace) -> int:
     if args.progress_every < 1:
         print("error: --progress-every must be at least 1", file=sys.stderr)
         return 2
-    try:
-        stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+    stream = open_input(args.file)
+    if stream is None:
         return 2
     with stream:
         return _replay_stream(args, stream, settings)

@@ -118,14 +118,7 @@ class ConsumeLoop:
 
     def _take(self, record: Any, now: int, wall: int) -> None:
         if self._repartitioner is None:
-            batch = self._intake.read(
-                record.topic,
-                record.partition,
-                record.offset,
-                record.value,
-                record.headers or (),
-                timestamp_ms=record.timestamp,
-            )
+            batch = self._read_input(record, task_state=True)
         else:
             batch = self._intake.read_repartitioned(
                 record.topic, record.partition, record.offset, record.value
@@ -136,19 +129,24 @@ class ConsumeLoop:
         if batch.bad:
             self._dispatcher.spawn(self._dead_letter(self._origin(record), batch))
 
+    def _read_input(self, record: Any, *, task_state: bool) -> RecordBatch | None:
+        """``Intake.read`` of one input record (an aiokafka ``ConsumerRecord``); None when its
+        partition is no longer owned."""
+        return self._intake.read(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.value,
+            record.headers or (),
+            timestamp_ms=record.timestamp,
+            task_state=task_state,
+        )
+
     async def _repartition(self, records: list[Any]) -> None:
         """Stage 1 with ``input_keying = any``: decode, validate and re-key (``worker.repartition``)."""
         assert self._repartitioner is not None
         for record in records:
-            batch = self._intake.read(
-                record.topic,
-                record.partition,
-                record.offset,
-                record.value,
-                record.headers or (),
-                timestamp_ms=record.timestamp,
-                task_state=False,
-            )
+            batch = self._read_input(record, task_state=False)
             if batch is None:  # revoked while this batch was being written
                 return
             await self._repartitioner.forward(batch, record.timestamp)

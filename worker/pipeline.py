@@ -41,6 +41,7 @@ from worker.ratelimit import RateBudgets
 from worker.repartition import Repartitioner
 from worker.repartition_topic import RepartitionTopic
 from worker.resolve import Resolver
+from worker.stopping import race_stop
 from worker.submit import Submitter
 
 __all__ = ["Worker"]
@@ -234,15 +235,7 @@ class Worker:
         """Await a client's start unless a stop is requested first: the consumer's start waits for
         the group's first assignment, which a stalled rebalance can hold back indefinitely, and a
         SIGTERM must not wait for it. Nothing is held yet, so nothing needs draining."""
-        start = asyncio.ensure_future(starting)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait([start, stop], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not start.done():
-                start.cancel()
-                await asyncio.gather(start, return_exceptions=True)
+        start = await race_stop(starting, self._stopping)
         if start.cancelled() or self._stopping.is_set():
             if start.done() and not start.cancelled() and start.exception() is not None:
                 log.info("stop requested while starting (the start failed too: %s)", start.exception())

@@ -97,7 +97,7 @@ def keyed(
 def _produce(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from worker.cli import run_async
+    from worker.cli import open_input, run_async
 
     try:
         flags = {"bootstrap_servers": args.bootstrap_servers, "ecs_endpoint_url": args.ecs_endpoint_url}
@@ -108,10 +108,8 @@ def _produce(args: argparse.Namespace) -> int:
     topic = args.topic or settings.input_topic
     if args.fleet is not None:
         return _fleet(args, settings, topic)
-    try:
-        stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+    stream = open_input(args.file)
+    if stream is None:
         return 2
     with stream:
         try:

@@ -26,6 +26,7 @@ from typing import TypeVar
 from worker import early_signals
 from worker.config import Settings
 from worker.start_checks import StartCheckFailed, check_start
+from worker.stopping import race_stop
 
 __all__ = ["EXIT_CRASHED", "EXIT_START_CHECK", "EXIT_STOPPED", "serve"]
 
@@ -56,15 +57,7 @@ class _Stop:
 
     async def unless_stopped(self, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None if a stop is requested first (``work`` is then cancelled)."""
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.requested.wait())
-        try:
-            await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        task = await race_stop(work, self.requested)
         return None if task.cancelled() else task.result()
 
 

@@ -90,6 +90,13 @@ def _window(at_s: float, duration_s: float, **faults: float) -> Fault:
     return Fault(at_s=at_s, kind="endpoint", duration_s=duration_s, endpoint=Faults(**faults))  # type: ignore[arg-type]
 
 
+_ROLLING_RESTART = (
+    Fault(at_s=2.0, kind="term", worker=0, restart_after_s=0.5),
+    Fault(at_s=7.0, kind="term", worker=1, restart_after_s=0.5),
+    Fault(at_s=12.0, kind="term", worker=2, restart_after_s=0.5),
+)
+"""Each of three workers SIGTERMed in turn, 5 s apart, and restarted half a second later."""
+
 FAST_SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="sigkill-restart",
@@ -204,11 +211,7 @@ SLOW_SCENARIOS: tuple[Scenario, ...] = (
         spread_s=16.0,
         quota_burst=150,
         quota_refill_per_s=90.0,
-        faults=(
-            Fault(at_s=2.0, kind="term", worker=0, restart_after_s=0.5),
-            Fault(at_s=7.0, kind="term", worker=1, restart_after_s=0.5),
-            Fault(at_s=12.0, kind="term", worker=2, restart_after_s=0.5),
-        ),
+        faults=_ROLLING_RESTART,
     ),
     Scenario(
         # The issue's case: multi-container tasks, unkeyed input, a rolling restart of every
@@ -225,11 +228,7 @@ SLOW_SCENARIOS: tuple[Scenario, ...] = (
         shape=FleetShape(containers=(2, 6)),
         quota_burst=150,
         quota_refill_per_s=90.0,
-        faults=(
-            Fault(at_s=2.0, kind="term", worker=0, restart_after_s=0.5),
-            Fault(at_s=7.0, kind="term", worker=1, restart_after_s=0.5),
-            Fault(at_s=12.0, kind="term", worker=2, restart_after_s=0.5),
-        ),
+        faults=_ROLLING_RESTART,
     ),
     Scenario(
         name="everything",

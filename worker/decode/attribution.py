@@ -12,10 +12,11 @@ definition, so that it is worked out once per container, not once per event.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
-from worker.decode.labels import EcsContainer, task_definition_arn
+from worker.decode.labels import EcsContainer, ecs_container_from_labels, internal_reason, task_definition_arn
 
-__all__ = ["DEFAULT_CAPACITY", "ContainerIndex"]
+__all__ = ["DEFAULT_CAPACITY", "ContainerIndex", "attribute_labelled"]
 
 DEFAULT_CAPACITY = 65_536
 
@@ -81,3 +82,31 @@ class ContainerIndex:
         container = EcsContainer(cluster, task, container_name, task_definition_arn(task, family, version))
         self.remember(runtime_id, container)
         return container.task_definition
+
+
+def attribute_labelled(
+    object_type: str,
+    runtime_id: str,
+    labels: dict[str, str],
+    known: ContainerIndex,
+    *,
+    not_container: Callable[[str], str],
+    no_labels: str,
+) -> EcsContainer | str:
+    """The ECS container of a labelled runtime event (Docker-shaped or Podman), remembered in
+    ``known`` under ``runtime_id``; else the event's ignore reason: ``not_container(object_type)``
+    for an object that is no container, ``no_labels`` without (complete) ECS labels, or
+    ``internal_reason``'s for the agent's internal containers and tasks.
+
+    Raises ``InvalidItem`` for a label value too long for the canonical event.
+    """
+    if object_type != "container":
+        return not_container(object_type)
+    container = ecs_container_from_labels(labels)
+    if container is None:
+        return no_labels
+    internal = internal_reason(container.task, container.container_name)
+    if internal is not None:
+        return internal
+    known.remember(runtime_id, container)
+    return container

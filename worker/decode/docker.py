@@ -67,7 +67,7 @@ import msgspec
 from schemas.bounds import MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
 from worker.decode import reasons
-from worker.decode.attribution import ContainerIndex
+from worker.decode.attribution import ContainerIndex, attribute_labelled
 from worker.decode.bad_items import InvalidItem
 from worker.decode.event_builder import OOM_REASON, container_event, image_digest
 from worker.decode.exec_agent import apply_exec_event
@@ -79,7 +79,6 @@ from worker.decode.labels import (
     TASK_ARN_LABEL,
     TASK_DEFINITION_FAMILY_LABEL,
     TASK_DEFINITION_VERSION_LABEL,
-    ecs_container_from_labels,
     internal_reason,
 )
 from worker.decode.result import DecodeResult
@@ -219,18 +218,17 @@ def apply_container_event(
     known: ContainerIndex,
 ) -> None:
     """Map one Docker-shaped event with its attributes as a dict (Metricbeat) onto ``into``."""
-    if object_type != "container":
-        into.ignored.append(reasons.docker_not_container(object_type))
+    container = attribute_labelled(
+        object_type,
+        actor_id,
+        attributes,
+        known,
+        not_container=reasons.docker_not_container,
+        no_labels=reasons.DOCKER_NO_LABELS,
+    )
+    if isinstance(container, str):
+        into.ignored.append(container)
         return
-    container = ecs_container_from_labels(attributes)
-    if container is None:
-        into.ignored.append(reasons.DOCKER_NO_LABELS)
-        return
-    internal = internal_reason(container.task, container.container_name)
-    if internal is not None:
-        into.ignored.append(internal)
-        return
-    known.remember(actor_id, container)
     exit_code = attributes.get("exitCode")
     change = map_action(action, exit_code if exit_code is not None else attributes.get("containerExitCode"))
     if isinstance(change, str):

@@ -51,12 +51,11 @@ import msgspec
 from schemas.bounds import MAX_NANOTIME
 from schemas.events import ContainerStatus
 from worker.decode import reasons
-from worker.decode.attribution import ContainerIndex
+from worker.decode.attribution import ContainerIndex, attribute_labelled
 from worker.decode.bad_items import InvalidItem
 from worker.decode.event_builder import OOM_REASON, container_event, image_digest
 from worker.decode.exit_codes import wrap_int32
 from worker.decode.format_contract import JsonFormat
-from worker.decode.labels import ecs_container_from_labels, internal_reason
 from worker.decode.podman_inspect import InspectFacts, inspect_facts
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import MAX_SECONDS, rfc3339_ns, unix_seconds_ns
@@ -160,18 +159,17 @@ def apply_podman_event(
     is ``ContainerExitCode`` (Podman's text lines have none), ``inspected`` what its inspect data
     gives. Raises ``InvalidItem`` for a value out of bounds."""
     object_type, status, runtime_id, image = event
-    if object_type != "container":
-        into.ignored.append(reasons.podman_not_container(object_type))
+    container = attribute_labelled(
+        object_type,
+        runtime_id,
+        attributes,
+        known,
+        not_container=reasons.podman_not_container,
+        no_labels=reasons.PODMAN_NO_LABELS,
+    )
+    if isinstance(container, str):
+        into.ignored.append(container)
         return
-    container = ecs_container_from_labels(attributes)
-    if container is None:
-        into.ignored.append(reasons.PODMAN_NO_LABELS)
-        return
-    internal = internal_reason(container.task, container.container_name)
-    if internal is not None:
-        into.ignored.append(internal)
-        return
-    known.remember(runtime_id, container)
     change = map_status(status, exit_code, oom_killed)
     if isinstance(change, str):
         into.ignored.append(change)
