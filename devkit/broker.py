@@ -6,15 +6,18 @@ restart loses everything, so tests simulate outages by cutting connections, not 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 __all__ = ["BrokerProcess", "EmbeddedBroker", "broker_binary", "free_port"]
 
@@ -35,6 +38,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent dies (``prctl(2)``)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class BrokerProcess:
@@ -59,6 +70,10 @@ class BrokerProcess:
         self.advertised = advertised or f"{host}:{self.port}"
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
+        self.die_with_parent = False
+        """Set before ``start`` from the process's main thread (``python -m worker broker``): the
+        kernel kills the broker when its parent dies, a SIGKILL of the parent included (Linux's
+        ``PR_SET_PDEATHSIG``; it follows the thread that started the child, hence the main one)."""
 
     @property
     def bootstrap(self) -> str:
@@ -81,6 +96,13 @@ class BrokerProcess:
     def stop(self) -> None:
         """Stop the broker process (nothing when not started)."""
         raise NotImplementedError
+
+    def _popen(self, args: list[str], **options: Any) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(args, **options)``, tied to this process's life when
+        ``die_with_parent``."""
+        if self.die_with_parent and sys.platform == "linux":
+            options["preexec_fn"] = _die_with_parent
+        return subprocess.Popen(args, **options)
 
     def _await_ready(
         self, ready: Callable[[], bool], timeout_s: float, poll_s: float
@@ -130,7 +152,7 @@ class EmbeddedBroker(BrokerProcess):
         url = f"tcp://{self.host}:{self.port}"
         output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self._process = subprocess.Popen(
+        self._process = self._popen(
             [
                 broker_binary(),
                 "broker",

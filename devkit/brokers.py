@@ -28,6 +28,7 @@ class Broker(Protocol):
     """What the fixtures, the harness and the demo use of an embedded broker."""
 
     kind: str
+    die_with_parent: bool
     host: str
     port: int
     advertised: str

@@ -88,6 +88,7 @@ def _broker(args: argparse.Namespace) -> int:
 
     configure_logging("INFO", "text")
     broker = make_broker(args.kind, host=args.host, port=args.port)
+    broker.die_with_parent = True  # no orphan, even when this wrapper is killed (SIGKILL)
     return serve_until_stopped(broker, f"embedded broker ({broker.kind})")
 
 

@@ -160,9 +160,7 @@ class KafkaBroker(BrokerProcess):
         java += ["-cp", f"{libs}/*"]
         self._format(java, config)
         with (home / "stdout.log").open("ab") as output:
-            self._process = subprocess.Popen(
-                [*java, "kafka.Kafka", str(config)], stdout=output, stderr=output
-            )
+            self._process = self._popen([*java, "kafka.Kafka", str(config)], stdout=output, stderr=output)
         outcome = self._await_ready(lambda: api_versions_answer(self.host, self.port), timeout_s, 0.1)
         if outcome == "ready":
             log.info("Apache Kafka %s answering on %s (%s)", self.version, self.bootstrap, home)

@@ -93,6 +93,18 @@ def test_the_wrapper_exits_when_the_broker_dies(wrapper: tuple[subprocess.Popen[
     assert not _listening(port)
 
 
+def test_a_killed_wrapper_leaves_no_broker(wrapper: tuple[subprocess.Popen[str], int, int]) -> None:
+    """SIGKILL cannot be forwarded: the kernel ends the broker with its parent (PR_SET_PDEATHSIG)."""
+    process, port, child = wrapper
+    process.kill()
+    process.communicate(timeout=20)
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+    assert not _listening(port)
+
+
 @pytest.mark.parametrize("after_s", [0.05, 0.3])
 def test_a_stop_signal_while_starting_leaves_no_broker(after_s: float) -> None:
     port = free_port()
