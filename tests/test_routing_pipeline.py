@@ -87,3 +87,51 @@ async def test_every_task_is_reported_in_its_own_account_and_region(
         assert sum(committed.values()) == 2 * (len(routed) + 1)
     finally:
         await endpoint.stop()
+
+
+async def test_a_task_without_a_route_is_rejected_at_once_and_is_no_describe_fallback(
+    broker: EmbeddedBroker, topics: Topics
+) -> None:
+    """A task met mid-life (ECS's view wanted) in an account with no route: neither described nor
+    reported, rejected without waiting for settle_ms, and not counted as a knowledge fallback
+    (whose alert is about describe permissions)."""
+    endpoint = LocalEcsEndpoint(seed=9, strict_scope=True)
+    await endpoint.start()
+    try:
+        stranger = arn(STRANGER, "eu-west-1")
+        settings = worker_settings(broker, endpoint, topics, home_account=DEFAULT_ACCOUNT, settle_ms=600_000)
+        async with running(Worker(settings)) as worker:
+            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+            await producer.start()
+            try:
+                change = ContainerChange(containerName="app", status="RUNNING")
+                event = TaskEvent(
+                    cluster="prod", task=stranger, observedAt=time.time_ns(), containers=(change,)
+                )
+                await producer.send_and_wait(topics.input, msgspec.json.encode(event), key=stranger.encode())
+            finally:
+                await producer.stop()
+            await wait_for(
+                lambda: worker.metrics.totals().get("submissions_rejected", 0) >= 1, 30, "the rejection"
+            )
+            await wait_for(lambda: worker.pending_work() == 0, 30, "the stranger's record resolved")
+            fallbacks = sum(
+                sample.value
+                for family in worker.metrics.registry.collect()
+                if family.name == "ecs_state_worker_knowledge_fallbacks"
+                for sample in family.samples
+                if sample.name.endswith("_total")
+            )
+        outcomes = [
+            msgspec.json.decode(r.value, type=Outcome)
+            for r in await read_all(broker.bootstrap, topics.outcome)
+        ]
+        assert [(o.task, o.result, o.errorCode) for o in outcomes] == [
+            (stranger, "rejected", "NoRouteForAccount")
+        ]
+        assert fallbacks == 0
+        assert endpoint.state()["calls"] == 0
+        described = endpoint.state()["operations"].get("DescribeTasks", {"calls": 0})
+        assert described["calls"] == 0
+    finally:
+        await endpoint.stop()

@@ -252,6 +252,24 @@ class KnowledgeMixin:
             return []
         return self._settled_sources(entry)
 
+    def learn_unroutable(self, key: TaskKey, now: int) -> list[SourceRef]:
+        """No credentials may call the task's account (``worker.routing.NoRoute``): ECS can be
+        neither asked nor told, so the task goes as seen at once, without a settle wait; its
+        submission is then rejected (``NoRouteForAccount``) without a call. Returns the sources
+        resolved at once (none: the submission resolves them)."""
+        entry = self._active.get(key)
+        if entry is None or not entry.needs_view:
+            return []
+        entry.needs_view = False
+        if entry.state.missed:
+            entry.fallback = True
+            entry.state.settle()
+        if not entry.dirty:
+            entry.dirty = True
+            entry.changed_at = now
+        self._schedule(key, entry, now)
+        return []
+
     def learn_missing(self, key: TaskKey) -> list[SourceRef]:
         """ECS does not know the task (``DescribeTasks``: MISSING): nothing can be reported to it,
         so the task retires without a call. Returns the sources resolved."""

@@ -12,7 +12,9 @@ an answer cannot be had (denied, throttled past the deadline, failing), the coal
 and the task falls back to what was seen (``worker.knowledge``); each cause is logged once and
 counted in ``ecs_state_worker_knowledge_fallbacks_total``. Each call goes to the account and Region
 of the ARN it asks about (``worker.routing``): a definition's own ARN, the tasks' ARNs (batches
-never mix routes); an account with no route is a fallback with code ``NoRouteForAccount``. IAM:
+never mix routes); a task of an account with no route is neither asked about nor waited for
+(``KnowledgeMixin.learn_unroutable``): it goes as seen at once, to its rejection, and is no
+fallback. IAM:
 ``ecs:DescribeTasks`` and ``ecs:DescribeTaskDefinition``.
 """
 
@@ -139,7 +141,10 @@ class Resolver:
             answer = await self._call(route, "DescribeTaskDefinition", taskDefinition=arn)
             definition = definition_from_botocore(answer)
         except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
-            self._fell_back("DescribeTaskDefinition", _code(exc), arn)
+            if _code(exc) == NO_ROUTE:
+                self._no_route(route)
+            else:
+                self._fell_back("DescribeTaskDefinition", _code(exc), arn)
             definition = None
         self._release(self._coalescer.learn_definition(arn, definition, time.monotonic_ns()))
         self._metrics.definitions_cached.set(len(self._coalescer.definitions))
@@ -152,6 +157,13 @@ class Resolver:
             answer = await self._call(route, "DescribeTasks", cluster=cluster, tasks=tasks)
             views = _views(answer)
         except Exception as exc:  # every failure is an answer: the tasks must not wait for ever
+            if _code(exc) == NO_ROUTE:  # nothing to wait for: rejected at once, without a call
+                self._no_route(route)
+                self._release(
+                    [s for key in keys for s in self._coalescer.learn_unroutable(key, time.monotonic_ns())]
+                )
+                self._answered()
+                return
             self._fell_back("DescribeTasks", _code(exc), cluster)
         now = time.monotonic_ns()
         for key in keys:
@@ -203,6 +215,16 @@ class Resolver:
         except _Retry as exhausted:
             raise _Unanswered(exhausted.code) from exhausted
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _no_route(self, route: Route) -> None:
+        """A task of an account this process may not call: not a fallback (nothing is missing
+        that a permission would give), said once per account."""
+        self._once(
+            f"no-route:{route.account}",
+            "tasks of account %s have no route (home_account, account_roles): they are rejected "
+            "(NoRouteForAccount) without a call",
+            route.account,
+        )
 
     def _fell_back(self, operation: str, code: str, subject: str) -> None:
         self._metrics.knowledge_fallbacks.labels(operation, code_label(code)).inc()
