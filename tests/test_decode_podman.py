@@ -95,8 +95,9 @@ def test_died_carries_the_exit_code_and_the_oom_kill(status: str) -> None:
     ]
     oom = inputs.podman_json(status, exit_code=137, OOMKilled=True)
     assert outcome(decode(oom)) == [("event", "STOPPED", 137, OOM_REASON, False)]
+    # Podman before 4.4 left ContainerExitCode out when it was 0 (int with omitempty).
     no_code = inputs.podman_json(status, OOMKilled=False)
-    assert outcome(decode(no_code)) == [("event", "STOPPED", None, None, False)]
+    assert outcome(decode(no_code)) == [("event", "STOPPED", 0, None, False)]
 
 
 def test_remove_carries_the_exit_code_too() -> None:

@@ -17,7 +17,8 @@ Status                              Result
 create                              ``PENDING``
 start                               ``RUNNING``
 died (also ``exited``), remove      ``STOPPED`` with ``ContainerExitCode`` (wrapped to int32,
-                                    ``worker.decode.exit_codes``; Podman sets it on both);
+                                    ``worker.decode.exit_codes``; Podman sets it on both; a
+                                    ``died`` without it exited 0: older Podman omitted a 0);
                                     ``OOMKilled`` true adds ECS's out-of-memory ``reason``
 stop                                ``STOPPED``, no exit code
 kill                                a stop was asked (``stopRequested``), no status
@@ -190,6 +191,18 @@ def apply_podman_event(
     )
 
 
+_DIED = frozenset({"died", "exited"})
+
+
+def _exit_code(doc: PodmanEvent) -> int | None:
+    """``ContainerExitCode``; on a ``died`` without one, 0: Podman before 4.4 declared the field
+    ``int`` with ``omitempty`` (``libpod/events/config.go``), so that an exit 0 was left out, and
+    later Podman (``*int``) always writes it on ``died``."""
+    if doc.ContainerExitCode is None and doc.Status in _DIED:
+        return 0
+    return doc.ContainerExitCode
+
+
 def _observed_at(doc: PodmanEvent) -> int:
     if doc.timeNano:
         return doc.timeNano
@@ -211,7 +224,7 @@ class PodmanFormat(JsonFormat[PodmanEvent]):
         apply_podman_event(
             (doc.Type, doc.Status, doc.ID, doc.Image),
             doc.Attributes or {},
-            doc.ContainerExitCode,
+            _exit_code(doc),
             bool(doc.OOMKilled),
             _observed_at(doc),
             into,
