@@ -189,9 +189,19 @@ def test_input_format_accepts_the_registered_formats() -> None:
         assert load_settings(env={"WORKER_INPUT_FORMAT": name}).input_format == name
     for name in FORMATS[1:]:
         assert name in SETTING_HELP["input_format"]
-    for bad in ("nerdctl", "eventbridge", "AUTO"):
-        with pytest.raises(ConfigError, match=r"input_format \(from WORKER_INPUT_FORMAT\)"):
+    for bad in ("nerdctl", "eventbridge"):
+        with pytest.raises(ConfigError, match=r"input_format \(from WORKER_INPUT_FORMAT\).*one of: auto, "):
             load_settings(env={"WORKER_INPUT_FORMAT": bad})
+    # a choice in another case is read as the choices' case
+    assert load_settings(env={"WORKER_INPUT_FORMAT": "Docker-Text"}).input_format == "docker-text"
+    assert load_settings(env={"WORKER_AUTO_OFFSET_RESET": "LATEST"}).auto_offset_reset == "latest"
+
+
+def test_a_bad_value_says_what_the_setting_takes() -> None:
+    with pytest.raises(ConfigError, match=r"dry_run \(from WORKER_DRY_RUN\).*\(true or false\)"):
+        load_settings(env={"WORKER_DRY_RUN": "on"})
+    with pytest.raises(ConfigError, match=r"account_roles .*ACCOUNT=ROLE_ARN pairs"):
+        load_settings(env={"WORKER_ACCOUNT_ROLES": "111122223333"})
 
 
 def test_input_keying_is_task_or_any() -> None:

@@ -13,7 +13,8 @@ import tomllib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -362,8 +363,7 @@ def load_settings(
         raise ConfigError(f"unknown setting {unknown[0]!r} (from {origin[unknown[0]]})")
     for _variable, problem in unknown_variables(env, fields):
         raise ConfigError(f"unknown environment variable {problem}")
-    if isinstance(merged.get("log_level"), str):
-        merged["log_level"] = merged["log_level"].upper()
+    _normalise_case(merged)
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -402,11 +402,57 @@ def _from_env(value: str) -> Any:
     return value if value != "" else None
 
 
+def strip_hint(hint: Any) -> Any:
+    """The hint without ``Annotated`` and ``None``: ``Annotated[int, ...] | None`` -> ``int``."""
+    origin = get_origin(hint)
+    if origin is Annotated:
+        return strip_hint(get_args(hint)[0])
+    if origin in (Union, UnionType):
+        return strip_hint(next(a for a in get_args(hint) if a is not type(None)))
+    return hint
+
+
+def allowed_values(hint: Any) -> tuple[str, ...]:
+    """The values a ``Literal`` setting allows, as text; empty for other settings."""
+    stripped = strip_hint(hint)
+    return tuple(str(v) for v in get_args(stripped)) if get_origin(stripped) is Literal else ()
+
+
+def _hints() -> dict[str, Any]:
+    return get_type_hints(Settings, include_extras=True)
+
+
+def _normalise_case(merged: dict[str, Any]) -> None:
+    """A choice given in another case than its values' (``Docker``, ``debug``) is read as theirs
+    when they are all of one case."""
+    hints = _hints()
+    for name, value in merged.items():
+        values = allowed_values(hints.get(name))
+        if not isinstance(value, str) or not values:
+            continue
+        if all(v == v.lower() for v in values):
+            merged[name] = value.lower()
+        elif all(v == v.upper() for v in values):
+            merged[name] = value.upper()
+
+
+def _expected(field: str) -> str:
+    """What ``field`` takes, for an error message: its choices, or the form of its text."""
+    hint = strip_hint(_hints().get(field))
+    if values := allowed_values(hint):
+        return f" (one of: {', '.join(values)})"
+    if hint is bool:
+        return " (true or false)"
+    if field == "account_roles":
+        return " (ACCOUNT=ROLE_ARN pairs, comma separated: 111122223333=arn:aws:iam::111122223333:role/x)"
+    return ""
+
+
 def _explain(exc: msgspec.ValidationError, origin: Mapping[str, str]) -> str:
     text = str(exc)
     field = text.rpartition("$.")[2].strip("`").split("[")[0].split(".")[0] if "$." in text else None
     if field and field in origin:
-        return f"invalid setting {field} (from {origin[field]}): {text.split(' - at ')[0]}"
+        return f"invalid setting {field} (from {origin[field]}): {text.split(' - at ')[0]}{_expected(field)}"
     if field:
-        return f"invalid setting {field}: {text}"
+        return f"invalid setting {field}: {text}{_expected(field)}"
     return f"invalid settings: {text}"

@@ -3,35 +3,19 @@
 
 A flag left out is None, so that the lower sources (environment, file, default) apply; the help
 therefore shows the default of ``Settings``, not argparse's. Choices are checked by msgspec after
-the merge (``worker.config``), so a lowercase log level passes and is normalised there.
+the merge (``worker.config``), so a choice in another case (``debug``, ``Docker``) passes and is
+normalised there.
 """
 
 from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
-from worker.config import SETTING_HELP, Settings, env_name, flag_name
+from worker.config import SETTING_HELP, Settings, allowed_values, env_name, flag_name, strip_hint
 
 __all__ = ["add_setting_flags", "allowed_values", "setting_help"]
-
-
-def _strip(hint: Any) -> Any:
-    """The hint without ``Annotated`` and ``None``: ``Annotated[int, ...] | None`` -> ``int``."""
-    origin = get_origin(hint)
-    if origin is Annotated:
-        return _strip(get_args(hint)[0])
-    if origin in (Union, UnionType):
-        return _strip(next(a for a in get_args(hint) if a is not type(None)))
-    return hint
-
-
-def allowed_values(hint: Any) -> tuple[str, ...]:
-    """The values a ``Literal`` setting allows, as text; empty for other settings."""
-    stripped = _strip(hint)
-    return tuple(str(v) for v in get_args(stripped)) if get_origin(stripped) is Literal else ()
 
 
 def _default_text(value: Any) -> str:
@@ -46,14 +30,14 @@ def setting_help(name: str, hint: Any, default: Any) -> str:
     """One flag's help: the setting's text, its allowed values, its default and its variable."""
     parts = [SETTING_HELP[name].replace("%", "%%")]
     if values := allowed_values(hint):
-        parts.append(f"One of: {', '.join(values)}{' (any case)' if name == 'log_level' else ''}.")
+        parts.append(f"One of: {', '.join(values)}.")
     parts.append(f"(default: {_default_text(default)}; env: {env_name(name)})".replace("%", "%%"))
     return " ".join(parts)
 
 
 def _converter(hint: Any) -> type:
     """What a flag's text converts to before msgspec checks bounds and choices."""
-    stripped = _strip(hint)
+    stripped = strip_hint(hint)
     return stripped if stripped in (int, float) else str
 
 
@@ -65,8 +49,8 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         hint = hints[name]
         text = setting_help(name, hint, getattr(defaults, name))
         values = allowed_values(hint)
-        metavar = "{" + ",".join(values) + "}" if values else "TIME" if _strip(hint) is datetime else None
-        if _strip(hint) is bool:
+        metavar = "{" + ",".join(values) + "}" if values else "TIME" if strip_hint(hint) is datetime else None
+        if strip_hint(hint) is bool:
             parser.add_argument(
                 flag_name(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=text
             )
