@@ -58,7 +58,7 @@ def serve_until_stopped(broker: BrokerProcess, name: str = "broker") -> int:
     except RuntimeError as exc:
         print(f"error: the {name} did not start: {exc}", file=sys.stderr, flush=True)
         return 1
-    print(f"{name} on {broker.bootstrap}; SIGTERM or Ctrl-C stops it (its data is in memory)", flush=True)
+    print(f"{name} on {broker.bootstrap}; SIGTERM or Ctrl-C stops it (its data is lost then)", flush=True)
     try:
         while not stop.wait(_POLL_S):
             code = broker.returncode

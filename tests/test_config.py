@@ -243,3 +243,20 @@ def test_enable_idempotence_takes_auto_or_a_boolean(value: str, expected: object
 def test_enable_idempotence_true_needs_acks_all() -> None:
     with pytest.raises(ConfigError, match="enable_idempotence true needs acks all"):
         load_settings(env={"WORKER_ENABLE_IDEMPOTENCE": "true", "WORKER_ACKS": "1"})
+
+
+def test_account_roles_are_checked_against_the_accounts_they_serve() -> None:
+    home = {"WORKER_HOME_ACCOUNT": "000000000000"}
+    role = "arn:aws:iam::111122223333:role/reporter"
+    assert load_settings(env={**home, "WORKER_ACCOUNT_ROLES": f"111122223333={role}"}).account_roles == {
+        "111122223333": role
+    }
+    with pytest.raises(
+        ConfigError, match=r"account_roles.*role for account 444455556666 is in account 111122223333"
+    ):
+        load_settings(env={**home, "WORKER_ACCOUNT_ROLES": f"444455556666={role}"})
+    own = "arn:aws:iam::000000000000:role/reporter"
+    with pytest.raises(ConfigError, match=r"account_roles.*account 000000000000 is home_account"):
+        load_settings(env={**home, "WORKER_ACCOUNT_ROLES": f"000000000000={own}"})
+    with pytest.raises(ConfigError, match=r"account_roles: account 111122223333 is given twice"):
+        load_settings(env={**home, "WORKER_ACCOUNT_ROLES": f"111122223333={role},111122223333={role}"})

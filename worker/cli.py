@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m worker", description=(__doc__ or "").replace("``", "`"))
     parser.add_argument("--version", action="version", version=f"ecs-state-worker {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -394,6 +394,9 @@ def _pairs(value: Any) -> Any:
     pairs = [item.partition("=") for item in value.split(",") if item.strip()]
     if any(not sep for _, sep, _ in pairs):
         return value  # msgspec then names the setting: "Expected object, got str"
+    accounts = [key.strip() for key, _, _ in pairs]
+    if twice := sorted({a for a in accounts if accounts.count(a) > 1}):
+        raise ConfigError(f"invalid setting account_roles: account {twice[0]} is given twice")
     return {key.strip(): role.strip() for key, _, role in pairs}
 
 

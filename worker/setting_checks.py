@@ -55,6 +55,18 @@ def problems(settings: Settings) -> Iterator[tuple[str, str]]:
         yield "ecs_endpoint_url", bad_url
     if settings.start_time is not None and settings.start_time.tzinfo is None:
         yield "start_time", "needs a time zone (e.g. 2026-11-30T08:00:00Z or +01:00)"
+    yield from (("account_roles", problem) for problem in _role_problems(settings))
+
+
+def _role_problems(settings: Settings) -> Iterator[str]:
+    """A role must be in the account it reports for (ECS answers a caller about its own account's
+    clusters only), and the home account takes the default credentials."""
+    for account, role in sorted(settings.account_roles.items()):
+        role_account = role.split(":")[4]
+        if role_account != account:
+            yield f"the role for account {account} is in account {role_account}: {role}"
+        if account == settings.home_account:
+            yield f"account {account} is home_account, whose tasks take the default credentials"
 
 
 def unknown_variables(env: Mapping[str, str], settings: Collection[str]) -> Iterator[tuple[str, str]]:
