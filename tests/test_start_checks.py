@@ -140,3 +140,28 @@ async def test_a_missing_output_topic_is_a_warning_at_start(
     assert (await check_start(settings)).dlq_topic == "not-created-dlq"
     (warning,) = caplog.records
     assert warning.getMessage().startswith("topic 'not-created-dlq' (WORKER_DLQ_TOPIC) does not exist yet")
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "x"}, "PartialCredentialsError"),
+        ({"AWS_PROFILE": "nope"}, "ProfileNotFound"),
+        ({"AWS_CONFIG_FILE": "{config}", "AWS_PROFILE": "loop"}, "InfiniteLoopConfigError"),
+    ],
+)
+def test_an_unusable_aws_setup_fails_at_start_with_one_line(
+    broker: EmbeddedBroker, tmp_path: Path, extra: dict[str, str], error: str | None
+) -> None:
+    config = tmp_path / "config"  # a profile whose role's source profile is itself
+    config.write_text("[profile loop]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = loop\n")
+    extra = {name: value.format(config=config) for name, value in extra.items()}
+    env = _bare_env(tmp_path, AWS_REGION="eu-west-1", WORKER_BOOTSTRAP_SERVERS=broker.bootstrap, **extra)
+    result = _run(env)
+    assert result.returncode == 3, result.stderr
+    (line,) = _errors(result.stderr)
+    message = str(line["message"])
+    assert message.startswith("cannot start: the AWS configuration cannot be used: "), message
+    assert f"({error})" in message
+    assert "exc_info" not in line
+    assert "Traceback" not in result.stderr
