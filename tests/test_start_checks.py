@@ -4,9 +4,11 @@ is unset. Real `python -m worker run` processes, the embedded broker and the loc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,4 +166,28 @@ def test_an_unusable_aws_setup_fails_at_start_with_one_line(
     assert message.startswith("cannot start: the AWS configuration cannot be used: "), message
     assert f"({error})" in message
     assert "exc_info" not in line
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_metrics_port_in_use_fails_at_start_with_one_line_naming_it(
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _bare_env(
+            tmp_path,
+            AWS_REGION="eu-west-1",
+            AWS_ACCESS_KEY_ID="k",
+            AWS_SECRET_ACCESS_KEY="s",
+            WORKER_BOOTSTRAP_SERVERS=broker.bootstrap,
+            WORKER_INPUT_TOPIC=topics.input,
+            WORKER_METRICS_PORT=str(port),
+        )
+        result = await asyncio.to_thread(_run, env)
+    assert result.returncode == 3, result.stderr
+    (error,) = _errors(result.stderr)
+    message = str(error["message"])
+    assert message.startswith(f"cannot start: metrics_port (WORKER_METRICS_PORT): cannot listen on port {port}:")
     assert "Traceback" not in result.stderr
