@@ -189,5 +189,6 @@ async def test_a_metrics_port_in_use_fails_at_start_with_one_line_naming_it(
     assert result.returncode == 3, result.stderr
     (error,) = _errors(result.stderr)
     message = str(error["message"])
-    assert message.startswith(f"cannot start: metrics_port (WORKER_METRICS_PORT): cannot listen on port {port}:")
+    expected = f"cannot start: metrics_port (WORKER_METRICS_PORT): cannot listen on port {port}:"
+    assert message.startswith(expected), message
     assert "Traceback" not in result.stderr
