@@ -95,7 +95,8 @@ def _unusable_aws_setup(exc: BotoCoreError) -> StartCheckFailed:
 
 async def _probe_brokers(settings: Settings, timeout_s: float) -> None:
     """One bootstrap of a metadata-only client; raises on failure (``ConnectionError`` family,
-    ``TimeoutError``) or ``LookupError`` when the input topic is not on the brokers."""
+    ``TimeoutError``) or ``MissingTopicError`` when the input topic does not exist (it is never
+    created here, whatever the brokers' ``auto.create.topics.enable``)."""
     client = AIOKafkaClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=settings.client_id,
