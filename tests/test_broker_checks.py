@@ -16,13 +16,14 @@ from devkit.broker import EmbeddedBroker
 from devkit.brokers import Broker
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.kafka_broker import KafkaBroker
-from devkit.topics import partitions_of
+from devkit.topics import create_topics, partitions_of
 from tests.conftest import Topics, worker_settings
 from tests.support import running
 from tests.test_start_checks import _bare_env, _errors, _run
 from worker.broker_checks import MissingTopicError, check_brokers
 from worker.config import ConfigError
 from worker.pipeline import Worker
+from worker.start_checks import StartCheckFailed, wait_for_brokers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,7 +63,8 @@ async def test_auto_leaves_idempotence_off_without_acks_all(
 async def test_auto_turns_idempotence_off_on_tansu_and_the_worker_runs(
     tansu: EmbeddedBroker, endpoint: LocalEcsEndpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
-    topics = missing_topics()  # Tansu creates topics on demand
+    topics = missing_topics()
+    await create_topics(tansu.bootstrap, {topics.input: 1})
     settings = worker_settings(tansu, endpoint, topics)
     assert settings.enable_idempotence == "auto"
     assert (await check_brokers(settings)).idempotent is False
@@ -74,7 +76,9 @@ async def test_auto_turns_idempotence_off_on_tansu_and_the_worker_runs(
 async def test_idempotence_true_fails_at_start_on_a_broker_granting_no_producer_id(
     tansu: EmbeddedBroker, endpoint: LocalEcsEndpoint
 ) -> None:
-    settings = worker_settings(tansu, endpoint, missing_topics(), enable_idempotence=True)
+    topics = missing_topics()
+    await create_topics(tansu.bootstrap, {topics.input: 1})
+    settings = worker_settings(tansu, endpoint, topics, enable_idempotence=True)
     with pytest.raises(ConfigError, match=r"enable_idempotence: true, but the brokers grant no producer id"):
         await asyncio.wait_for(Worker(settings).run(), 60)
 
@@ -92,13 +96,24 @@ async def test_a_missing_input_topic_without_auto_creation_fails_at_start_naming
 
 
 @pytest.mark.kafka
-async def test_a_missing_input_topic_is_created_where_the_brokers_create_topics(
+async def test_a_missing_input_topic_fails_at_start_even_where_the_brokers_create_topics(
+    broker: Broker, endpoint: LocalEcsEndpoint
+) -> None:
+    topics = missing_topics()  # the broker fixture runs with auto.create.topics.enable=true
+    with pytest.raises(MissingTopicError, match=rf"input topic '{topics.input}' does not exist"):
+        await asyncio.wait_for(Worker(worker_settings(broker, endpoint, topics)).run(), 60)
+    assert await partitions_of(broker.bootstrap, topics.input) == []  # not created either
+
+
+@pytest.mark.kafka
+async def test_the_start_check_names_a_misspelt_topic_where_the_brokers_create_topics(
     broker: Broker, endpoint: LocalEcsEndpoint
 ) -> None:
     topics = missing_topics()
-    async with running(Worker(worker_settings(broker, endpoint, topics))) as worker:
-        assert worker.ready.is_set()
-    assert await partitions_of(broker.bootstrap, topics.input) == [0]
+    settings = worker_settings(broker, endpoint, topics, start_timeout_ms=0)
+    with pytest.raises(StartCheckFailed, match=rf"'{topics.input}' does not exist.*\(WORKER_INPUT_TOPIC\)"):
+        await wait_for_brokers(settings)
+    assert await partitions_of(broker.bootstrap, topics.input) == []
 
 
 @pytest.mark.kafka

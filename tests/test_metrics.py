@@ -4,7 +4,9 @@ the registry and from the ``/metrics`` endpoint of a worker running against the 
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib
 import importlib.metadata
 import json
 import platform
@@ -23,7 +25,7 @@ from devkit.broker import EmbeddedBroker, free_port
 from devkit.ecs_endpoint import LocalEcsEndpoint
 from devkit.harness.workers import wait_exit
 from tests.conftest import Topics, worker_settings
-from tests.support import launched_fleet, spawn_worker, wait_for
+from tests.support import ROOT, launched_fleet, spawn_worker, wait_for
 from tests.test_pipeline import produce
 from worker.decode import reasons
 from worker.decode.docker import NO_STATE_CHANGE
@@ -97,6 +99,26 @@ def test_code_label_keeps_codes_and_bounds_anything_else() -> None:
     assert code_label("") == OTHER_CODE
     assert code_label("A" * 65) == OTHER_CODE
     assert code_label("A" * 64) == "A" * 64
+
+
+def test_every_reason_the_worker_counts_as_ignored_has_a_short_code() -> None:
+    """Outside the decoders too: every ``<x>.ignored[REASON]`` in the worker's modules (intake's
+    late events) names a reason with its own code, not one counted under ``other``."""
+    counted: dict[str, str] = {}
+    for path in sorted(p for p in (ROOT / "worker").rglob("*.py") if p.name != "__main__.py"):
+        module = importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "ignored"
+                and isinstance(node.slice, ast.Name)
+            ):
+                counted[f"{path.name}:{node.slice.id}"] = getattr(module, node.slice.id)
+    assert counted, "no reason counted outside the decoders: the scan found nothing"
+    without = {where: reason for where, reason in counted.items() if reason not in REASON_CODES}
+    assert without == {}, "a reason counted under 'other'"
+    assert reason_code(reasons.LATE_EVENT) == "task_already_reported"
 
 
 def test_every_ignore_reason_has_a_short_code() -> None:

@@ -4,9 +4,11 @@ is unset. Real `python -m worker run` processes, the embedded broker and the loc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,3 +142,53 @@ async def test_a_missing_output_topic_is_a_warning_at_start(
     assert (await check_start(settings)).dlq_topic == "not-created-dlq"
     (warning,) = caplog.records
     assert warning.getMessage().startswith("topic 'not-created-dlq' (WORKER_DLQ_TOPIC) does not exist yet")
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "x"}, "PartialCredentialsError"),
+        ({"AWS_PROFILE": "nope"}, "ProfileNotFound"),
+        ({"AWS_CONFIG_FILE": "{config}", "AWS_PROFILE": "loop"}, "InfiniteLoopConfigError"),
+    ],
+)
+def test_an_unusable_aws_setup_fails_at_start_with_one_line(
+    broker: EmbeddedBroker, tmp_path: Path, extra: dict[str, str], error: str | None
+) -> None:
+    config = tmp_path / "config"  # a profile whose role's source profile is itself
+    config.write_text("[profile loop]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = loop\n")
+    extra = {name: value.format(config=config) for name, value in extra.items()}
+    env = _bare_env(tmp_path, AWS_REGION="eu-west-1", WORKER_BOOTSTRAP_SERVERS=broker.bootstrap, **extra)
+    result = _run(env)
+    assert result.returncode == 3, result.stderr
+    (line,) = _errors(result.stderr)
+    message = str(line["message"])
+    assert message.startswith("cannot start: the AWS configuration cannot be used: "), message
+    assert f"({error})" in message
+    assert "exc_info" not in line
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_metrics_port_in_use_fails_at_start_with_one_line_naming_it(
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _bare_env(
+            tmp_path,
+            AWS_REGION="eu-west-1",
+            AWS_ACCESS_KEY_ID="k",
+            AWS_SECRET_ACCESS_KEY="s",
+            WORKER_BOOTSTRAP_SERVERS=broker.bootstrap,
+            WORKER_INPUT_TOPIC=topics.input,
+            WORKER_METRICS_PORT=str(port),
+        )
+        result = await asyncio.to_thread(_run, env)
+    assert result.returncode == 3, result.stderr
+    (error,) = _errors(result.stderr)
+    message = str(error["message"])
+    expected = f"cannot start: metrics_port (WORKER_METRICS_PORT): cannot listen on port {port}:"
+    assert message.startswith(expected), message
+    assert "Traceback" not in result.stderr

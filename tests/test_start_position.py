@@ -117,3 +117,24 @@ async def test_waiting_for_an_assignment_is_logged_until_it_comes(
     assert all(r.getMessage().startswith("waiting for partition assignment") for r in caplog.records)
     assert [r.group for r in caplog.records] == [topics.group] * lines  # type: ignore[attr-defined]
     assert caplog.records[0].waited_s < caplog.records[1].waited_s  # type: ignore[attr-defined]
+
+
+async def test_start_time_after_every_record_starts_at_the_end_not_the_beginning(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.start_position")
+    await _poison(broker.bootstrap, topics.input, [b"before-1", b"before-2"])
+    await asyncio.sleep(0.1)
+    start = datetime.now(UTC)  # after every record: partition 0 has none that late, 1 and 2 none
+    worker = Worker(worker_settings(broker, endpoint, topics, start_time=start, auto_offset_reset="earliest"))
+    async with running(worker):
+
+        def positioned() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name == "worker.start_position"]
+
+        await wait_for(lambda: bool(positioned()), 30, "the start position")
+        await _poison(broker.bootstrap, topics.input, [b"after"])
+        assert await _dead_lettered_keys(broker, topics, worker, 3) == [b"after"]
+    (line,) = positioned()
+    assert getattr(line, "at_end", None) == [(topics.input, 0, 2), (topics.input, 1, 0), (topics.input, 2, 0)]
+    assert getattr(line, "sought", None) == []

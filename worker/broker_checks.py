@@ -3,8 +3,8 @@ exist (a consumer subscribed to a missing topic would wait silently forever), an
 grant producer ids (the idempotent producer needs them). The Kafka edge, like ``kafka_clients``.
 
 Both are plain Kafka requests over one bootstrap connection: Metadata for the input topic
-(auto-creation allowed, as the consumer's own request allows it: a broker with
-``auto.create.topics.enable=true`` creates it, one without answers UNKNOWN_TOPIC_OR_PARTITION), and
+(auto-creation not allowed: the worker reads a stream that exists, and a misspelt name must fail
+rather than be created empty, whatever the brokers' ``auto.create.topics.enable``), and
 InitProducerId without a transactional id, which is what an idempotent producer sends first.
 ApiVersions alone cannot tell: Tansu lists InitProducerId and answers it with an error.
 """
@@ -37,7 +37,7 @@ PROBE_TRANSACTION_TIMEOUT_MS = 60_000  # ignored without a transactional id; the
 
 
 class MissingTopicError(RuntimeError):
-    """The input topic does not exist and the brokers do not create it (or deny it to us)."""
+    """The input topic does not exist (it is never created at start), or is denied to us."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,12 @@ class BrokerFacts:
 async def check_brokers(settings: Settings) -> BrokerFacts:
     """Check the input topic and resolve ``enable_idempotence`` against the brokers.
 
-    Raises ``MissingTopicError`` naming the topic when it does not exist and auto-creation is
-    off (or access to it is denied), ``ConfigError`` naming ``enable_idempotence`` when it is
-    ``true`` and the brokers grant no producer id, and aiokafka's ``KafkaConnectionError`` when no
-    bootstrap server answers. ``enable_idempotence = "auto"`` turns idempotence off (with a
-    warning) where the brokers grant no producer id, and when ``acks`` is not ``all``."""
+    Raises ``MissingTopicError`` naming the topic when it does not exist (whatever the brokers'
+    ``auto.create.topics.enable``: it is not created) or access to it is denied,
+    ``ConfigError`` naming ``enable_idempotence`` when it is ``true`` and the brokers grant no
+    producer id, and aiokafka's ``KafkaConnectionError`` when no bootstrap server answers.
+    ``enable_idempotence = "auto"`` turns idempotence off (with a warning) where the brokers grant
+    no producer id, and when ``acks`` is not ``all``."""
     client = AIOKafkaClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=settings.client_id,
@@ -70,11 +71,12 @@ async def check_brokers(settings: Settings) -> BrokerFacts:
 
 
 async def check_topic(client: AIOKafkaClient, node: Any, topic: str) -> None:
-    """Ask for the topic's metadata until it exists, ``TOPIC_ATTEMPTS`` times ``PROBE_BACKOFF_S``
-    apart: a KRaft broker that creates topics answers UNKNOWN_TOPIC_OR_PARTITION to the request
-    that makes it create one, and the topic the next moment. Raises ``MissingTopicError``."""
+    """Ask for the topic's metadata, never letting the brokers create it, until it exists,
+    ``TOPIC_ATTEMPTS`` times ``PROBE_BACKOFF_S`` apart: a topic created a moment ago may not have
+    reached this broker's metadata yet (KRaft propagates it from the controller). Raises
+    ``MissingTopicError`` naming the topic when it is still unknown, or denied to this client."""
     for _ in range(TOPIC_ATTEMPTS):
-        response = await client.send(node, MetadataRequest([topic], allow_auto_topic_creation=True))
+        response = await client.send(node, MetadataRequest([topic], allow_auto_topic_creation=False))
         errors = [error_code for error_code, name, *_ in response.topics if name == topic]
         if TOPIC_AUTHORIZATION_FAILED in errors:
             raise MissingTopicError(f"input topic {topic!r}: the brokers deny this client access to it")
@@ -82,8 +84,8 @@ async def check_topic(client: AIOKafkaClient, node: Any, topic: str) -> None:
             return
         await asyncio.sleep(PROBE_BACKOFF_S)
     raise MissingTopicError(
-        f"input topic {topic!r} does not exist and the brokers do not create topics "
-        "(auto.create.topics.enable=false): create it, or fix the input_topic setting"
+        f"input topic {topic!r} does not exist (the worker does not create it, whatever the "
+        "brokers' auto.create.topics.enable): create it, or fix the input_topic setting"
     )
 
 

@@ -225,8 +225,9 @@ SETTING_HELP: dict[str, str] = {
     ),
     "start_time": (
         "ISO 8601 time with a zone (2026-11-30T08:00:00Z): partitions without a committed offset "
-        "start at the first record at or after it (Kafka's offsets_for_times; a partition with none "
-        "that late follows auto_offset_reset); committed offsets always win."
+        "start at the first record at or after it (Kafka's offsets_for_times), or at their end "
+        "where none is that late (as kafka-consumer-groups --reset-offsets --to-datetime); "
+        "committed offsets always win."
     ),
     "max_record_bytes": "Larger input records are dead-lettered.",
     "max_poll_records": "Records fetched per poll.",

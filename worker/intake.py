@@ -35,15 +35,14 @@ from worker.coalesce import Applied, Coalescer
 from worker.config import Settings
 from worker.decode import BadItem, RecordDecoder
 from worker.decode.bad_items import PARSE_ERRORS, bad_item_for
+from worker.decode.reasons import LATE_EVENT
 from worker.ecs_rules import check_event
 from worker.knowledge import DefinitionCache
 from worker.offsets import OffsetBook
 from worker.work import NS_PER_MS, SourceRef
 
-__all__ = ["LATE_EVENT", "Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
+__all__ = ["Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 
-LATE_EVENT = "task already stopped and reported"
-"""The ignored-item reason of an event for a retired task."""
 _repartitioned = msgspec.json.Decoder(TaskEvent)
 
 

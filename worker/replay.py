@@ -23,7 +23,8 @@ import msgspec
 
 from schemas.ecs import SubmitTaskStateChangeRequest
 from worker.config import Settings
-from worker.intake import LATE_EVENT, Intake
+from worker.decode.reasons import LATE_EVENT
+from worker.intake import Intake
 from worker.offsets import OffsetBook
 from worker.task_definition import TaskDefinition, definition_from_botocore
 from worker.work import NS_PER_MS

@@ -6,7 +6,8 @@ Exit codes (the README's operations section lists them too)::
     0    stopped by SIGTERM or SIGINT (drained, committed, both Kafka clients closed)
     1    failed while running: the error and its traceback are logged (``exc_info``)
     2    a bad setting (``worker.cli``, before anything starts)
-    3    a start check failed (``worker.start_checks``): one line says what to set
+    3    a start check failed (``worker.start_checks``), or the operations port could not be
+         listened on (``metrics_port`` in use): one line says what to set
     128+n  a second signal n: exited at once, unresolved records are re-read by the next owner
 
 A stop signal is honoured from the interpreter's first moments (``worker.early_signals``) through
@@ -21,12 +22,15 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from worker import early_signals
-from worker.config import Settings
+from worker.config import Settings, env_name
 from worker.start_checks import StartCheckFailed, check_start
 from worker.stopping import race_stop
+
+if TYPE_CHECKING:
+    from worker.health import HealthServer
 
 __all__ = ["EXIT_CRASHED", "EXIT_START_CHECK", "EXIT_STOPPED", "serve"]
 
@@ -79,6 +83,9 @@ async def serve(settings: Settings) -> int:
         return EXIT_STOPPED
     try:
         await _run_worker(checked, stop)
+    except StartCheckFailed as exc:  # the operations port: nothing was consumed yet
+        log.error("cannot start: %s", exc)
+        return EXIT_START_CHECK
     except Exception as exc:
         log.critical("worker failed: %s", exc, exc_info=True, extra={"error_class": type(exc).__name__})
         return EXIT_CRASHED
@@ -100,7 +107,7 @@ async def _run_worker(settings: Settings, stop: _Stop) -> None:
     )
     try:
         if health:
-            await health.start()
+            await _start_health(health, settings.metrics_port)
         await worker.run()
     finally:
         stopper.cancel()
@@ -108,3 +115,14 @@ async def _run_worker(settings: Settings, stop: _Stop) -> None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_HEALTH_STOP_TIMEOUT_S):
                     await health.stop()
+
+
+async def _start_health(health: HealthServer, port: int) -> None:
+    """Listen on the operations port; raises ``StartCheckFailed`` naming ``metrics_port`` when it
+    cannot be (``OSError``: the port is in use, or below 1024 without the right)."""
+    try:
+        await health.start()
+    except OSError as exc:
+        raise StartCheckFailed(
+            f"metrics_port ({env_name('metrics_port')}): cannot listen on port {port}: {exc}"
+        ) from None

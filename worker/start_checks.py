@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import msgspec
 from aiobotocore.session import get_session
 from aiokafka.client import AIOKafkaClient
+from botocore.exceptions import BotoCoreError
 
 from worker.broker_checks import MissingTopicError, check_topic, missing_topics
 from worker.config import Settings, env_name
@@ -47,9 +48,12 @@ def resolve_region(settings: Settings, env: Mapping[str, str] | None = None) -> 
     """The AWS region: the ``region`` setting, else the SDK's own resolution (``AWS_REGION``, then
     botocore's ``AWS_DEFAULT_REGION`` and the profile's ``region``). botocore reads no
     ``AWS_REGION``, the other AWS SDKs do, so it is read here. Raises ``StartCheckFailed`` if
-    none is set."""
+    none is set, or if botocore cannot read its configuration (e.g. ``ProfileNotFound``)."""
     env = os.environ if env is None else env
-    region = settings.region or env.get("AWS_REGION") or get_session().get_config_variable("region")
+    try:
+        region = settings.region or env.get("AWS_REGION") or get_session().get_config_variable("region")
+    except BotoCoreError as exc:
+        raise _unusable_aws_setup(exc) from None
     if not region:
         raise StartCheckFailed(
             f"no AWS region: set {env_name('region')} (or --region), AWS_REGION, AWS_DEFAULT_REGION "
@@ -70,16 +74,29 @@ def _check_files(settings: Settings) -> None:
 async def _check_credentials() -> str:
     """The name of the credential provider that answered (botocore's chain, through aiobotocore's
     session: environment, shared files, web identity, container and instance metadata). Raises
-    ``StartCheckFailed`` when the chain finds nothing."""
-    credentials = await get_session().get_credentials()
+    ``StartCheckFailed`` when the chain finds nothing, or fails on what it finds: any
+    ``botocore.exceptions.BotoCoreError`` (``PartialCredentialsError``, ``ProfileNotFound``,
+    ``InvalidConfigError``, ``CredentialRetrievalError``...)."""
+    try:
+        credentials = await get_session().get_credentials()
+    except BotoCoreError as exc:
+        raise _unusable_aws_setup(exc) from None
     if credentials is None:
         raise StartCheckFailed(f"no AWS credentials found: {_CREDENTIALS_HELP}")
     return str(getattr(credentials, "method", "unknown"))
 
 
+def _unusable_aws_setup(exc: BotoCoreError) -> StartCheckFailed:
+    """The one line for a botocore configuration or credential error met while resolving."""
+    return StartCheckFailed(
+        f"the AWS configuration cannot be used: {exc} ({type(exc).__name__}): fix it, or {_CREDENTIALS_HELP}"
+    )
+
+
 async def _probe_brokers(settings: Settings, timeout_s: float) -> None:
     """One bootstrap of a metadata-only client; raises on failure (``ConnectionError`` family,
-    ``TimeoutError``) or ``LookupError`` when the input topic is not on the brokers."""
+    ``TimeoutError``) or ``MissingTopicError`` when the input topic does not exist (it is never
+    created here, whatever the brokers' ``auto.create.topics.enable``)."""
     client = AIOKafkaClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=settings.client_id,

@@ -30,6 +30,7 @@ __all__ = [
     "ECS_INTERNAL_TASK",
     "ECS_TASK_MISSING",
     "EVENTBRIDGE_NOT_ECS",
+    "LATE_EVENT",
     "PODMAN_EXEC",
     "PODMAN_HEALTH",
     "PODMAN_NO_LABELS",
@@ -131,6 +132,9 @@ EVENTBRIDGE_NOT_ECS = "eventbridge: event from a source other than aws.ecs"
 # ECS's own view (worker.resolve).
 ECS_TASK_MISSING = "ecs: task unknown to ECS (DescribeTasks: MISSING)"
 
+# The worker's own view (worker.intake): an event for a task it has retired.
+LATE_EVENT = "task already stopped and reported"
+
 
 REASON_CODES: dict[str, str] = {
     DOCKER_NO_LABELS: "docker_no_labels",
@@ -158,6 +162,7 @@ REASON_CODES: dict[str, str] = {
     ECS_EVENTBRIDGE_OTHER: "ecs_eventbridge_other",
     EVENTBRIDGE_NOT_ECS: "eventbridge_not_ecs",
     ECS_TASK_MISSING: "ecs_task_missing",
+    LATE_EVENT: "task_already_reported",
 }
 """The short code of each fixed reason; the parameterised ones are coded by ``reason_code``."""
 
