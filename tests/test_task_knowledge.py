@@ -104,7 +104,9 @@ async def test_a_rolling_restart_reports_no_task_stopped_before_its_last_contain
         assert state["containers"] == dict.fromkeys(NAMES, "STOPPED")
         assert state["history"] == ["RUNNING", "STOPPED"]
     calls = endpoint.state()["operations"]["DescribeTasks"]["calls"]
-    assert 1 <= calls <= 2, f"{calls} DescribeTasks calls for 20 tasks (batches of up to 100)"
+    # Batched: at most one call per partition (each partition's records may come in a fetch of its
+    # own, farther apart than the batch window), never one per task.
+    assert 1 <= calls <= topics.partitions, f"{calls} DescribeTasks calls for 20 tasks (batches of up to 100)"
     assert described.get("submissions_acknowledged") == 20
 
 
