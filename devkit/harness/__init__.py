@@ -28,7 +28,8 @@ SIGTERM, and checks the invariants from the broker's and the endpoint's own reco
    previous acknowledged one for that task (recorded by the endpoint). Without a group
    disruption there is none; each disruption (SIGKILL, SIGTERM, join, leave, restart, broker
    cut) may replay or forget a task's last state once, so a task may see at most one duplicate
-   per disruption (none at all in a scenario with ``repeats_allowed=False``). Distinct requests
+   per disruption (none at all in a scenario with ``repeats_allowed=False``); a broker cut longer
+   than the session drops every member, so it counts once per worker. Distinct requests
    per task: 2 per lifecycle (RUNNING, STOPPED) as a rule; at most one RUNNING plus one per
    container exit (exits further apart than the linger, with delivery jitter, are not
    coalesced), plus one per disruption (a drain flushes an intermediate state, a new owner

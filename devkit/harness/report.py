@@ -207,6 +207,17 @@ def _origins(seen: Observed) -> dict[RecordAt, RecordAt]:
     return origins
 
 
+def _disruptions(fault: Fault, scenario: Scenario) -> int:
+    """How many handovers ``fault`` makes: a broker cut that outlasts the session drops every
+    member (each may repeat what it had in flight once, as its partitions' next owner starts from
+    ECS's view: README, known limits); any other disruption, one."""
+    if fault.kind not in DISRUPTIONS:
+        return 0
+    if fault.kind == "broker_cut" and (fault.duration_s or 0) * 1000 > scenario.session_timeout_ms:
+        return scenario.workers
+    return 1
+
+
 @dataclass(frozen=True)
 class _Submissions:
     """Acknowledged requests per task: duplicates (equal to the task's previous acknowledged
@@ -224,12 +235,12 @@ class _Submissions:
         cls,
         accepted: Mapping[TaskKey, list[bytes]],
         expected: dict[str, ExpectedTask],
-        faults: Sequence[Fault],
+        scenario: Scenario,
     ) -> _Submissions:
         duplicates = {key: sum(1 for a, b in itertools.pairwise(r) if a == b) for key, r in accepted.items()}
         distinct = {key: len(set(requests)) for key, requests in accepted.items()}
-        disruptions = sum(1 for f in faults if f.kind in DISRUPTIONS) + sum(
-            1 for f in faults if f.kind in ("kill", "term") and f.restart_after_s is not None
+        disruptions = sum(_disruptions(f, scenario) for f in scenario.faults) + sum(
+            1 for f in scenario.faults if f.kind in ("kill", "term") and f.restart_after_s is not None
         )
         over_distinct = [
             (key, n)
@@ -262,7 +273,7 @@ def build_report(seen: Observed) -> Report:
     state = seen.endpoint_state
     mismatches = final_state_mismatches(seen.expected, state) + seen.described_mismatches
     records = _account_records(seen)
-    submissions = _Submissions.count(seen.accepted_requests, seen.expected, seen.scenario.faults)
+    submissions = _Submissions.count(seen.accepted_requests, seen.expected, seen.scenario)
     regressions: list[Any] = state["regressions"]
     repeats_allowed = seen.scenario.repeats_allowed
     flags = flag_counts(state)
