@@ -52,6 +52,28 @@ def test_worker_table_in_toml_file(tmp_path: Path) -> None:
     assert (s.linger_ms, s.region) == (250, "eu-west-1")
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('linger_ms = 100\n[worker]\nregion = "eu-west-1"\n', "linger_ms"),
+        ('lingr_ms = 100\n[worker]\nregion = "eu-west-1"\n', "lingr_ms"),
+        ('[worker]\nregion = "eu-west-1"\n[kafka]\nacks = "all"\n', "kafka"),
+    ],
+)
+def test_top_level_key_beside_worker_table_is_rejected(tmp_path: Path, text: str, key: str) -> None:
+    path = toml(tmp_path, text)
+    with pytest.raises(ConfigError, match=f"top-level key '{key}' beside the \\[worker\\] table") as info:
+        load_settings(env={}, config_file=path)
+    assert str(path) in str(info.value)
+
+
+def test_worker_key_must_be_a_table(tmp_path: Path) -> None:
+    path = toml(tmp_path, "worker = 3\n")
+    with pytest.raises(ConfigError, match=r"'worker' must be a table") as info:
+        load_settings(env={}, config_file=path)
+    assert str(path) in str(info.value)
+
+
 def test_config_file_from_environment(tmp_path: Path) -> None:
     path = toml(tmp_path, "linger_ms = 42\n")
     assert load_settings(env={"WORKER_CONFIG": str(path)}).linger_ms == 42

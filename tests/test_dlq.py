@@ -267,3 +267,44 @@ async def dlq_command(env: dict[str, str], *arguments: str, code: int = 0) -> st
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == code, err.decode()
     return (out if code == 0 else err).decode()
+
+
+async def test_replay_fixes_the_headers_that_caused_the_letters(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    """Docker events produced with ``content-type: application/x-ctr-events`` are dead-lettered
+    (FormatMismatch). ``dlq replay --at ... --drop-header --set-header`` puts back only the letters
+    named, with the header fixed; the worker then decodes them and both tasks reach STOPPED. A
+    letter not named stays where it is."""
+    tasks = await started(endpoint, 2)
+    records = [(t.arn.encode(), value) for t in tasks for value in docker_lifecycle(t, time.time_ns())]
+    wrong = [("content-type", b"application/x-ctr-events"), *OWN_HEADERS]
+    settings = worker_settings(broker, endpoint, topics)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        for key, value in [(b"other", b"\xff not an event"), *records]:
+            await producer.send_and_wait(topics.input, value, key=key, headers=wrong)
+    finally:
+        await producer.stop()
+    async with running(Worker(settings)) as worker:
+        await wait_for(
+            lambda: worker.metrics.totals().get("dead_lettered", 0) >= len(records) + 1, 30, "dead letters"
+        )
+    letters = await letters_of(settings, "decode")
+    assert {x.errors.errorClass for x in letters if x.key != b"other" and x.errors} == {"FormatMismatch"}
+    picked = [f"{x.partition}:{x.offset}" for x in letters if x.key != b"other"]
+    assert len(picked) == len(records)
+    env = {"WORKER_BOOTSTRAP_SERVERS": broker.bootstrap, "WORKER_DLQ_TOPIC": topics.dlq}
+    fix = ["--drop-header", "traceparent", "--set-header", "content-type=application/vnd.docker.event+json"]
+    out = await dlq_command(env, "replay", *(f"--at={at}" for at in picked), *fix)
+    assert out.count("requeued to " + topics.input) == len(records)
+    on_input = await read_all(broker.bootstrap, topics.input)  # partitions interleave originals
+    replayed = [r for r in on_input if list(r.headers) != wrong]
+    assert len(on_input) == 2 * len(records) + 1
+    assert sorted((r.key, r.value, list(r.headers)) for r in replayed) == sorted(
+        (key, value, [("content-type", b"application/vnd.docker.event+json")]) for key, value in records
+    )
+    async with running(Worker(settings)) as worker:
+        await wait_for(lambda: stopped_everywhere(endpoint, tasks, ("app", "log")), 30, "STOPPED")
+    assert len(await letters_of(settings, "decode")) == len(records) + 1, "no new letters"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 import msgspec
 import pytest
@@ -124,6 +128,85 @@ def test_replay_from_standard_input_streams_with_progress(tmp_path: Path) -> Non
         cwd=ROOT, capture_output=True, check=True, timeout=60,
     )  # fmt: skip
     assert out == from_file.stdout
+
+
+def _lines_of(stream: IO[bytes]) -> queue.Queue[bytes]:
+    """The lines of ``stream`` as they come, read on a thread (b"" at its end)."""
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(b"")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _interrupt_after_first_request(
+    process: subprocess.Popen[bytes], data: bytes, records: int
+) -> tuple[list[str], str]:
+    """Write ``data`` (``records`` lines) and keep standard input open; once the progress line
+    says every record was read and a first request is out, SIGINT. The lines printed, stderr."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    out, err = _lines_of(process.stdout), _lines_of(process.stderr)
+    process.stdin.write(data)
+    process.stdin.flush()
+    assert err.get(timeout=30).decode().startswith(f"replay: {records:,} records, ")
+    first = out.get(timeout=30).decode().rstrip("\n")  # before standard input ends
+    process.send_signal(signal.SIGINT)
+    process.wait(30)
+    rest = iter(lambda: out.get(timeout=30), b"")  # b"": the end of standard output
+    printed = [first, *(line.decode().rstrip("\n") for line in rest)]
+    stderr = b"".join(iter(lambda: err.get(timeout=30), b"")).decode()
+    process.stdin.close()
+    return printed, stderr
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_replay_streams_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path, as_json: bool) -> None:
+    """``replay -`` on a pipe that stays open: the first request is printed before the input
+    ends, as it is due; SIGINT then ends the replay with the summary of what was read (every
+    record written, the requests printed so far), exit status 130 and no traceback."""
+    capture = tmp_path / "capture.jsonl"
+    write_docker_capture(capture, 6)
+    definitions = ["--task-definitions", str(capture.with_suffix(".definitions.jsonl"))]
+    records = capture.read_bytes().splitlines()
+    mode = ["--json"] if as_json else []
+    from_file = subprocess.run(
+        [sys.executable, "-m", "worker", "replay", str(capture), *mode, *definitions],
+        cwd=ROOT, capture_output=True, check=True, timeout=60,
+    ).stdout.decode().splitlines()  # fmt: skip
+    command = [sys.executable, "-m", "worker", "replay", "-", *mode, "--progress-every", str(len(records))]
+    with subprocess.Popen(
+        [*command, *definitions],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not inherited as ignored
+    ) as process:  # fmt: skip
+        try:
+            data = b"\n".join(records) + b"\n"
+            printed, stderr = _interrupt_after_first_request(process, data, len(records))
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert printed[0] == from_file[0]
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert "KeyboardInterrupt" not in stderr
+    if as_json:
+        *requests, summary_line = printed
+        summary = msgspec.json.decode(summary_line)
+        assert (summary["records"], summary["interrupted"]) == (len(records), True)
+        assert summary["submissions"] == len(requests) >= 1
+        assert requests == from_file[: len(requests)]
+    else:
+        blank = printed.index("")
+        assert printed[:blank] == from_file[:blank]
+        assert printed[blank + 1].startswith(f"{len(records)} records, ")
+        assert f"-> {blank} submissions" in printed[blank + 1]
+        assert printed[-1].startswith("interrupted (Ctrl-C)")
 
 
 def test_read_records_streams_lines_and_reads_an_array_whole(tmp_path: Path) -> None:

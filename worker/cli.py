@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import (
+    TYPE_CHECKING,
     Any,
     BinaryIO,
     TypeAlias,
@@ -26,12 +27,17 @@ from worker.logs import configure_logging
 from worker.produce import register as register_produce
 from worker.setting_flags import add_setting_flags
 
+if TYPE_CHECKING:
+    from schemas.ecs import SubmitTaskStateChangeRequest
+
 __all__ = ["DEVELOPMENT_COMMANDS", "Subcommands", "main", "open_input", "run_async"]
 
 log = logging.getLogger("worker")
 T = TypeVar("T")
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """What ``add_subparsers`` returns (argparse does not export its class)."""
+INTERRUPTED = 130
+"""Exit status of a command ended by Ctrl-C (SIGINT): 128 + the signal's number, as a shell gives."""
 
 DEVELOPMENT_COMMANDS: tuple[str, ...] = ("ecs-endpoint", "broker", "demo", "bench")
 """What ``devkit.cli.register`` adds when ``devkit`` is importable; named here only to explain
@@ -161,7 +167,14 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_stream(args: argparse.Namespace, stream: BinaryIO, settings: Settings) -> int:
-    from worker.replay import progress_line, read_definitions, read_records, render, replay
+    from worker.replay import (
+        progress_line,
+        read_definitions,
+        read_records,
+        render_request,
+        render_summary,
+        replay,
+    )
 
     try:
         definitions = read_definitions(args.task_definitions) if args.task_definitions else []
@@ -169,6 +182,7 @@ def _replay_stream(args: argparse.Namespace, stream: BinaryIO, settings: Setting
         print(f"error: cannot read --task-definitions {args.task_definitions}: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
+    show = _show_json if args.json else render_request
     try:
         report = replay(
             read_records(stream),
@@ -178,14 +192,14 @@ def _replay_stream(args: argparse.Namespace, stream: BinaryIO, settings: Setting
                 progress_line(so_far, time.monotonic() - started), file=sys.stderr, flush=True
             ),
             progress_every=args.progress_every,
+            on_submission=lambda request: print(show(request), flush=True),
         )
     except (OSError, ValueError) as exc:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        for request in report.submissions:
-            print(msgspec.json.encode(request).decode())
-        print(msgspec.json.encode(report.summary()).decode())
-    else:
-        print(render(report))
-    return 0
+    print(msgspec.json.encode(report.summary()).decode() if args.json else render_summary(report), flush=True)
+    return INTERRUPTED if report.interrupted else 0
+
+
+def _show_json(request: SubmitTaskStateChangeRequest) -> str:
+    return msgspec.json.encode(request).decode()

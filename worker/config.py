@@ -383,9 +383,29 @@ def _read_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    # Accept both a flat file and one with a [worker] table.
-    table = data.get("worker", data)
-    return {key.replace("-", "_"): value for key, value in table.items()}
+    return {key.replace("-", "_"): value for key, value in _settings_table(data, path).items()}
+
+
+def _settings_table(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The settings of a parsed config file: the whole file, or its ``[worker]`` table.
+
+    A file is either flat (every top-level key a setting) or holds one ``[worker]`` table and
+    nothing beside it. Raises ``ConfigError`` naming the file and the key for a ``worker`` key
+    that is not a table, or for any top-level key next to the ``[worker]`` table (it would
+    otherwise be dropped without a word).
+    """
+    if "worker" not in data:
+        return data
+    table = data["worker"]
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: 'worker' must be a table ([worker]), got {table!r}")
+    beside = sorted(key for key in data if key != "worker")
+    if beside:
+        raise ConfigError(
+            f"config file {path}: top-level key {beside[0]!r} beside the [worker] table; "
+            "put every setting inside [worker] or write a flat file without it"
+        )
+    return table
 
 
 def _pairs(value: Any) -> Any:

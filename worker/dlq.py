@@ -11,8 +11,11 @@ joins no group (``worker.letters``); ``replay`` is ``worker.dlq_replay``.
 - ``replay``: the letters selected, back to the input topic or to ECS; ``--dry-run`` says what it
   would do.
 
-Each takes the same filters: ``--stage`` and ``--error-class`` (repeatable), ``--from`` and
-``--to`` (ISO 8601 times, UTC unless the time says otherwise, on the letters' timestamps).
+Each takes the same filters: ``--stage``, ``--error-class`` and ``--at PARTITION:OFFSET``
+(repeatable), ``--from`` and ``--to`` (ISO 8601 times, UTC unless the time says otherwise, on the
+letters' timestamps). ``replay`` also takes ``--drop-header NAME`` and ``--set-header NAME=VALUE``
+(repeatable): input letters' own headers changed on the way back, for a cause in the headers
+themselves (a ``content-type`` naming another format than the value's).
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ def register(commands: Subcommands) -> None:
     filters.add_argument("--stage", action="append", choices=_STAGES, help="repeatable")
     filters.add_argument("--error-class", action="append", help="e.g. DecodeError; repeatable")
     filters.add_argument(
+        "--at",
+        action="append",
+        type=_position,
+        metavar="PARTITION:OFFSET",
+        help="as `list` prints it; repeatable",
+    )
+    filters.add_argument(
         "--from", dest="since", type=parse_time, metavar="TIME", help="ISO 8601, e.g. 2026-11-30T07:00Z"
     )
     filters.add_argument("--to", dest="until", type=parse_time, metavar="TIME", help="ISO 8601, exclusive")
@@ -65,6 +75,16 @@ def register(commands: Subcommands) -> None:
         "replay", parents=[common, filters], help="input letters to the input topic, submit letters to ECS"
     )
     replay.add_argument("--dry-run", action="store_true", help="say what would be done; write nothing")
+    replay.add_argument(
+        "--drop-header", action="append", metavar="NAME", help="drop this header of input letters; repeatable"
+    )
+    replay.add_argument(
+        "--set-header",
+        action="append",
+        type=_header,
+        metavar="NAME=VALUE",
+        help="set this header of input letters (replacing any of the name); repeatable",
+    )
     replay.set_defaults(handler=_replay)
 
 
@@ -75,6 +95,14 @@ def parse_time(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _header(text: str) -> tuple[str, bytes]:
+    """``NAME=VALUE`` as a Kafka header (the value UTF-8); ``ArgumentTypeError`` without a name."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.encode()
 
 
 def _position(text: str) -> tuple[int, int]:
@@ -152,6 +180,7 @@ def _filter(args: argparse.Namespace) -> LetterFilter:
         error_classes=tuple(args.error_class or ()),
         since_ms=ms(args.since),
         until_ms=ms(args.until),
+        positions=tuple(args.at or ()),
     )
 
 
@@ -207,11 +236,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from worker.dlq_replay import replay_letters
+    from worker.dlq_replay import HeaderEdit, replay_letters
+
+    edit = HeaderEdit(drop=tuple(args.drop_header or ()), put=tuple(args.set_header or ()))
 
     async def work(settings: Settings) -> int:
         letters = await _selected(settings, args)
-        tally = await replay_letters(settings, letters, dry_run=args.dry_run, say=print)
+        tally = await replay_letters(settings, letters, dry_run=args.dry_run, say=print, headers=edit)
         print(("dry run: " if args.dry_run else "") + tally.summary(), file=sys.stderr)
         return 0 if tally.ok() else 1
 

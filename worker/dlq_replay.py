@@ -3,7 +3,9 @@
 - ``decode`` and ``validate`` letters go back to their input topic (the letter's
   ``__connect.errors.topic``, else ``input_topic``) with the input record's key, value and
   headers, byte for byte: once the input format is supported or the rule relaxed (or the record
-  mended upstream and the letter replayed as it is), the worker reads them as any record.
+  mended upstream and the letter replayed as it is), the worker reads them as any record. When
+  the cause is in the record's own headers (a ``content-type`` naming another format than the
+  value's), a ``HeaderEdit`` drops or sets headers on the way back.
 - ``submit`` letters (their value is the ``SubmitTaskStateChange`` request) are submitted to ECS
   again through the worker's own path: ``worker.submit.Submitter`` (its retries and rate limit),
   then ``worker.publish.Publisher`` (the outcome record, and a new dead letter if retries run out
@@ -45,7 +47,7 @@ from worker.snapshot import fingerprint
 from worker.submit import Submitter
 from worker.work import NS_PER_MS, Submission, SubmitResult, TaskKey
 
-__all__ = ["REPLAY_WORKER", "ReplayTally", "latest_acknowledged", "replay_letters"]
+__all__ = ["REPLAY_WORKER", "HeaderEdit", "ReplayTally", "latest_acknowledged", "replay_letters"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,22 @@ REPLAY_WORKER = "dlq-replay"
 """The ``worker`` of the outcome records and dead letters a replay writes."""
 _request = msgspec.json.Decoder(SubmitTaskStateChangeRequest)
 _outcome = msgspec.json.Decoder(Outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdit:
+    """Changes to an input letter's own headers before it goes back to its topic: every header
+    named in ``drop`` or ``put`` removed (names compared without case, as the worker reads
+    ``content-type``), then each ``put`` pair appended, in order. Empty: the headers as they
+    were, byte for byte."""
+
+    drop: tuple[str, ...] = ()
+    put: tuple[tuple[str, bytes], ...] = ()
+
+    def apply(self, headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """``headers`` (Kafka's ``(name, value)`` pairs) as they are to be sent."""
+        gone = {name.lower() for name in self.drop} | {name.lower() for name, _ in self.put}
+        return [(k, v) for k, v in headers if k.lower() not in gone] + list(self.put)
 
 
 @dataclass(slots=True)
@@ -99,11 +117,17 @@ async def latest_acknowledged(settings: Settings, since_ms: int) -> dict[TaskKey
 
 
 async def replay_letters(
-    settings: Settings, letters: Sequence[Letter], *, dry_run: bool, say: Callable[[str], None]
+    settings: Settings,
+    letters: Sequence[Letter],
+    *,
+    dry_run: bool,
+    say: Callable[[str], None],
+    headers: HeaderEdit = HeaderEdit(),
 ) -> ReplayTally:
     """Replay ``letters`` (as ``python -m worker dlq`` selected them): input letters to their
-    topic, submit letters to ECS unless superseded; ``say`` gets one line per letter. With
-    ``dry_run`` nothing is written and ECS is not called; the lines say what would be done."""
+    topic, their own headers changed by ``headers``; submit letters to ECS unless superseded;
+    ``say`` gets one line per letter. With ``dry_run`` nothing is written and ECS is not called;
+    the lines say what would be done."""
     tally = ReplayTally()
     inputs = [x for x in letters if x.stage in ("decode", "validate")]
     submits = [x for x in letters if x.stage == "submit"]
@@ -115,7 +139,7 @@ async def replay_letters(
     try:
         if producer is not None:
             await producer.start()
-        await _requeue(settings, inputs, producer, tally, say)
+        await _requeue(settings, inputs, producer, tally, say, headers)
         requests = _last_per_task(_requests(submits, tally, say), tally, say)
         if requests:
             latest = await latest_acknowledged(settings, min(x.timestamp_ms for x, _ in requests))
@@ -133,13 +157,15 @@ async def _requeue(
     producer: Any,
     tally: ReplayTally,
     say: Callable[[str], None],
+    edit: HeaderEdit,
 ) -> None:
     pending = []
     for letter in letters:
         assert letter.errors is not None  # its stage was read from them
         topic = letter.errors.topic or settings.input_topic
+        headers = edit.apply(letter.headers)
         if producer is not None:
-            pending.append(await producer.send(topic, letter.value, key=letter.key, headers=letter.headers))
+            pending.append(await producer.send(topic, letter.value, key=letter.key, headers=headers))
         tally.requeued += 1
         say(f"{_at(letter)} {'would requeue' if producer is None else 'requeued'} to {topic}")
     await asyncio.gather(*pending)  # every record acknowledged, or the first failure raised

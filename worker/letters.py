@@ -75,8 +75,12 @@ class LetterFilter:
     error_classes: Collection[str] = ()
     since_ms: int | None = None
     until_ms: int | None = None
+    positions: Collection[tuple[int, int]] = ()
+    """``(partition, offset)`` of the letters to take (empty: any), as ``dlq list`` prints them."""
 
     def matches(self, letter: Letter) -> bool:
+        if self.positions and (letter.partition, letter.offset) not in self.positions:
+            return False
         if self.since_ms is not None and letter.timestamp_ms < self.since_ms:
             return False
         if self.until_ms is not None and letter.timestamp_ms >= self.until_ms:

@@ -9,6 +9,10 @@ events' own observation times as the clock, so linger behaves as it would live; 
 is taken as acknowledged. The result is the state changes that would be submitted, with counts of
 ignored and bad records by reason: a check of a stream before the worker is pointed at ECS. No
 broker, no ECS.
+
+Each request is handed on (``on_submission``) as soon as the intake produces it, so a pipe that
+stays open shows requests as they come; a ``KeyboardInterrupt`` (Ctrl-C) ends the replay with the
+report of what was read so far, marked ``interrupted``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ from worker.offsets import OffsetBook
 from worker.task_definition import TaskDefinition, definition_from_botocore
 from worker.work import NS_PER_MS
 
-__all__ = ["PROGRESS_EVERY", "ReplayReport", "progress_line", "read_definitions", "read_records", "replay"]
+__all__ = [
+    "PROGRESS_EVERY",
+    "ReplayReport",
+    "progress_line",
+    "read_definitions",
+    "read_records",
+    "render_request",
+    "render_summary",
+    "replay",
+]
 
 PROGRESS_EVERY = 100_000
 """Records between two progress reports of a long input."""
@@ -50,6 +63,9 @@ class ReplayReport:
     """Task definitions the events name that were not given."""
     seen_tasks: set[str] = field(default_factory=set)
     """Every task an event named."""
+    interrupted: bool = False
+    """Ended by Ctrl-C before its input did: the report holds what was read until then, and no
+    request still lingering was sent."""
 
     def unreported(self) -> list[str]:
         """Tasks seen that no submission reported (still PENDING when the file ended)."""
@@ -67,7 +83,7 @@ class ReplayReport:
             "unreported_tasks": len(self.unreported()),
             "ignored": dict(self.ignored.most_common()),
             "bad": dict(self.bad.most_common()),
-        }
+        } | ({"interrupted": True} if self.interrupted else {})
 
 
 def read_records(source: Path | BinaryIO) -> Iterator[bytes]:
@@ -127,6 +143,7 @@ def replay(
     *,
     on_progress: Callable[[ReplayReport], None] | None = None,
     progress_every: int = PROGRESS_EVERY,
+    on_submission: Callable[[SubmitTaskStateChangeRequest], None] | None = None,
 ) -> ReplayReport:
     """Run ``records`` through the worker's own intake (``worker.intake``, with the per-task
     bounds, the linger policy and the agent's status rules of ``settings``), the events' own
@@ -139,13 +156,58 @@ def replay(
     cannot ask ECS. At the end of the file time runs on past every wait.
 
     ``records`` is consumed as it comes (a stream is never held whole); ``on_progress``, when
-    given, is called with the report so far after every ``progress_every`` records."""
+    given, is called with the report so far after every ``progress_every`` records;
+    ``on_submission``, when given, with each request as soon as it is due (before the next record
+    is read). A ``KeyboardInterrupt`` while reading ends the replay early: the report of what was
+    read until then comes back with ``interrupted`` set, requests still lingering unsent."""
     settings = settings or Settings()
     intake = Intake.from_settings(settings, OffsetBook(), describe=False)
     for definition in definitions:
         intake.coalescer.definitions.put(definition.arn, definition)
     intake.book.assign([(_TOPIC, 0)])
     report = ReplayReport()
+    sink = _Sink(report, on_submission)
+    try:
+        clock = _read_all(intake, records, report, sink, on_progress, progress_every)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    else:
+        waits_ms = settings.settle_ms + settings.stop_linger_ms + settings.exit_wait_ms + settings.linger_ms
+        end = clock + waits_ms * NS_PER_MS + 1
+        _send_due(intake, end, sink)
+        intake.coalescer.set_linger(0)
+        intake.coalescer.set_draining(True)
+        intake.coalescer.flush_all(end)
+        _send_due(intake, end, sink)
+    ignored, _ = intake.take_tallies()
+    report.late = ignored.pop(LATE_EVENT, 0)
+    report.ignored = ignored
+    return report
+
+
+@dataclass(slots=True)
+class _Sink:
+    """Where a due request goes: the report, then ``on_submission`` when given."""
+
+    report: ReplayReport
+    on_submission: Callable[[SubmitTaskStateChangeRequest], None] | None
+
+    def send(self, request: SubmitTaskStateChangeRequest) -> None:
+        self.report.submissions.append(request)
+        if self.on_submission is not None:
+            self.on_submission(request)
+
+
+def _read_all(
+    intake: Intake,
+    records: Iterable[bytes],
+    report: ReplayReport,
+    sink: _Sink,
+    on_progress: Callable[[ReplayReport], None] | None,
+    progress_every: int,
+) -> int:
+    """Every record through the intake, requests sent as they fall due; the clock at the end
+    (the latest observation time seen, nanoseconds)."""
     clock = 0
     for offset, record in enumerate(records):
         report.records += 1
@@ -159,20 +221,10 @@ def replay(
             report.events += 1
             report.seen_tasks.add(event.task)
             clock = max(clock, event.observedAt)
-            _send_due(intake, clock, report)
+            _send_due(intake, clock, sink)
             intake.apply(event, batch.source, clock, clock)
             _no_definition(intake, clock, report)
-    waits_ms = settings.settle_ms + settings.stop_linger_ms + settings.exit_wait_ms + settings.linger_ms
-    end = clock + waits_ms * NS_PER_MS + 1
-    _send_due(intake, end, report)
-    intake.coalescer.set_linger(0)
-    intake.coalescer.set_draining(True)
-    intake.coalescer.flush_all(end)
-    _send_due(intake, end, report)
-    ignored, _ = intake.take_tallies()
-    report.late = ignored.pop(LATE_EVENT, 0)
-    report.ignored = ignored
-    return report
+    return clock
 
 
 def _no_definition(intake: Intake, now: int, report: ReplayReport) -> None:
@@ -183,13 +235,13 @@ def _no_definition(intake: Intake, now: int, report: ReplayReport) -> None:
         intake.coalescer.learn_definition(arn, None, now)
 
 
-def _send_due(intake: Intake, now: int, report: ReplayReport) -> None:
+def _send_due(intake: Intake, now: int, sink: _Sink) -> None:
     while True:
         ready, _ = intake.coalescer.due(now)
         if not ready:
             return
         for submission in ready:
-            report.submissions.append(submission.request)
+            sink.send(submission.request)
             intake.coalescer.complete(submission, "acknowledged", now)
 
 
@@ -207,16 +259,21 @@ def _first_line(text: str, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def render(report: ReplayReport) -> str:
-    lines = []
-    for request in report.submissions:
-        containers = ", ".join(
-            f"{c.containerName}={c.status}" + (f"({c.exitCode})" if c.exitCode is not None else "")
-            for c in request.containers or ()
-        )
-        lines.append(f"{request.status:8} {request.task}  [{containers}]")
+def render_request(request: SubmitTaskStateChangeRequest) -> str:
+    """One request as a line: ``STATUS   TASK_ARN  [name=STATUS(exit code), ...]``."""
+    containers = ", ".join(
+        f"{c.containerName}={c.status}" + (f"({c.exitCode})" if c.exitCode is not None else "")
+        for c in request.containers or ()
+    )
+    return f"{request.status:8} {request.task}  [{containers}]"
+
+
+def render_summary(report: ReplayReport) -> str:
+    """The summary printed after the requests: a blank line, the counts, the ignored and bad
+    records by reason, tasks never reported, definitions not given; a last line when the replay
+    was interrupted."""
     summary = report.summary()
-    lines.append("")
+    lines = [""]
     lines.append(
         f"{summary['records']} records, {summary['events']} events -> {summary['submissions']} submissions "
         f"for {summary['tasks']} tasks; {summary['late_events']} late events"
@@ -238,4 +295,6 @@ def render(report: ReplayReport) -> str:
             + ", ".join(report.without_definition[:5])
             + (" ..." if len(report.without_definition) > 5 else "")
         )
+    if report.interrupted:
+        lines.append("interrupted (Ctrl-C): the counts are of the records read until then")
     return "\n".join(lines)
