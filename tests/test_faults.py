@@ -105,28 +105,8 @@ async def test_broker_connections_cut_for_eight_seconds() -> None:
     assert not cut.endswith(": 0 connections"), "the cut aborted live client connections"
 
 
-_LATE_MERGE = (
-    "re-keyed input under a crash or rolling restarts: an event held back longer than the reorder "
-    "window (an input partition changing owner) is now and then merged after the task's STOPPED "
-    "was sent: about one run in three flags 1-4 updates after STOPPED or one exit code, nothing "
-    "else lost; ordering beyond the window needs event-time watermarks"
-)
-KNOWN_LIMITS = {
-    "unkeyed-kill-join": _LATE_MERGE,
-    "unkeyed-rolling-restart": _LATE_MERGE,
-}
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(s.name, marks=pytest.mark.xfail(reason=KNOWN_LIMITS[s.name], strict=False))
-        if s.name in KNOWN_LIMITS
-        else s.name
-        for s in SLOW_SCENARIOS
-    ],
-)
+@pytest.mark.parametrize("name", [s.name for s in SLOW_SCENARIOS])
 async def test_long_scenario(name: str) -> None:
     check_promises(await run_scenario(by_name(name)))

@@ -31,6 +31,7 @@ from worker.snapshot import build_request, fingerprint
 from worker.task_entry import TaskEntry, statuses
 from worker.task_limits import over_limits
 from worker.task_state import PENDING, STOPPED, TaskState
+from worker.watermarks import Watermarks
 from worker.work import OutcomeResult, SourceRef, Submission, TaskKey
 
 __all__ = ["Applied", "Coalescer"]
@@ -59,7 +60,9 @@ class Coalescer(KnowledgeMixin):
     the facts of its end that have not come yet; 0: not at all). ``detect_split``: note each task
     whose events come from more than one partition (``take_split``), the sign that the input is not
     keyed by task. With re-keyed input: ``reorder_ns``, the window of the reorder buffer events pass
-    through before they are merged (``worker.reorder``); ``rekeyed_exit_wait_ns``, how long a
+    through before they are merged (``worker.reorder``), and with ``watermarks`` until the input
+    has progressed past them, for at most ``max_idle_ns`` (``worker.watermarks``);
+    ``rekeyed_exit_wait_ns``, how long a
     STOPPED task waits for its containers' exit codes, even while draining (``deferred_until``).
     """
 
@@ -79,11 +82,14 @@ class Coalescer(KnowledgeMixin):
         detect_split: bool = False,
         rekeyed_exit_wait_ns: int = 0,
         reorder_ns: int = 0,
+        watermarks: Watermarks | None = None,
+        max_idle_ns: int = 0,
     ) -> None:
         self._linger = linger_ns
         self._detect_split = detect_split
         self._rekeyed_exit_wait = rekeyed_exit_wait_ns
-        self._reorder = ReorderBuffer(reorder_ns) if reorder_ns else None
+        self.watermarks = watermarks
+        self._reorder = ReorderBuffer(reorder_ns, watermarks, max_idle_ns) if reorder_ns else None
         self._held_replayed: set[TaskKey] = set()
         """Tasks with an event held in the reorder buffer from a replayed record."""
         self.late = 0
@@ -192,6 +198,14 @@ class Coalescer(KnowledgeMixin):
         elif not entry.split:
             entry.split = True
             self._split.append((key, entry.partition, partition))
+
+    def take_forced(self) -> int:
+        """Tasks whose re-keyed events passed the reorder buffer without the input's progress since
+        the last call (``worker.reorder``)."""
+        if self._reorder is None:
+            return 0
+        forced, self._reorder.forced = self._reorder.forced, 0
+        return forced
 
     def take_split(self) -> list[tuple[TaskKey, int, int]]:
         """The tasks first seen on a second partition since the last call: (task, the partition of

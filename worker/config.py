@@ -67,6 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     repartition_retention_ms: Annotated[int, msgspec.Meta(ge=-1)] = 604_800_000
     repartition_purge_interval_ms: NonNegative = 30_000
     repartition_reorder_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1_000
+    repartition_max_idle_ms: NonNegative = 0
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     start_time: datetime | None = None
     max_record_bytes: Positive = 1_048_576
@@ -218,6 +219,12 @@ SETTING_HELP: dict[str, str] = {
         "With input_keying any: a task's re-keyed events are merged once the task has been quiet this "
         "long (at most 4 times this after the first), in their observation order: events read from "
         "different input partitions arrive out of order."
+    ),
+    "repartition_max_idle_ms": (
+        "With input_keying any: how long a task's re-keyed events wait for an input partition that "
+        "is behind (changing owner, lagging: its progress markers tell) before they are merged "
+        "anyway, as Kafka Streams' max.task.idle.ms; 0: the longest of exit_wait_ms, stop_linger_ms, "
+        "session_timeout_ms and rebalance_timeout_ms (a dead owner's partitions stall that long)."
     ),
     "auto_offset_reset": (
         "Where a partition the group has no committed offset for starts: earliest (all that the "

@@ -31,6 +31,7 @@ from worker.keying import SplitTaskWarnings
 from worker.metrics import Metrics
 from worker.publish import Publisher
 from worker.repartition import SOURCE_HEADER, Repartitioner, parse_source
+from worker.watermarks import PROGRESS_HEADER
 
 __all__ = ["ConsumeLoop"]
 
@@ -48,6 +49,11 @@ class _Origin(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+
+
+def _is_progress(headers: Any) -> bool:
+    """Is a repartition record a progress marker (``worker.watermarks``)?"""
+    return any(name == PROGRESS_HEADER for name, _ in headers or ())
 
 
 class ConsumeLoop:
@@ -119,6 +125,10 @@ class ConsumeLoop:
     def _take(self, record: Any, now: int, wall: int) -> None:
         if self._repartitioner is None:
             batch = self._read_input(record, task_state=True)
+        elif _is_progress(record.headers):
+            batch = self._intake.read_progress(
+                record.topic, record.partition, record.offset, record.value, now, wall
+            )
         else:
             batch = self._intake.read_repartitioned(
                 record.topic, record.partition, record.offset, record.value
@@ -195,7 +205,13 @@ class ConsumeLoop:
             self._metrics.ignored.labels(reason_code(reason)).inc(count)
         for fmt, count in decoded.items():
             self._metrics.events_decoded.labels(fmt).inc(count)
-        self._split.report(self._intake.coalescer.take_split(), time.monotonic())
+        coalescer = self._intake.coalescer
+        self._split.report(coalescer.take_split(), time.monotonic())
+        forced = coalescer.take_forced()
+        if forced:
+            self._metrics.reorder_forced.inc(forced)
+        if coalescer.watermarks is not None:
+            self._metrics.input_progress_lag.set(coalescer.watermarks.lag_ns(time.monotonic_ns()) / 1e9)
 
     def _apply_backpressure(self) -> None:
         """Pause the partitions whose records the coalescer takes while it is over its cap with

@@ -39,11 +39,13 @@ from worker.decode.reasons import LATE_EVENT
 from worker.ecs_rules import check_event
 from worker.knowledge import DefinitionCache
 from worker.offsets import OffsetBook
+from worker.watermarks import PROGRESS_HEADER, ProgressMarker, Watermarks
 from worker.work import NS_PER_MS, SourceRef
 
 __all__ = ["Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 
 _repartitioned = msgspec.json.Decoder(TaskEvent)
+_progress = msgspec.json.Decoder(ProgressMarker)
 
 
 def rekeyed_exit_wait_ms(settings: Settings) -> int:
@@ -65,6 +67,7 @@ def rekeyed_exit_wait_ms(settings: Settings) -> int:
 def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coalescer:
     """The coalescer the settings describe: the same for the worker, ``replay`` and the benchmark.
     ``describe`` overrides ``settings.describe_tasks`` (offline there is no ECS to ask)."""
+    rekeyed = settings.input_keying == "any"
     return Coalescer(
         linger_ns=settings.linger_ms * NS_PER_MS,
         max_active_tasks=settings.max_active_tasks,
@@ -78,7 +81,9 @@ def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coal
         exit_wait_ns=settings.exit_wait_ms * NS_PER_MS,
         detect_split=settings.input_keying == "task",
         rekeyed_exit_wait_ns=rekeyed_exit_wait_ms(settings) * NS_PER_MS,
-        reorder_ns=settings.repartition_reorder_ms * NS_PER_MS if settings.input_keying == "any" else 0,
+        reorder_ns=settings.repartition_reorder_ms * NS_PER_MS if rekeyed else 0,
+        watermarks=Watermarks(settings.input_topic) if rekeyed else None,
+        max_idle_ns=(settings.repartition_max_idle_ms or rekeyed_exit_wait_ms(settings)) * NS_PER_MS,
     )
 
 
@@ -177,6 +182,27 @@ class Intake:
         source = self.book.track(topic, partition, offset, 1)
         assert source is not None  # owned, checked above
         return RecordBatch(source, events, bad)
+
+    def read_progress(
+        self, topic: str, partition: int, offset: int, value: bytes | None, now: int, wall: int
+    ) -> RecordBatch | None:
+        """Take one progress marker of the repartition topic (``worker.watermarks``) at ``now``
+        (monotonic ns; ``wall`` on the wall clock) and track its record, resolved at once; None
+        when its partition is not owned. A malformed marker is bad, not a crash."""
+        if not self.book.owns(topic, partition):
+            return None
+        bad: list[tuple[Stage, BadItem]] = []
+        watermarks = self.coalescer.watermarks
+        try:
+            marker = _progress.decode(value or b"")
+        except PARSE_ERRORS as exc:
+            bad.append(("decode", bad_item_for(exc, 0, PROGRESS_HEADER)))
+        else:
+            if watermarks is not None:
+                watermarks.note(partition, marker, wall, now)
+        source = self.book.track(topic, partition, offset, 1 if bad else 0)
+        assert source is not None  # owned, checked above
+        return RecordBatch(source, [], bad)
 
     def apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int) -> Applied:
         """Merge one event of ``source``. ``now`` is the coalescer's monotonic clock (ns), ``wall``

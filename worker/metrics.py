@@ -42,6 +42,7 @@ _TOTALS = (
     "ignored",
     "repartitioned",
     "tasks_split",
+    "reorder_forced",
     "dead_lettered",
     "submissions",
     "ecs_calls",
@@ -137,6 +138,18 @@ class Metrics:
             p + "tasks_split",
             "Tasks whose events arrived on more than one input partition (input_keying task): "
             "the input is not keyed by task.",
+            registry=r,
+        )
+        self.reorder_forced = Counter(
+            p + "reorder_forced",
+            "Re-keyed tasks whose held events were merged at repartition_max_idle_ms while an input "
+            "partition had not progressed past them (input_keying any): order not guaranteed.",
+            registry=r,
+        )
+        self.input_progress_lag = Gauge(
+            p + "input_progress_lag_seconds",
+            "How long ago the least caught-up input partition was last caught up, as the progress "
+            "markers of the repartition partitions owned tell (input_keying any).",
             registry=r,
         )
         self.repartition_purged = Counter(

@@ -133,6 +133,12 @@ class OffsetBook:
             return False
         return source.offset < book.replay_end
 
+    def committable(self, topic: str, partition: int) -> int | None:
+        """An owned partition's committable offset now (every record below it resolved); None when
+        it is not owned or nothing was read since its assignment."""
+        book = self._partitions.get((topic, partition))
+        return None if book is None else book.committable()
+
     def track(self, topic: str, partition: int, offset: int, claims: int) -> SourceRef | None:
         """Track a record read now; returns its ``SourceRef`` (under the current epoch), or None
         when the partition is not owned (the record must be read again by its owner)."""

@@ -136,7 +136,7 @@ class Worker:
                         share_topic=None if topic is None else topic.name,
                     )
                     if await self._unless_stopped(self._join(consumer)):
-                        stage_one = self._stage_one(producer, dispatcher, topic)
+                        stage_one = self._stage_one(consumer, producer, dispatcher, topic)
                         await self._run_loops(consumer, dispatcher, publisher, resolver, *stage_one)
         finally:
             # Stopped in every case, started or not: aiokafka warns about clients never closed.
@@ -158,9 +158,10 @@ class Worker:
         return on_share
 
     def _stage_one(
-        self, producer: Any, dispatcher: Dispatcher, topic: RepartitionTopic | None
+        self, consumer: Any, producer: Any, dispatcher: Dispatcher, topic: RepartitionTopic | None
     ) -> tuple[Repartitioner | None, list[Coroutine[Any, Any, None]]]:
-        """With ``input_keying = any``: the re-keying writer and the purge loop; else nothing."""
+        """With ``input_keying = any``: the re-keying writer, its progress markers (a quarter of
+        the reorder window apart) and the purge loop; else nothing."""
         if topic is None:
             return None, []
         repartitioner = Repartitioner(
@@ -171,8 +172,12 @@ class Worker:
             spawn=dispatcher.spawn,
             giving_up=dispatcher.past_drain_deadline,
         )
-        interval_ms = self.settings.repartition_purge_interval_ms
-        loops = [topic.run_purges(interval_ms / 1000, self.partitions.book.committed)] if interval_ms else []
+        s, book = self.settings, self.partitions.book
+        interval_ms = s.repartition_purge_interval_ms
+        loops = [topic.run_purges(interval_ms / 1000, book.committed)] if interval_ms else []
+        watermarks = self.intake.coalescer.watermarks
+        every_s = max(0.02, s.repartition_reorder_ms / 4000)
+        loops.append(repartitioner.run_progress(consumer, book, s.input_topic, watermarks, every_s))
         return repartitioner, loops
 
     def _build_stages(self, clients: EcsClients, producer: Any) -> tuple[Dispatcher, Publisher, RateBudgets]:

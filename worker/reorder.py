@@ -9,6 +9,11 @@ task's re-keyed events are held until the task has been quiet for ``window_ns`` 
 held event waited ``4 * window_ns``), then handed over in observation order (``observedAt``, then
 arrival). The cost is ``window_ns`` of latency per burst of a task's events.
 
+An input partition that stops for longer than the window (its owner changes, or lags) would still
+deliver its events after the task's later ones: with ``watermarks`` (``worker.watermarks``), a
+task's events also wait until every input partition has progressed past them, for at most
+``max_idle_ns`` from the first (then they pass anyway, counted in ``forced``).
+
 Every (event, source) held comes back exactly once, from ``due``, ``everything`` or ``drop``.
 """
 
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from schemas.events import TaskEvent
+from worker.watermarks import Watermarks
 from worker.work import SourceRef, TaskKey
 
 __all__ = ["Held", "ReorderBuffer"]
@@ -30,19 +36,31 @@ _LONGEST_WAIT = 4
 """A task's oldest held event waits at most this many windows, however busy the task."""
 
 
+_RECHECKS_PER_WINDOW = 4
+"""How often, per window, a task held back by the watermarks is looked at again."""
+
+
 @dataclass(slots=True)
 class _Held:
     first_at: int
     last_at: int
+    partition: int
+    observed_ns: int = 0
+    """The latest ``observedAt`` held."""
     events: list[tuple[int, int, TaskEvent, SourceRef, int]] = field(default_factory=list)
     """(observedAt, arrival sequence, event, source, arrival time)"""
 
 
 class ReorderBuffer:
-    """Held events by task; ``window_ns`` > 0."""
+    """Held events by task; ``window_ns`` > 0. With ``watermarks``, a task's events also wait for
+    every input partition's progress, up to ``max_idle_ns`` after the first."""
 
-    def __init__(self, window_ns: int) -> None:
+    def __init__(self, window_ns: int, watermarks: Watermarks | None = None, max_idle_ns: int = 0) -> None:
         self._window = window_ns
+        self._watermarks = watermarks
+        self._max_idle = max_idle_ns
+        self.forced = 0
+        """Tasks whose events passed at ``max_idle_ns`` without the input's progress."""
         self._tasks: dict[TaskKey, _Held] = {}
         self._heap: list[tuple[int, TaskKey]] = []
         self._seq = 0
@@ -54,9 +72,11 @@ class ReorderBuffer:
         """Hold ``event`` of task ``key``, read from ``source`` at ``now`` (monotonic ns)."""
         held = self._tasks.get(key)
         if held is None:
-            held = self._tasks[key] = _Held(now, now)
+            held = self._tasks[key] = _Held(now, now, source.partition)
             heapq.heappush(self._heap, (now + self._window, key))
         held.last_at = now
+        if event.observedAt > held.observed_ns:
+            held.observed_ns = event.observedAt
         self._seq += 1
         held.events.append((event.observedAt, self._seq, event, source, now))
 
@@ -76,9 +96,24 @@ class ReorderBuffer:
             if due_at > now:
                 heapq.heappush(self._heap, (due_at, key))
                 continue
+            behind_until = self._behind_until(held, now)
+            if behind_until is not None:
+                heapq.heappush(self._heap, (behind_until, key))
+                continue
             del self._tasks[key]
             released.extend(_in_order(held))
         return released
+
+    def _behind_until(self, held: _Held, now: int) -> int | None:
+        """When to look again at a task whose input is behind; None when its events may pass."""
+        watermarks = self._watermarks
+        if watermarks is None or watermarks.passes(held.partition, held.observed_ns, held.last_at):
+            return None
+        give_up_at = held.first_at + self._max_idle
+        if now >= give_up_at:
+            self.forced += 1
+            return None
+        return min(give_up_at, now + max(1, self._window // _RECHECKS_PER_WINDOW))
 
     def everything(self) -> list[Held]:
         """Every held event now (a drain), each task's in observation order."""

@@ -18,6 +18,10 @@ only then. A failed write is retried (tenacity, as ``worker.publish`` does) unti
 up; the claim then stays and the input record is read again by the partition's next owner
 (at-least-once: the coalescer takes duplicates and out-of-order events). The coalescing stage
 reads the repartition topic (``Intake.read_repartitioned``) under the guarantees of ``task`` mode.
+
+Every ``interval``, ``run_progress`` writes a progress marker to each partition of the topic: how
+far each input partition this process owns has come (``worker.watermarks``), so that the coalescing
+stage waits for an input partition that is behind before it merges a task's later events.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+from aiokafka import TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential
 
 from worker.intake import RecordBatch
 from worker.metrics import Metrics
+from worker.offsets import OffsetBook
+from worker.watermarks import PROGRESS_HEADER, InputProgress, ProgressMarker, ProgressTracker, Watermarks
 from worker.work import SourceRef
 
 __all__ = ["SOURCE_HEADER", "Repartitioner", "parse_source", "source_header", "task_key"]
@@ -97,6 +104,7 @@ class Repartitioner:
         self._giving_up = giving_up
         self._wait = wait_exponential(multiplier=0.1, min=0.1, max=max_backoff_s)
         self._pending: list[tuple[SourceRef, _Record, asyncio.Future[Any]]] = []
+        self.progress = ProgressTracker()
 
     async def forward(self, batch: RecordBatch, timestamp_ms: int | None) -> None:
         """Enqueue ``batch``'s events, one record each, keyed by task."""
@@ -107,6 +115,9 @@ class Repartitioner:
                 task_key(event.cluster, event.task), _encoder.encode(event), timestamp_ms, header
             )
             self._pending.append((source, record, await self._send(record)))
+        if batch.events:
+            latest = max(event.observedAt for event in batch.events)
+            self.progress.forwarded(source.partition, source.offset, latest)
 
     def flush(self) -> None:
         """Wait for the enqueued records' acknowledgements in the background."""
@@ -146,6 +157,65 @@ class Repartitioner:
         async for attempt in retrying:
             with attempt:
                 await (await self._send(record))
+
+    async def run_progress(
+        self,
+        consumer: Any,
+        book: OffsetBook,
+        input_topic: str,
+        watermarks: Watermarks | None,
+        interval_s: float,
+    ) -> None:
+        """Every ``interval_s``: write the progress of the input partitions this process owns to
+        every partition of the repartition topic, and give ``watermarks`` (the coalescing stage's)
+        the input topic's partitions. Runs until cancelled; a failed round is logged and skipped."""
+        failing = False
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if watermarks is not None:
+                    watermarks.set_inputs(consumer.partitions_for_topic(input_topic) or ())
+                    watermarks.retain({p for t, p in book.partitions() if t == self.topic})
+                await self._send_progress(await self._progress(consumer, book, input_topic), input_topic)
+            except Exception as error:
+                if not failing:
+                    log.warning("writing progress markers failed: %s", error, extra={"topic": self.topic})
+                failing = True
+            else:
+                failing = False
+
+    async def _progress(self, consumer: Any, book: OffsetBook, input_topic: str) -> dict[int, InputProgress]:
+        """The progress of each owned input partition (``ProgressTracker.progress``)."""
+        owned = [p for t, p in book.partitions() if t == input_topic]
+        self.progress.retain(owned)
+        progress: dict[int, InputProgress] = {}
+        for partition in owned:
+            tp = TopicPartition(input_topic, partition)
+            if tp not in consumer.assignment():
+                continue
+            done = book.committable(input_topic, partition)
+            if done is None:  # nothing read since the assignment: its position is where it stands
+                done = await consumer.position(tp)
+            fetched = consumer.last_poll_timestamp(tp)
+            progress[partition] = self.progress.progress(partition, done, consumer.highwater(tp), fetched)
+        return progress
+
+    async def _send_progress(self, progress: dict[int, InputProgress], input_topic: str) -> None:
+        """One marker to each partition of the topic; not waited for (the next one supersedes it)."""
+        if not progress:
+            return
+        value = _encoder.encode(ProgressMarker(input_topic, progress))
+        for partition in sorted(await self._producer.partitions_for(self.topic)):
+            future = await self._producer.send(
+                self.topic, value, partition=partition, headers=[(PROGRESS_HEADER, b"1")]
+            )
+            future.add_done_callback(_consume_error)
+
+
+def _consume_error(future: asyncio.Future[Any]) -> None:
+    """A lost marker only delays the next one: its error is read (not left to asyncio's warning)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("a progress marker was not written: %s", future.exception())
 
 
 class _Record(msgspec.Struct, frozen=True, gc=False):

@@ -167,9 +167,8 @@ SLOW_SCENARIOS: tuple[Scenario, ...] = (
         spread_s=10.0,
         unkeyed=True,
         input_keying="any",
-        # Above the session timeout and a rebalance: the killed worker's input partitions stall
-        # that long, and their events must still be merged in order.
-        reorder_ms=9_000,
+        # The default reorder window (1 s): the killed worker's input partitions stall for the
+        # session timeout and a rebalance, and the progress markers keep the order meanwhile.
         faults=(Fault(at_s=3.0, kind="kill", restart_after_s=1.0), Fault(at_s=9.0, kind="join")),
     ),
     Scenario(
@@ -222,9 +221,8 @@ SLOW_SCENARIOS: tuple[Scenario, ...] = (
         spread_s=16.0,
         unkeyed=True,
         input_keying="any",
-        # Above a rebalance of the embedded broker (3-6 s): the input partitions changing owner
-        # stall that long, and their events must still be merged in order.
-        reorder_ms=6_000,
+        # The default reorder window (1 s): the input partitions changing owner stall for a
+        # rebalance, and the progress markers keep the order meanwhile.
         shape=FleetShape(containers=(2, 6)),
         quota_burst=150,
         quota_refill_per_s=90.0,
