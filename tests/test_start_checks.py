@@ -192,3 +192,35 @@ async def test_a_metrics_port_in_use_fails_at_start_with_one_line_naming_it(
     expected = f"cannot start: metrics_port (WORKER_METRICS_PORT): cannot listen on port {port}:"
     assert message.startswith(expected), message
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.kafka  # Tansu does not check a replication factor against its brokers
+async def test_a_repartition_topic_the_brokers_cannot_create_fails_at_start_naming_the_settings(
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+) -> None:
+    """``input_keying = any`` with a replication factor above the broker count: one line naming the
+    settings, exit 3, no traceback (not a crash of the running worker, exit 1)."""
+    env = _bare_env(
+        tmp_path,
+        AWS_REGION="eu-west-1",
+        AWS_ACCESS_KEY_ID="k",
+        AWS_SECRET_ACCESS_KEY="s",
+        WORKER_BOOTSTRAP_SERVERS=broker.bootstrap,
+        WORKER_INPUT_TOPIC=topics.input,
+        WORKER_GROUP_ID=topics.group,
+        WORKER_INPUT_KEYING="any",
+        WORKER_REPARTITION_REPLICATION_FACTOR="3",
+    )
+    result = await asyncio.to_thread(_run, env)
+    assert result.returncode == 3, result.stderr
+    (error,) = _errors(result.stderr)
+    message = str(error["message"])
+    expected = (
+        f"cannot start: cannot create the repartition topic '{topics.group}-repartition' with "
+        f"{topics.partitions} partitions and replication factor 3 (repartition_partitions, "
+        "WORKER_REPARTITION_PARTITIONS; repartition_replication_factor, "
+        "WORKER_REPARTITION_REPLICATION_FACTOR; or create it beforehand): error "
+    )
+    assert message.startswith(expected), message
+    assert "exc_info" not in error
+    assert "Traceback" not in result.stderr

@@ -25,9 +25,10 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic, RecordsToDelete
 
-from worker.config import Settings, repartition_topic
+from worker.config import Settings, env_name, repartition_topic
 from worker.kafka_clients import make_admin
 from worker.offsets import TopicPartitionKey
+from worker.start_checks import StartCheckFailed
 
 __all__ = ["RepartitionTopic", "TopicError"]
 
@@ -39,8 +40,9 @@ _ADMIN_TIMEOUT_S = 10.0
 _PURGE_FAILURES_TOLERATED = 3
 
 
-class TopicError(RuntimeError):
-    """The repartition topic cannot be created or sized; the message names the setting to check."""
+class TopicError(StartCheckFailed):
+    """The repartition topic cannot be created or sized; the message names the settings to check.
+    A start check (nothing is consumed before it): ``python -m worker run`` exits 3 with one line."""
 
 
 class RepartitionTopic:
@@ -91,7 +93,13 @@ class RepartitionTopic:
             )
             return partitions
         if code != _TOPIC_ALREADY_EXISTS:
-            raise TopicError(f"cannot create the repartition topic {self.name!r}: error {code}: {message}")
+            raise TopicError(
+                f"cannot create the repartition topic {self.name!r} with {partitions} partitions and "
+                f"replication factor {replicas} (repartition_partitions, "
+                f"{env_name('repartition_partitions')}; "
+                f"repartition_replication_factor, {env_name('repartition_replication_factor')}; "
+                f"or create it beforehand): error {code}: {message}"
+            )
         existing, _ = await self._shape(self.name)
         if existing != partitions:
             log.warning(

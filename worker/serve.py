@@ -6,8 +6,8 @@ Exit codes (the README's operations section lists them too)::
     0    stopped by SIGTERM or SIGINT (drained, committed, both Kafka clients closed)
     1    failed while running: the error and its traceback are logged (``exc_info``)
     2    a bad setting (``worker.cli``, before anything starts)
-    3    a start check failed (``worker.start_checks``), or the operations port could not be
-         listened on (``metrics_port`` in use): one line says what to set
+    3    a start check failed (``worker.start_checks``; the repartition topic), or the operations
+         port could not be listened on (``metrics_port`` in use): one line says what to set
     128+n  a second signal n: exited at once, unresolved records are re-read by the next owner
 
 A stop signal is honoured from the interpreter's first moments (``worker.early_signals``) through
