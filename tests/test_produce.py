@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -101,3 +101,23 @@ async def test_the_synthetic_fleet_launched_at_the_endpoint(
     code, said = await produce(broker, *arguments)
     assert code == 2
     assert "give --ecs-endpoint-url" in said
+
+
+async def test_the_synthetic_fleet_without_a_key_goes_round_robin(
+    broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics
+) -> None:
+    """``--fleet N --key none``: the unkeyed stream ``input_keying = any`` is for, no key and the
+    partitions in turn, so that a task's events span partitions; ``--key tab`` is refused."""
+    arguments = ("--fleet", "4", "--seed", "3", "--topic", topics.input, "--ecs-endpoint-url", endpoint.url)
+    code, said = await produce(broker, *arguments, "--key", "none")
+    assert code == 0, said
+    records = await read_all(broker.bootstrap, topics.input)
+    expected = f"{len(records)} records to {topics.input}, without a key, the partitions in turn"
+    assert said.strip() == f"fleet of 4 tasks: {expected}"
+    assert {r.key for r in records} == {None}
+    counts = Counter(record.partition for record in records)
+    assert sorted(counts) == list(range(topics.partitions))
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    code, said = await produce(broker, *arguments, "--key", "tab")
+    refused = "error: --key tab reads KEY<TAB>VALUE lines: the fleet takes task or none"
+    assert (code, said.strip()) == (2, refused)

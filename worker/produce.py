@@ -3,7 +3,8 @@
 The records come from a file or standard input (``-``), read as they come (``worker.replay``'s
 reader: one a line, or a JSON array), or, in a source checkout, from the synthetic fleet
 (``--fleet N``: its task definitions registered and tasks run at the local ECS endpoint, then
-their events produced, keyed by task ARN, as ``make demo`` does).
+their events produced, keyed by task ARN as ``make demo`` does, or with ``--key none`` without a
+key, the partitions in turn: an unkeyed stream, to try ``input_keying = any``).
 
 Keys (``--key``), so that the events of one task land in one partition as the worker needs:
 
@@ -169,13 +170,17 @@ def _fleet(args: argparse.Namespace, settings: Settings, topic: str) -> int:
             file=sys.stderr,
         )
         return 2
-    endpoint = settings.ecs_endpoint_url
+    if args.key == "tab":
+        print("error: --key tab reads KEY<TAB>VALUE lines: the fleet takes task or none", file=sys.stderr)
+        return 2
+    endpoint, unkeyed = settings.ecs_endpoint_url, args.key == "none"
 
     async def run() -> int:
         fleet = await launch(synthetic_fleet(args.fleet, seed=args.seed, fmt=args.format), endpoint)
-        await produce_fleet(settings.bootstrap_servers, topic, fleet, pace=args.pace)
+        await produce_fleet(settings.bootstrap_servers, topic, fleet, pace=args.pace, unkeyed=unkeyed)
         return len(fleet.steps)
 
     sent = run_async(run())
-    print(f"fleet of {args.fleet} tasks: {sent} records to {topic}, keyed by task ARN", file=sys.stderr)
+    keying = "without a key, the partitions in turn" if unkeyed else "keyed by task ARN"
+    print(f"fleet of {args.fleet} tasks: {sent} records to {topic}, {keying}", file=sys.stderr)
     return 0
