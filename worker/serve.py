@@ -83,7 +83,7 @@ async def serve(settings: Settings) -> int:
         return EXIT_STOPPED
     try:
         await _run_worker(checked, stop)
-    except StartCheckFailed as exc:  # the operations port: nothing was consumed yet
+    except StartCheckFailed as exc:  # the operations port, the repartition topic: nothing consumed yet
         log.error("cannot start: %s", exc)
         return EXIT_START_CHECK
     except Exception as exc:
