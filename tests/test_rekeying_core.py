@@ -175,7 +175,7 @@ def test_split_warnings_count_every_task_and_log_at_most_one_line_per_period(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert "(0 and 1)" in lines[0]
-    assert "(1 more such tasks" in lines[0]
+    assert "(1 more such tasks not logged, since the last line or the start)" in lines[0]  # b
     assert "(5 and 1)" in lines[1]
     assert "(1 more such tasks" in lines[1]  # x, met meanwhile
 

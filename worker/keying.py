@@ -43,7 +43,7 @@ class SplitTaskWarnings:
         (cluster, task), first, other = split[0]
         log.warning(
             "a task's events arrive on more than one partition (%d and %d): the input is not keyed by "
-            "task; set input_keying = any (%d more such tasks since the last warning)",
+            "task; set input_keying = any (%d more such tasks not logged, since the last line or the start)",
             first,
             other,
             self._unlogged + len(split) - 1,
