@@ -43,6 +43,7 @@ _TOTALS = (
     "repartitioned",
     "tasks_split",
     "reorder_forced",
+    "stalls",
     "dead_lettered",
     "submissions",
     "ecs_calls",
@@ -138,6 +139,12 @@ class Metrics:
             p + "tasks_split",
             "Tasks whose events arrived on more than one input partition (input_keying task): "
             "the input is not keyed by task.",
+            registry=r,
+        )
+        self.stalls = Counter(
+            p + "stalls",
+            "Times this process did not run for half the session timeout (frozen, throttled, "
+            "paused): ECS calls then waited until the group confirmed its membership.",
             registry=r,
         )
         self.reorder_forced = Counter(

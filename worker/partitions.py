@@ -33,6 +33,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
+from worker.fence import StallFence
 from worker.group_log import member_of, membership_lost
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook, TopicPartitionKey
@@ -90,6 +91,8 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._on_share: Callable[[int, int], None] | None = None
         self._share_topic: str | None = None
         self._commit_failing: str | None = None
+        self.fence: StallFence | None = None
+        """Reopened by every assignment (``worker.fence``)."""
 
     def attach(
         self,
@@ -137,6 +140,8 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self.book.assign(partitions)
         self._reshare()
         self.ready.set()
+        if self.fence is not None:
+            self.fence.reopen()
         log.info(
             "partitions assigned: %s",
             ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "none (more members than partitions)",
@@ -215,6 +220,23 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self.book.mark_committed(moves)
         for (topic, partition), offset in moves.items():
             self._metrics.committed_offset.labels(topic, str(partition)).set(offset)
+
+    async def confirm_membership(self) -> bool:
+        """Whether the group still counts this member in its generation (``worker.fence``): the
+        offsets last committed (or, none yet, the committable ones) committed again, which the
+        coordinator refuses from a member it dropped. True when there is nothing to commit (no
+        partition read: no call to fence). Raises what the commit raises when the brokers do not
+        answer (unknown yet)."""
+        offsets = self.book.committed() or self.book.to_commit()
+        if self._consumer is None or not offsets:
+            return True
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except _MEMBERSHIP_ERRORS as exc:
+            self.commit_failed(exc)
+            return False
+        return True
 
     def commit_failed(self, exc: BaseException) -> None:
         """Say why commits fail, once per cause until one succeeds again (commits are retried

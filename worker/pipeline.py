@@ -30,6 +30,7 @@ from worker.consume import ConsumeLoop
 from worker.dispatch import Dispatcher
 from worker.dry_run import DiscardSink, dry_run_settings
 from worker.ecs_clients import EcsClients, routes_of
+from worker.fence import StallFence
 from worker.group_log import announce_join, log_until_assigned
 from worker.intake import Intake
 from worker.kafka_clients import close_client, make_consumer, make_producer
@@ -64,6 +65,8 @@ class Worker:
             OffsetBook(), self.metrics, start_time=settings.start_time, commits=not settings.dry_run
         )
         self.intake = Intake.from_settings(settings, self.partitions.book)
+        self.fence = StallFence.for_session(settings.session_timeout_ms, on_close=self.metrics.stalls.inc)
+        self.partitions.fence = self.fence
         self._stopping = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._progress_at = time.monotonic()
@@ -205,7 +208,7 @@ class Worker:
         dispatcher = Dispatcher(
             coalescer=self.intake.coalescer,
             book=self.partitions.book,
-            submitter=Submitter(clients, s, metrics=self.metrics, budgets=budgets),
+            submitter=Submitter(clients, s, metrics=self.metrics, budgets=budgets, fence=self.fence),
             publisher=publisher,
             metrics=self.metrics,
             linger_ms=s.linger_ms,
@@ -279,6 +282,7 @@ class Worker:
             asyncio.create_task(
                 self.partitions.run_commits(self.settings.commit_interval_ms / 1000), name="commit"
             ),
+            asyncio.create_task(self.fence.run(self.partitions.confirm_membership), name="fence"),
             *(asyncio.create_task(loop) for loop in more or ()),
         ]
         stop = asyncio.create_task(self._stopping.wait(), name="stop")

@@ -44,6 +44,7 @@ from schemas.ecs import SubmitTaskStateChangeRequest
 from worker import __version__
 from worker.config import Settings
 from worker.errors import classify
+from worker.fence import StallFence
 from worker.metrics import Metrics, code_label
 from worker.ratelimit import AsyncRateLimiter, RateBudgets
 from worker.routing import NO_ROUTE, NoRoute, Route, Routes
@@ -122,12 +123,20 @@ class _Retryable(Exception):
 
 
 class Submitter:
-    """Sends submissions: ``clients`` by route, ``budgets`` one rate budget per route."""
+    """Sends submissions: ``clients`` by route, ``budgets`` one rate budget per route; with
+    ``fence``, no attempt starts while it is closed (``worker.fence``)."""
 
     def __init__(
-        self, clients: ClientSource, settings: Settings, *, metrics: Metrics, budgets: RateBudgets
+        self,
+        clients: ClientSource,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        budgets: RateBudgets,
+        fence: StallFence | None = None,
     ) -> None:
         self._clients = clients
+        self._fence = fence
         self.routes = clients.routes
         self.budgets = budgets
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -206,6 +215,8 @@ class Submitter:
     async def _call(
         self, client: EcsClient, limiter: AsyncRateLimiter, params: dict[str, Any]
     ) -> dict[str, Any]:
+        if self._fence is not None:  # not after a stall, until the group confirms this member
+            await self._fence.wait_open()
         async with self._slots:
             self._metrics.in_flight.inc()
             started = time.perf_counter()

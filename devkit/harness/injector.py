@@ -4,6 +4,9 @@ applies a scenario's faults on schedule to the workers, the endpoint and the bro
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -96,6 +99,8 @@ class Injector:
             run.note(f"join: {run.spawn().name}")
         elif fault.kind == "endpoint":
             await self._endpoint_window(fault.endpoint or Faults(), fault.duration_s)
+        elif fault.kind == "freeze":
+            await self._freeze_worker(fault)
         elif fault.kind == "broker_cut":
             aborted = self._proxy.cut(fault.cut_mode)
             run.note(f"broker cut ({fault.cut_mode}) for {fault.duration_s:g}s: {aborted} connections")
@@ -118,6 +123,23 @@ class Injector:
         if fault.kind != "leave" and fault.restart_after_s is not None:
             await asyncio.sleep(fault.restart_after_s)
             run.note(f"restart: {run.spawn().name} replaces {victim.name}")
+
+    async def _freeze_worker(self, fault: Fault) -> None:
+        """SIGSTOP a worker for ``duration_s``, then SIGCONT it."""
+        run = self._run
+        victim = run.pick(fault.worker)
+        if victim is None:
+            run.note("freeze: no live worker")
+            return
+        pid = victim.process.pid
+        run.note(f"SIGSTOP {victim.name} (pid {pid}) for {fault.duration_s:g}s")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(fault.duration_s)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        run.note(f"SIGCONT {victim.name}")
 
     async def _endpoint_window(self, window: Faults, duration_s: float) -> None:
         self._windows.append(window)

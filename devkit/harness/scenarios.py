@@ -14,8 +14,8 @@ from worker.config import InputKeying
 
 __all__ = ["DISRUPTIONS", "FAST_SCENARIOS", "SLOW_SCENARIOS", "Fault", "FaultKind", "Scenario"]
 
-FaultKind = Literal["kill", "term", "join", "leave", "endpoint", "broker_cut"]
-DISRUPTIONS: frozenset[str] = frozenset({"kill", "term", "join", "leave", "broker_cut"})
+FaultKind = Literal["kill", "term", "join", "leave", "endpoint", "broker_cut", "freeze"]
+DISRUPTIONS: frozenset[str] = frozenset({"kill", "term", "join", "leave", "broker_cut", "freeze"})
 """Fault kinds that disrupt the group: each may replay or forget a task's last state once."""
 
 
@@ -28,7 +28,10 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True):
     - ``endpoint``: apply ``endpoint`` faults (rates, latency; the quota is the scenario's) for
       ``duration_s``;
     - ``broker_cut``: cut every broker connection at the proxy for ``duration_s`` (``cut_mode``
-      refuse: connections reset; blackhole: held open, unanswered).
+      refuse: connections reset; blackhole: held open, unanswered);
+    - ``freeze``: stop a worker (SIGSTOP, as the cgroup freezer or a paused VM would) for
+      ``duration_s``, then let it run on (SIGCONT): past the session timeout, its partitions go to
+      others while it holds changes it has not sent.
     """
 
     at_s: float
@@ -170,6 +173,18 @@ SLOW_SCENARIOS: tuple[Scenario, ...] = (
         # The default reorder window (1 s): the killed worker's input partitions stall for the
         # session timeout and a rebalance, and the progress markers keep the order meanwhile.
         faults=(Fault(at_s=3.0, kind="kill", restart_after_s=1.0), Fault(at_s=9.0, kind="join")),
+    ),
+    Scenario(
+        # Workers frozen past their session timeout (6 s) while they hold unsent changes: when they
+        # run again, their calls must not contradict what the partitions' new owners reported.
+        name="freeze-past-session",
+        tasks=200,
+        workers=3,
+        spread_s=14.0,
+        faults=(
+            Fault(at_s=4.0, kind="freeze", duration_s=10.0),
+            Fault(at_s=9.0, kind="freeze", duration_s=8.0),
+        ),
     ),
     Scenario(
         name="kill-storm",

@@ -1,0 +1,102 @@
+"""The stall fence (``worker.fence``): after the process stood still for half the session timeout,
+no ECS call starts until the group confirms this member, or a new assignment comes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from worker.fence import StallFence
+from worker.metrics import Metrics
+from worker.offsets import OffsetBook
+from worker.partitions import Partitions
+
+S = 1_000_000_000
+
+
+async def test_an_open_fence_lets_calls_through_at_once() -> None:
+    fence = StallFence.for_session(10_000)
+    assert fence.is_open
+    async with asyncio.timeout(0.5):
+        await fence.wait_open()
+
+
+async def test_a_stalled_loop_closes_the_fence_until_the_group_confirms_the_member(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed: list[int] = []
+    answers = iter([False, False, True])
+    asked: list[float] = []
+
+    async def confirm() -> bool:
+        asked.append(time.monotonic())
+        return next(answers)
+
+    fence = StallFence(stall_ns=S // 20, tick_s=0.005, on_close=lambda: closed.append(1))
+    ticker = asyncio.create_task(fence.run(confirm))
+    try:
+        await asyncio.sleep(0.02)
+        assert fence.is_open
+        with caplog.at_level(logging.INFO, logger="worker.fence"):
+            time.sleep(0.2)  # the whole event loop stands still, as under SIGSTOP
+            waiter = asyncio.create_task(fence.wait_open())
+            await asyncio.sleep(0)
+            assert not fence.is_open  # the caller saw the stall before the ticker did
+            assert not waiter.done()
+            async with asyncio.timeout(2):
+                await waiter
+        assert len(asked) == 3  # refused twice, then confirmed
+        assert asked[1] - asked[0] >= 0.04  # asked every ten ticks, not every tick
+        assert closed == [1]
+        assert fence.is_open
+        text = caplog.text
+        assert "did not run for 0.2 s" in text
+        assert "the group confirmed this member after a stall of 0.2 s" in text
+    finally:
+        ticker.cancel()
+
+
+async def test_a_new_assignment_reopens_the_fence_and_an_unanswered_confirm_keeps_it_closed() -> None:
+    now = [0]
+    fence = StallFence(stall_ns=5 * S, tick_s=0.005, clock=lambda: now[0])
+
+    async def unanswered() -> bool:
+        raise TimeoutError("the coordinator does not answer")
+
+    ticker = asyncio.create_task(fence.run(unanswered))
+    try:
+        await asyncio.sleep(0.01)
+        now[0] = 6 * S  # six seconds without a tick
+        waiter = asyncio.create_task(fence.wait_open())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # the brokers do not answer: still unknown, still closed
+        fence.reopen()  # partitions assigned: a member of the current generation
+        async with asyncio.timeout(1):
+            await waiter
+        assert fence.is_open
+    finally:
+        ticker.cancel()
+
+
+async def test_a_slow_start_is_no_stall() -> None:
+    now = [0]
+    fence = StallFence(stall_ns=5 * S, tick_s=0.005, clock=lambda: now[0])
+    now[0] = 60 * S  # the worker waited a minute for its brokers before its loops started
+
+    async def never() -> bool:
+        raise AssertionError("not asked")
+
+    ticker = asyncio.create_task(fence.run(never))
+    try:
+        await asyncio.sleep(0.02)
+        assert fence.is_open
+    finally:
+        ticker.cancel()
+
+
+async def test_nothing_read_means_nothing_to_fence() -> None:
+    partitions = Partitions(OffsetBook(), Metrics())
+    assert await partitions.confirm_membership()
