@@ -46,6 +46,7 @@ from worker.config import Settings
 from worker.errors import classify
 from worker.metrics import Metrics, code_label
 from worker.ratelimit import AsyncRateLimiter, RateBudgets
+from worker.retrying import retry_after_first
 from worker.routing import NO_ROUTE, NoRoute, Route, Routes
 from worker.work import Submission, SubmitResult, TaskKey
 
@@ -171,25 +172,29 @@ class Submitter:
             return SubmitResult("failed", 0, time.time_ns(), None, verdict.code, verdict.message)
         limiter = self.budgets.for_route(route)
         params = request_params(submission.request)
+        attempts = 0
+
+        async def attempt(number: int) -> dict[str, Any]:
+            nonlocal attempts
+            attempts = number
+            if number > 1 or not token_held:
+                await limiter.acquire()
+            return await self._call(client, limiter, params)
 
         def retryable(exc: BaseException) -> bool:
             return isinstance(exc, _Retryable) and not (requeue_throttled and exc.throttled and attempts == 1)
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._deadline_s),
-            wait=self._wait,
-            retry=retry_if_exception(retryable),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        attempts = 0
+        def retrying() -> AsyncRetrying:
+            return AsyncRetrying(
+                stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._deadline_s),
+                wait=self._wait,
+                retry=retry_if_exception(retryable),
+                before_sleep=self._before_sleep,
+                reraise=True,
+            )
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    if attempts > 1 or not token_held:
-                        await limiter.acquire()
-                    answer = await self._call(client, limiter, params)
+            answer = await retry_after_first(attempt, retrying)
             return SubmitResult(
                 "acknowledged",
                 attempts,
