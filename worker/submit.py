@@ -56,6 +56,7 @@ __all__ = [
     "EcsClient",
     "Submitter",
     "Throttled",
+    "client_config",
     "open_ecs_client",
     "request_params",
 ]
@@ -91,12 +92,10 @@ def request_params(request: SubmitTaskStateChangeRequest) -> dict[str, Any]:
     return params
 
 
-def open_ecs_client(
-    settings: Settings, *, region: str | None = None, session: Any = None
-) -> AbstractAsyncContextManager[Any]:
-    """An aiobotocore ECS client of ``region`` (default ``settings.region``) from ``session``
-    (default: a new one, with the SDK's default credential chain)."""
-    config = AioConfig(
+def client_config(settings: Settings, *, region: str | None = None) -> AioConfig:
+    """The botocore configuration of the worker's ECS clients (``open_ecs_client``); the
+    benchmark's bare loop uses it too, so that both sides call ECS alike."""
+    return AioConfig(
         # None: the SDK's region; AWS_REGION first, which botocore alone does not read
         # (``worker.start_checks.resolve_region`` fills the setting before a ``run``).
         region_name=region or settings.region or os.environ.get("AWS_REGION"),
@@ -104,14 +103,24 @@ def open_ecs_client(
         max_pool_connections=settings.concurrency,
         connect_timeout=settings.call_timeout_ms / 1000,
         read_timeout=settings.call_timeout_ms / 1000,
+        # The requests are msgspec structs that mirror the model (``schemas.ecs``), validated
+        # when they are built: botocore's validation would walk each one again.
         parameter_validation=False,
         tcp_keepalive=True,
         # A fixed User-Agent: botocore otherwise rebuilds it from a dozen components on every
         # request, a sixth of a call's CPU here.
         user_agent=USER_AGENT,
     )
+
+
+def open_ecs_client(
+    settings: Settings, *, region: str | None = None, session: Any = None
+) -> AbstractAsyncContextManager[Any]:
+    """An aiobotocore ECS client of ``region`` (default ``settings.region``) from ``session``
+    (default: a new one, with the SDK's default credential chain), configured by
+    ``client_config``."""
     client: AbstractAsyncContextManager[Any] = (session or get_session()).create_client(
-        "ecs", endpoint_url=settings.ecs_endpoint_url, config=config
+        "ecs", endpoint_url=settings.ecs_endpoint_url, config=client_config(settings, region=region)
     )
     return client
 
