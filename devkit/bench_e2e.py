@@ -4,6 +4,7 @@ run with a rolling handover, and the bare aiobotocore loop (see ``devkit.bench``
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -17,14 +18,14 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from devkit.broker import free_port
 from devkit.fleet import Fleet
 from devkit.topics import committed_offsets, create_topics, produce_fleet, read_all, repartition_origins
 from schemas.records import Outcome
-from worker.config import InputKeying, repartition_topic
+from worker.config import InputKeying, Settings, repartition_topic
+from worker.submit import client_config
 
 __all__ = [
     "ROOT",
@@ -167,10 +168,15 @@ async def run_worker_on(
 
 
 async def bench_bare_loop(endpoint: str, requests: list[dict[str, Any]], concurrency: int) -> float:
-    """Calls per second of a plain aiobotocore loop sending ``requests`` at ``concurrency``."""
-    config = AioConfig(retries={"total_max_attempts": 1}, max_pool_connections=concurrency)
+    """Calls per second of a plain aiobotocore loop sending ``requests`` at ``concurrency``.
+
+    Fair to both sides: the client is configured as the worker's (``worker.submit.client_config``:
+    the pool sized to the concurrency, botocore's retries off, no parameter validation, a fixed
+    User-Agent), and the benchmark's own objects (the fleet, the outcome records) are frozen out of
+    the garbage collector's way (``gc.freeze``) during the loop, as in a process of its own."""
+    settings = Settings(concurrency=concurrency, ecs_endpoint_url=endpoint, region="us-east-1")
     async with get_session().create_client(
-        "ecs", region_name="us-east-1", endpoint_url=endpoint, config=config,
+        "ecs", endpoint_url=endpoint, config=client_config(settings),
         aws_access_key_id="bench", aws_secret_access_key="bench",
     ) as client:  # fmt: skip
         slots = asyncio.Semaphore(concurrency)
@@ -180,9 +186,14 @@ async def bench_bare_loop(endpoint: str, requests: list[dict[str, Any]], concurr
                 await client.submit_task_state_change(**params)
 
         await asyncio.gather(*(call(p) for p in requests[: min(50, len(requests))]))  # warm the pool
-        started = time.perf_counter()
-        await asyncio.gather(*(call(p) for p in requests))
-        return len(requests) / (time.perf_counter() - started)
+        gc.collect()
+        gc.freeze()
+        try:
+            started = time.perf_counter()
+            await asyncio.gather(*(call(p) for p in requests))
+            return len(requests) / (time.perf_counter() - started)
+        finally:
+            gc.unfreeze()
 
 
 def span_per_s(outcomes: list[Outcome]) -> float:

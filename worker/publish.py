@@ -29,6 +29,7 @@ from schemas.records import (
 )
 from worker.decode import BadItem
 from worker.metrics import Metrics, code_label
+from worker.retrying import retry_after_first
 from worker.work import Submission, SubmitResult, TaskKey
 
 __all__ = [
@@ -231,16 +232,19 @@ class Publisher:
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
     ) -> None:
-        retrying = AsyncRetrying(
-            stop=stop_never,
-            wait=self._wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and not self._giving_up()),
-            before_sleep=_log_retry(topic),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                await self._sink.send(topic, key, value, headers)
+        def retrying() -> AsyncRetrying:
+            return AsyncRetrying(
+                stop=stop_never,
+                wait=self._wait,
+                retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and not self._giving_up()),
+                before_sleep=_log_retry(topic),
+                reraise=True,
+            )
+
+        async def attempt(_: int) -> None:
+            await self._sink.send(topic, key, value, headers)
+
+        await retry_after_first(attempt, retrying)
 
 
 def _log_retry(topic: str) -> Callable[[RetryCallState], None]:

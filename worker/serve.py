@@ -25,6 +25,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
 from worker import early_signals
+from worker.collector import tune_collector
 from worker.config import Settings, env_name
 from worker.start_checks import StartCheckFailed, check_start
 from worker.stopping import race_stop
@@ -67,6 +68,7 @@ class _Stop:
 
 async def serve(settings: Settings) -> int:
     """Run the worker until a stop signal; return the exit code (see the module docstring)."""
+    tune_collector()
     stop = _Stop()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

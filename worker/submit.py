@@ -47,6 +47,7 @@ from worker.errors import classify
 from worker.fence import StallFence
 from worker.metrics import Metrics, code_label
 from worker.ratelimit import AsyncRateLimiter, RateBudgets
+from worker.retrying import retry_after_first
 from worker.routing import NO_ROUTE, NoRoute, Route, Routes
 from worker.work import Submission, SubmitResult, TaskKey
 
@@ -56,6 +57,7 @@ __all__ = [
     "EcsClient",
     "Submitter",
     "Throttled",
+    "client_config",
     "open_ecs_client",
     "request_params",
 ]
@@ -91,12 +93,10 @@ def request_params(request: SubmitTaskStateChangeRequest) -> dict[str, Any]:
     return params
 
 
-def open_ecs_client(
-    settings: Settings, *, region: str | None = None, session: Any = None
-) -> AbstractAsyncContextManager[Any]:
-    """An aiobotocore ECS client of ``region`` (default ``settings.region``) from ``session``
-    (default: a new one, with the SDK's default credential chain)."""
-    config = AioConfig(
+def client_config(settings: Settings, *, region: str | None = None) -> AioConfig:
+    """The botocore configuration of the worker's ECS clients (``open_ecs_client``); the
+    benchmark's bare loop uses it too, so that both sides call ECS alike."""
+    return AioConfig(
         # None: the SDK's region; AWS_REGION first, which botocore alone does not read
         # (``worker.start_checks.resolve_region`` fills the setting before a ``run``).
         region_name=region or settings.region or os.environ.get("AWS_REGION"),
@@ -104,14 +104,24 @@ def open_ecs_client(
         max_pool_connections=settings.concurrency,
         connect_timeout=settings.call_timeout_ms / 1000,
         read_timeout=settings.call_timeout_ms / 1000,
+        # The requests are msgspec structs that mirror the model (``schemas.ecs``), validated
+        # when they are built: botocore's validation would walk each one again.
         parameter_validation=False,
         tcp_keepalive=True,
         # A fixed User-Agent: botocore otherwise rebuilds it from a dozen components on every
         # request, a sixth of a call's CPU here.
         user_agent=USER_AGENT,
     )
+
+
+def open_ecs_client(
+    settings: Settings, *, region: str | None = None, session: Any = None
+) -> AbstractAsyncContextManager[Any]:
+    """An aiobotocore ECS client of ``region`` (default ``settings.region``) from ``session``
+    (default: a new one, with the SDK's default credential chain), configured by
+    ``client_config``."""
     client: AbstractAsyncContextManager[Any] = (session or get_session()).create_client(
-        "ecs", endpoint_url=settings.ecs_endpoint_url, config=config
+        "ecs", endpoint_url=settings.ecs_endpoint_url, config=client_config(settings, region=region)
     )
     return client
 
@@ -180,25 +190,29 @@ class Submitter:
             return SubmitResult("failed", 0, time.time_ns(), None, verdict.code, verdict.message)
         limiter = self.budgets.for_route(route)
         params = request_params(submission.request)
+        attempts = 0
+
+        async def attempt(number: int) -> dict[str, Any]:
+            nonlocal attempts
+            attempts = number
+            if number > 1 or not token_held:
+                await limiter.acquire()
+            return await self._call(client, limiter, params)
 
         def retryable(exc: BaseException) -> bool:
             return isinstance(exc, _Retryable) and not (requeue_throttled and exc.throttled and attempts == 1)
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._deadline_s),
-            wait=self._wait,
-            retry=retry_if_exception(retryable),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        attempts = 0
+        def retrying() -> AsyncRetrying:
+            return AsyncRetrying(
+                stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._deadline_s),
+                wait=self._wait,
+                retry=retry_if_exception(retryable),
+                before_sleep=self._before_sleep,
+                reraise=True,
+            )
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    if attempts > 1 or not token_held:
-                        await limiter.acquire()
-                    answer = await self._call(client, limiter, params)
+            answer = await retry_after_first(attempt, retrying)
             return SubmitResult(
                 "acknowledged",
                 attempts,
