@@ -41,7 +41,7 @@ async def test_a_stalled_loop_closes_the_fence_until_the_group_confirms_the_memb
         await asyncio.sleep(0.02)
         assert fence.is_open
         with caplog.at_level(logging.INFO, logger="worker.fence"):
-            time.sleep(0.2)  # the whole event loop stands still, as under SIGSTOP
+            time.sleep(0.2)  # noqa: ASYNC251 - the whole event loop stands still, as under SIGSTOP
             waiter = asyncio.create_task(fence.wait_open())
             await asyncio.sleep(0)
             assert not fence.is_open  # the caller saw the stall before the ticker did
