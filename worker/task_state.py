@@ -25,7 +25,7 @@ from worker.agent_rules import (
     PENDING,
     RUNNING,
     STOPPED,
-    earliest_rank,
+    earliest_rank_above,
     end_incomplete,
     missed_history,
     should_restart,
@@ -186,7 +186,7 @@ class TaskState:
         if event.containers and self.definition is not None and self.stopping():
             if self.holding():
                 changed |= self.finalize_held()  # the task stops: the agent restarts nothing more
-            if not self.missed and self.unseen():
+            if not self.missed and self._any_unseen(self.definition):
                 self.missed = True  # stopping, yet a container of the definition was never seen
         if event.status is not None:
             explicit = TASK_RANK[event.status]
@@ -213,26 +213,32 @@ class TaskState:
             changed |= self._merge_times(event)
         # Events never lower the status (a late first sight of a pending container does not take
         # a RUNNING task back); what is learnt of the task may (``_rerank``).
-        rank = max(self.rank, self.explicit_rank, self._derived_rank())
+        rank = self._derived_rank(max(self.rank, self.explicit_rank))
         if rank != self.rank:
             self.rank = rank
             changed = True
         return changed
 
-    def _derived_rank(self) -> int:
+    def _derived_rank(self, floor: int) -> int:
+        """The rank the containers give (the agent's rule, ``agent_rules.earliest_rank``), or
+        ``floor`` (>= PENDING) when it is not above it: the callers take the highest."""
         if self.settled and self.stopping():
             # Stopping and quiet past the settle time: the containers known to have run decide; one
             # only known PENDING will never run (the agent stops it without starting it).
             ran = [c.rank for c in self.containers.values() if c.rank > PENDING]
-            return min(ran) if ran else PENDING
+            return max(min(ran) if ran else PENDING, floor)
         definition = None if self.settled else self.definition
-        if definition is None:
-            lowest = STOPPED
-            for container in self.containers.values():
-                if container.rank < lowest:
-                    lowest = container.rank
-            return lowest if self.containers and lowest > PENDING else PENDING
-        return earliest_rank({n: c.rank for n, c in self.containers.items()}, definition)
+        if definition is not None:
+            return earliest_rank_above(self.containers, definition, floor)
+        if floor >= STOPPED or not self.containers:
+            return floor
+        lowest = STOPPED
+        for container in self.containers.values():
+            if container.rank <= floor:
+                return floor
+            if container.rank < lowest:
+                lowest = container.rank
+        return lowest
 
     def _merge_container(self, change: ContainerChange, observed_at: int) -> bool:
         name = change.containerName
@@ -251,13 +257,10 @@ class TaskState:
             if definition is None:
                 self.missed = rank > PENDING
             else:
-                self.missed = missed_history(definition, self._statused(), name, rank)
+                self.missed = missed_history(definition, self.containers, name, rank)
         if change.stopRequested or rank >= RUNNING or container.held_exit is not None:
             return self._merge_lifecycle(container, change, rank, observed_at) or changed
         return container.merge(change) or changed
-
-    def _statused(self) -> list[str]:
-        return [n for n, c in self.containers.items() if c.rank >= 0]
 
     def _merge_lifecycle(
         self, container: ContainerState, change: ContainerChange, rank: int, at: int
@@ -342,6 +345,15 @@ class TaskState:
             return []
         containers = self.containers
         return [n for n in self.definition.containers if n not in containers or containers[n].rank < 0]
+
+    def _any_unseen(self, definition: TaskDefinition) -> bool:
+        """``unseen()`` is not empty (per event: no list built)."""
+        containers = self.containers
+        for name in definition.containers:
+            container = containers.get(name)
+            if container is None or container.rank < 0:
+                return True
+        return False
 
     def unresolved(self) -> list[str]:
         """Containers of the definition not known to have run (never seen, or only PENDING)."""
@@ -431,7 +443,7 @@ class TaskState:
         """The task's rank once something is learnt of it (its definition, ECS's view, a settle):
         the explicit or derived rank, never below ``floor``. It can fall when it was not reported:
         ECS's view can show that a task thought STOPPED from a partial view still runs."""
-        rank = max(self.floor, self.explicit_rank, self._derived_rank())
+        rank = self._derived_rank(max(self.floor, self.explicit_rank))
         if rank == self.rank:
             return False
         self.rank = rank
