@@ -177,22 +177,29 @@ class TaskState:
     maybe_holding: bool = False
     settled: bool = False
     """The full view could not be had: the status derives from the containers seen."""
+    all_seen: bool = False
+    """Every container of the definition was seen with a status (``unseen`` is empty): known
+    once looked for, it stays so until the definition changes (``know``)."""
 
     def merge(self, event: TaskEvent) -> bool:
         """Fold one event in; return whether anything reportable changed."""
         changed = False
-        for change in event.containers:
-            changed |= self._merge_container(change, event.observedAt)
-        if event.containers and self.definition is not None and self.stopping():
-            if self.holding():
-                changed |= self.finalize_held()  # the task stops: the agent restarts nothing more
-            if not self.missed and self._any_unseen(self.definition):
-                self.missed = True  # stopping, yet a container of the definition was never seen
+        if event.containers:
+            for change in event.containers:
+                changed |= self._merge_container(change, event.observedAt)
+            # (stopping() and holding() spelled out to their flags first: this runs per event)
+            if self.definition is not None and (self.stopping_known or (self.stop_seen and self.stopping())):
+                if self.maybe_holding and self.holding():
+                    changed |= self.finalize_held()  # the task stops: the agent restarts nothing more
+                if not self.missed and not self.all_seen:
+                    # Stopping, yet a container of the definition was never seen?
+                    self.missed = self._any_unseen(self.definition)
+                    self.all_seen = not self.missed
+        event_rank = -1
         if event.status is not None:
-            explicit = TASK_RANK[event.status]
-            if explicit > self.explicit_rank:
-                self.explicit_rank = explicit
-        event_rank = -1 if event.status is None else TASK_RANK[event.status]
+            event_rank = TASK_RANK[event.status]
+            if event_rank > self.explicit_rank:
+                self.explicit_rank = event_rank
         if (
             event.reason is not None
             and event.reason != self.reason
@@ -200,6 +207,24 @@ class TaskState:
         ):
             self.reason = event.reason
             changed = True
+        if event.attachments:
+            changed |= self._merge_attachments(event)
+        if event.managedAgents:
+            for agent in event.managedAgents:
+                changed |= self._merge_agent(agent)
+        if event.pullStartedAt or event.pullStoppedAt or event.executionStoppedAt:
+            changed |= self._merge_times(event)
+        # Events never lower the status (a late first sight of a pending container does not take
+        # a RUNNING task back); what is learnt of the task may (``_rerank``).
+        floor = max(self.rank, self.explicit_rank)
+        rank = floor if floor >= STOPPED else self._derived_rank(floor)
+        if rank != self.rank:
+            self.rank = rank
+            changed = True
+        return changed
+
+    def _merge_attachments(self, event: TaskEvent) -> bool:
+        changed = False
         for attachment in event.attachments:
             seen = self.attachments.get(attachment.attachmentArn)
             if seen is None or event.observedAt >= seen[0]:
@@ -207,16 +232,6 @@ class TaskState:
                 # older, out-of-order status cannot win afterwards.
                 self.attachments[attachment.attachmentArn] = (event.observedAt, attachment.status)
                 changed |= seen is None or seen[1] != attachment.status
-        for agent in event.managedAgents:
-            changed |= self._merge_agent(agent)
-        if event.pullStartedAt or event.pullStoppedAt or event.executionStoppedAt:
-            changed |= self._merge_times(event)
-        # Events never lower the status (a late first sight of a pending container does not take
-        # a RUNNING task back); what is learnt of the task may (``_rerank``).
-        rank = self._derived_rank(max(self.rank, self.explicit_rank))
-        if rank != self.rank:
-            self.rank = rank
-            changed = True
         return changed
 
     def _derived_rank(self, floor: int) -> int:
@@ -404,6 +419,7 @@ class TaskState:
         """Set the task's definition (None: none can be had) and drop containers outside it.
         Returns whether anything reportable changed."""
         self.definition = definition
+        self.all_seen = False
         if definition is not None:
             for name in [n for n in self.containers if n not in definition.containers]:
                 del self.containers[name]
