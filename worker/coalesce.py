@@ -162,10 +162,10 @@ class Coalescer(KnowledgeMixin):
     def _apply(
         self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int, *, replayed: bool = False
     ) -> tuple[Applied, list[SourceRef]]:
-        if key in self._retired:
-            return Applied.RETIRED, [source]
         entry = self._active.get(key)
         if entry is None:
+            if key in self._retired:  # (never also active: a task retires out of ``_active``)
+                return Applied.RETIRED, [source]
             self._make_room()
             entry = self._active[key] = TaskEntry(TaskState(key), replayed=replayed)
             self._first_sight(key, entry, event.taskDefinitionArn, now)
@@ -224,7 +224,7 @@ class Coalescer(KnowledgeMixin):
                 self._want_view(key, entry)
             else:
                 changed |= self._fall_back(key, entry)
-        elif (entry.fallback and not state.settled) or state.holding():
+        elif (entry.fallback and not state.settled) or (state.maybe_holding and state.holding()):
             self._push_settle(key, entry)  # the quiet time starts again
         if changed:
             if not entry.dirty:
