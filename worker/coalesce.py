@@ -162,15 +162,16 @@ class Coalescer(KnowledgeMixin):
     def _apply(
         self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int, *, replayed: bool = False
     ) -> tuple[Applied, list[SourceRef]]:
-        entry = self._active.get(key)
+        active = self._active
+        entry = active.get(key)
         if entry is None:
             if key in self._retired:  # (never also active: a task retires out of ``_active``)
                 return Applied.RETIRED, [source]
             self._make_room()
-            entry = self._active[key] = TaskEntry(TaskState(key), replayed=replayed)
+            entry = active[key] = TaskEntry(TaskState(key), replayed=replayed)
             self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
-            self._active.move_to_end(key)
+            active.move_to_end(key)
         if self._detect_split and entry.partition != source.partition:
             self._note_partition(key, entry, source.partition)
         entry.origin = source
@@ -231,8 +232,8 @@ class Coalescer(KnowledgeMixin):
                 entry.dirty = True
                 entry.first_event_at = event.observedAt
                 entry.changed_at = now
-            else:
-                entry.first_event_at = min(entry.first_event_at or event.observedAt, event.observedAt)
+            elif not entry.first_event_at or event.observedAt < entry.first_event_at:
+                entry.first_event_at = event.observedAt  # the earliest observation unsent
             if not entry.needs_view:
                 self._schedule(key, entry, now)
         return changed
