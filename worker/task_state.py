@@ -301,15 +301,20 @@ class TaskState:
             return False  # an exit observed before the one merged (re-keyed input, read late): stale
         elif rank == STOPPED and container.held_exit is None and container.rank < STOPPED:
             definition = self.definition.containers.get(change.containerName) if self.definition else None
-            if should_restart(
-                definition,
-                exit_code=change.exitCode,
-                # Asked before the exit: a stop read after an earlier exit (re-keyed input read out
-                # of order) did not cause it.
-                stop_requested=container.stop_requested and container.stop_requested_at <= at,
-                task_stopping=self.stopping() and self._stopping_before(at),
-                started_at=container.started_at,
-                exited_at=at,
+            # (without a restart policy there is no restart: the rest is not looked at)
+            if (
+                definition is not None
+                and definition.restartPolicy is not None
+                and should_restart(
+                    definition,
+                    exit_code=change.exitCode,
+                    # Asked before the exit: a stop read after an earlier exit (re-keyed input read out
+                    # of order) did not cause it.
+                    stop_requested=container.stop_requested and container.stop_requested_at <= at,
+                    task_stopping=self.stopping() and self._stopping_before(at),
+                    started_at=container.started_at,
+                    exited_at=at,
+                )
             ):
                 container.held_exit, container.held_at = change, at
                 self.maybe_holding = True
@@ -324,11 +329,16 @@ class TaskState:
         if change.exitCode is not None and container.exit_code == change.exitCode and at > container.exit_at:
             container.exit_at = at
         if container.rank == STOPPED:
-            self.stop_seen = self.end_seen = True
+            self.end_seen = True
+            essential = self._essential(change)
+            if self.definition is None:
+                self.stop_seen = True  # ``stopping`` looks again once the definition is known
+            elif essential:
+                self.stopping_known = True
             if self.managed_agents:
                 changed |= self._stop_agents(change.containerName)
             earlier = rank == STOPPED and 0 < at < self.execution_stopped_ns
-            if (self.execution_stopped_at is None or earlier) and self._essential(change):
+            if (self.execution_stopped_at is None or earlier) and essential:
                 # The earliest stop observed (the die before its stop, in whatever order they came).
                 self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
                 self.execution_stopped_ns = at
@@ -400,8 +410,10 @@ class TaskState:
 
     def stopping(self) -> bool:
         """An essential container has stopped: the agent is stopping the others (within its stop
-        timeout), so the task's STOPPED follows. Once true it stays true (ranks never fall); it is
-        looked for again only after a container stopped (``stop_seen``): this runs per event."""
+        timeout), so the task's STOPPED follows. Once true it stays true (ranks never fall). An
+        essential container's stop sets it as it is merged; it is looked for again only after
+        what may have changed it otherwise (``stop_seen``: a stop merged without the definition,
+        a definition, a view, a settle): this runs per event."""
         if self.stopping_known:
             return True
         if not self.stop_seen:
