@@ -146,21 +146,21 @@ class Coalescer(KnowledgeMixin):
             if replayed:
                 self._held_replayed.add(key)
             return Applied.HELD, []
-        return self._apply(key, event, source, now, replayed=replayed)
+        return self._apply(key, event, source, now, replayed)
 
     def _release(self, held: list[Held]) -> list[SourceRef]:
         """Merge the events the reorder buffer hands over; return the sources resolved at once."""
         resolved: list[SourceRef] = []
         for event, source, at in held:
             key = (event.cluster, event.task)
-            applied, done = self._apply(key, event, source, at, replayed=key in self._held_replayed)
+            applied, done = self._apply(key, event, source, at, key in self._held_replayed)
             self._held_replayed.discard(key)
             self.late += applied is Applied.RETIRED
             resolved.extend(done)
         return resolved
 
     def _apply(
-        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int, *, replayed: bool = False
+        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int, replayed: bool
     ) -> tuple[Applied, list[SourceRef]]:
         active = self._active
         entry = active.get(key)
