@@ -104,7 +104,7 @@ def earliest_rank_above(containers: Mapping[str, Ranked], definition: TaskDefini
             return floor
         if rank < lowest:
             lowest = rank
-    return max(lowest, floor)
+    return lowest  # above ``floor`` (STOPPED, the highest rank, without containers)
 
 
 def should_restart(

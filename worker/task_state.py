@@ -216,7 +216,7 @@ class TaskState:
             changed |= self._merge_times(event)
         # Events never lower the status (a late first sight of a pending container does not take
         # a RUNNING task back); what is learnt of the task may (``_rerank``).
-        floor = max(self.rank, self.explicit_rank)
+        floor = self.rank if self.rank >= self.explicit_rank else self.explicit_rank
         rank = floor if floor >= STOPPED else self._derived_rank(floor)
         if rank != self.rank:
             self.rank = rank
