@@ -195,6 +195,9 @@ class TaskState:
                     # Stopping, yet a container of the definition was never seen?
                     self.missed = self._any_unseen(self.definition)
                     self.all_seen = not self.missed
+        # Only a change of the containers (a rank rises, a container appears: each a change) can
+        # raise the derived rank above the one ``rank`` already holds (``_rerank`` takes it too).
+        derive = changed
         event_rank = -1
         if event.status is not None:
             event_rank = TASK_RANK[event.status]
@@ -217,7 +220,7 @@ class TaskState:
         # Events never lower the status (a late first sight of a pending container does not take
         # a RUNNING task back); what is learnt of the task may (``_rerank``).
         floor = self.rank if self.rank >= self.explicit_rank else self.explicit_rank
-        rank = floor if floor >= STOPPED else self._derived_rank(floor)
+        rank = self._derived_rank(floor) if derive and floor < STOPPED else floor
         if rank != self.rank:
             self.rank = rank
             changed = True
@@ -329,16 +332,11 @@ class TaskState:
         if change.exitCode is not None and container.exit_code == change.exitCode and at > container.exit_at:
             container.exit_at = at
         if container.rank == STOPPED:
-            self.end_seen = True
-            essential = self._essential(change)
-            if self.definition is None:
-                self.stop_seen = True  # ``stopping`` looks again once the definition is known
-            elif essential:
-                self.stopping_known = True
+            self.stop_seen = self.end_seen = True
             if self.managed_agents:
                 changed |= self._stop_agents(change.containerName)
             earlier = rank == STOPPED and 0 < at < self.execution_stopped_ns
-            if (self.execution_stopped_at is None or earlier) and essential:
+            if (self.execution_stopped_at is None or earlier) and self._essential(change):
                 # The earliest stop observed (the die before its stop, in whatever order they came).
                 self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
                 self.execution_stopped_ns = at
@@ -410,10 +408,8 @@ class TaskState:
 
     def stopping(self) -> bool:
         """An essential container has stopped: the agent is stopping the others (within its stop
-        timeout), so the task's STOPPED follows. Once true it stays true (ranks never fall). An
-        essential container's stop sets it as it is merged; it is looked for again only after
-        what may have changed it otherwise (``stop_seen``: a stop merged without the definition,
-        a definition, a view, a settle): this runs per event."""
+        timeout), so the task's STOPPED follows. Once true it stays true (ranks never fall); it is
+        looked for again only after a container stopped (``stop_seen``): this runs per event."""
         if self.stopping_known:
             return True
         if not self.stop_seen:
