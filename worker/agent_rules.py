@@ -28,7 +28,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from worker.task_definition import ContainerDefinition, TaskDefinition
 
@@ -38,7 +39,9 @@ __all__ = [
     "RUNNING",
     "SIGKILL_EXIT_CODE",
     "STOPPED",
+    "Ranked",
     "earliest_rank",
+    "earliest_rank_above",
     "end_incomplete",
     "missed_history",
     "should_restart",
@@ -81,6 +84,29 @@ def earliest_rank(ranks: Mapping[str, int], definition: TaskDefinition | None) -
     return max(lowest, PENDING)
 
 
+class Ranked(Protocol):
+    """A container's state as these rules read it: its rank (-1 = seen, status unknown)."""
+
+    @property
+    def rank(self) -> int: ...
+
+
+def earliest_rank_above(containers: Mapping[str, Ranked], definition: TaskDefinition, floor: int) -> int:
+    """``max(floor, earliest_rank(ranks, definition))`` for ``floor`` >= PENDING, with ``ranks``
+    the ranks of ``containers``: it runs per event, so it reads the containers where they are
+    and stops at the first one of the definition at or below ``floor`` (the rank cannot rise
+    above ``floor`` then)."""
+    lowest = STOPPED
+    for name in definition.containers:
+        container = containers.get(name)
+        rank = PENDING if container is None else container.rank
+        if rank <= floor:
+            return floor
+        if rank < lowest:
+            lowest = rank
+    return lowest  # above ``floor`` (STOPPED, the highest rank, without containers)
+
+
 def should_restart(
     container: ContainerDefinition | None,
     *,
@@ -107,12 +133,19 @@ def should_restart(
     return exited_at - started_at >= policy.restartAttemptPeriod * _NS_PER_S
 
 
-def missed_history(definition: TaskDefinition, seen: Collection[str], name: str, first_rank: int) -> bool:
-    """Whether first seeing container ``name`` at ``first_rank``, with the containers ``seen``
-    before it, shows that this process missed part of the task's history."""
+def missed_history(
+    definition: TaskDefinition, containers: Mapping[str, Ranked], name: str, first_rank: int
+) -> bool:
+    """Whether first seeing container ``name`` at ``first_rank``, with ``containers`` known
+    before it (by name; one with rank -1 was seen without a status, so not as created), shows
+    that this process missed part of the task's history."""
     if first_rank > PENDING:
         return True
     container = definition.containers.get(name)
-    if container is None:
+    if container is None or not container.dependsOn:
         return False
-    return any(d.containerName not in seen for d in container.dependsOn)
+    for dependency in container.dependsOn:
+        seen = containers.get(dependency.containerName)
+        if seen is None or seen.rank < 0:
+            return True
+    return False

@@ -152,31 +152,32 @@ class Coalescer(KnowledgeMixin):
             if replayed:
                 self._held_replayed.add(key)
             return Applied.HELD, []
-        return self._apply(key, event, source, now, replayed=replayed)
+        return self._apply(key, event, source, now, replayed)
 
     def _release(self, held: list[Held]) -> list[SourceRef]:
         """Merge the events the reorder buffer hands over; return the sources resolved at once."""
         resolved: list[SourceRef] = []
         for event, source, at in held:
             key = (event.cluster, event.task)
-            applied, done = self._apply(key, event, source, at, replayed=key in self._held_replayed)
+            applied, done = self._apply(key, event, source, at, key in self._held_replayed)
             self._held_replayed.discard(key)
             self.late += applied is Applied.RETIRED
             resolved.extend(done)
         return resolved
 
     def _apply(
-        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int, *, replayed: bool = False
+        self, key: TaskKey, event: TaskEvent, source: SourceRef, now: int, replayed: bool
     ) -> tuple[Applied, list[SourceRef]]:
-        if key in self._retired:
-            return Applied.RETIRED, [source]
-        entry = self._active.get(key)
+        active = self._active
+        entry = active.get(key)
         if entry is None:
+            if key in self._retired:  # (never also active: a task retires out of ``_active``)
+                return Applied.RETIRED, [source]
             self._make_room()
-            entry = self._active[key] = TaskEntry(TaskState(key), replayed=replayed)
+            entry = active[key] = TaskEntry(TaskState(key), replayed=replayed)
             self._first_sight(key, entry, event.taskDefinitionArn, now)
         else:
-            self._active.move_to_end(key)
+            active.move_to_end(key)
         if self._detect_split and entry.partition != source.partition:
             self._note_partition(key, entry, source.partition)
         entry.origin = source
@@ -238,15 +239,15 @@ class Coalescer(KnowledgeMixin):
                 self._want_view(key, entry)
             else:
                 changed |= self._fall_back(key, entry)
-        elif (entry.fallback and not state.settled) or state.holding():
+        elif (entry.fallback and not state.settled) or (state.maybe_holding and state.holding()):
             self._push_settle(key, entry)  # the quiet time starts again
         if changed:
             if not entry.dirty:
                 entry.dirty = True
                 entry.first_event_at = event.observedAt
                 entry.changed_at = now
-            else:
-                entry.first_event_at = min(entry.first_event_at or event.observedAt, event.observedAt)
+            elif not entry.first_event_at or event.observedAt < entry.first_event_at:
+                entry.first_event_at = event.observedAt  # the earliest observation unsent
             if not entry.needs_view:
                 self._schedule(key, entry, now)
         return changed

@@ -207,27 +207,30 @@ class Intake:
     def apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int) -> Applied:
         """Merge one event of ``source``. ``now`` is the coalescer's monotonic clock (ns), ``wall``
         the same instant on the wall clock (ns), to date the change back to its observation."""
+        return self._apply(event, source, now, wall, self.book.replayed(source))
+
+    def admit(self, batch: RecordBatch, now: int, wall: int) -> None:
+        """Apply every event of ``batch`` at one instant."""
+        if batch.events:
+            replayed = self.book.replayed(batch.source)  # the same for every event of the record
+            for event in batch.events:
+                self._apply(event, batch.source, now, wall, replayed)
+
+    def _apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int, replayed: bool) -> Applied:
         # A fresh change's linger counts from its observation, not from its arrival here: time in
         # transit (the shipper, Kafka) is not added to it. An older one (a backlog after a
         # restart, a skewed clock) lingers from its arrival, so that a backlog is coalesced.
         age = wall - event.observedAt
-        coalescer = self.coalescer
-        applied, resolved = coalescer.apply(
-            event,
-            source,
-            now - age if 0 < age < self.linger_ns else now,
-            replayed=self.book.replayed(source),
+        applied, resolved = self.coalescer.apply(
+            event, source, now - age if 0 < age < self.linger_ns else now, replayed=replayed
         )
         if applied is Applied.RETIRED:
             self.ignored[LATE_EVENT] += 1
-        for done in resolved:
-            self.book.release(done)
+        if resolved:
+            release = self.book.release
+            for done in resolved:
+                release(done)
         return applied
-
-    def admit(self, batch: RecordBatch, now: int, wall: int) -> None:
-        """Apply every event of ``batch`` at one instant."""
-        for event in batch.events:
-            self.apply(event, batch.source, now, wall)
 
     def take_tallies(self) -> tuple[Counter[str], Counter[str]]:
         """The ignored and decoded counts since the last call; the counters start again."""

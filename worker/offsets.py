@@ -128,10 +128,11 @@ class OffsetBook:
         """Whether ``source``'s record lies below its partition's replay end, under the epoch it
         was read in: it may have been processed before. False when no end was noted (``python -m
         worker replay`` notes none: offline, it cannot ask ECS anyway)."""
-        book = self._partitions.get((source.topic, source.partition))
-        if book is None or book.epoch != source.epoch or book.replay_end is None:
+        topic, partition, offset, epoch = source
+        book = self._partitions.get((topic, partition))
+        if book is None or book.epoch != epoch or book.replay_end is None:
             return False
-        return source.offset < book.replay_end
+        return offset < book.replay_end
 
     def committable(self, topic: str, partition: int) -> int | None:
         """An owned partition's committable offset now (every record below it resolved); None when
@@ -151,10 +152,11 @@ class OffsetBook:
     def release(self, source: SourceRef, count: int = 1) -> bool:
         """Release ``count`` claims of ``source``'s record. Returns False, releasing nothing, when
         the partition is not owned or is owned under another epoch than the source's."""
-        book = self._partitions.get((source.topic, source.partition))
-        if book is None or book.epoch != source.epoch:
+        topic, partition, offset, epoch = source  # (unpacked once: this runs per record)
+        book = self._partitions.get((topic, partition))
+        if book is None or book.epoch != epoch:
             return False
-        book.release(source.offset, count)
+        book.release(offset, count)
         return True
 
     def to_commit(self) -> dict[TopicPartitionKey, int]:

@@ -25,16 +25,23 @@ __all__ = ["build_request", "fingerprint"]
 _encoder = msgspec.json.Encoder()
 
 
+def _cut(text: str | None, limit: int) -> str | None:
+    """``truncate_utf8``, with ASCII text (ids, most reasons) cut without encoding it."""
+    if text is None or (text.isascii() and len(text) <= limit):
+        return text
+    return truncate_utf8(text, limit)
+
+
 def build_request(state: TaskState) -> SubmitTaskStateChangeRequest:
     cluster, task = state.key
     containers = tuple(
         ContainerStateChange(
             containerName=name,
-            imageDigest=truncate_utf8(c.image_digest, MAX_ID_BYTES),
-            runtimeId=truncate_utf8(c.runtime_id, MAX_ID_BYTES),
+            imageDigest=_cut(c.image_digest, MAX_ID_BYTES),
+            runtimeId=_cut(c.runtime_id, MAX_ID_BYTES),
             exitCode=c.exit_code,
             networkBindings=c.network_bindings or None,
-            reason=truncate_utf8(c.reason, MAX_REASON_BYTES),
+            reason=_cut(c.reason, MAX_REASON_BYTES),
             status=STATUS_NAMES[c.rank],
         )
         for name, c in sorted(state.containers.items())

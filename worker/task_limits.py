@@ -17,12 +17,10 @@ def over_limits(
 ) -> str | None:
     """Why merging ``event`` into ``state`` (None: a new task) would pass ``max_containers`` or
     ``max_attachments`` (attachments; managed agents), or None."""
-    known_items = (
-        0 if state is None else len(state.containers) + len(state.attachments) + len(state.managed_agents)
-    )
-    if known_items + len(event.containers) + len(event.attachments) + len(event.managedAgents) <= min(
-        max_containers, max_attachments
-    ):
+    count = len(event.containers) + len(event.attachments) + len(event.managedAgents)
+    if state is not None:
+        count += len(state.containers) + len(state.attachments) + len(state.managed_agents)
+    if count <= max_containers and count <= max_attachments:
         return None  # the common case: far below every bound, no sets to build
     if event.containers:
         known = state.containers if state is not None else {}

@@ -25,7 +25,7 @@ from worker.agent_rules import (
     PENDING,
     RUNNING,
     STOPPED,
-    earliest_rank,
+    earliest_rank_above,
     end_incomplete,
     missed_history,
     should_restart,
@@ -177,22 +177,32 @@ class TaskState:
     maybe_holding: bool = False
     settled: bool = False
     """The full view could not be had: the status derives from the containers seen."""
+    all_seen: bool = False
+    """Every container of the definition was seen with a status (``unseen`` is empty): known
+    once looked for, it stays so until the definition changes (``know``)."""
 
     def merge(self, event: TaskEvent) -> bool:
         """Fold one event in; return whether anything reportable changed."""
         changed = False
-        for change in event.containers:
-            changed |= self._merge_container(change, event.observedAt)
-        if event.containers and self.definition is not None and self.stopping():
-            if self.holding():
-                changed |= self.finalize_held()  # the task stops: the agent restarts nothing more
-            if not self.missed and self.unseen():
-                self.missed = True  # stopping, yet a container of the definition was never seen
+        if event.containers:
+            for change in event.containers:
+                changed |= self._merge_container(change, event.observedAt)
+            # (stopping() and holding() spelled out to their flags first: this runs per event)
+            if self.definition is not None and (self.stopping_known or (self.stop_seen and self.stopping())):
+                if self.maybe_holding and self.holding():
+                    changed |= self.finalize_held()  # the task stops: the agent restarts nothing more
+                if not self.missed and not self.all_seen:
+                    # Stopping, yet a container of the definition was never seen?
+                    self.missed = self._any_unseen(self.definition)
+                    self.all_seen = not self.missed
+        # Only a change of the containers (a rank rises, a container appears: each a change) can
+        # raise the derived rank above the one ``rank`` already holds (``_rerank`` takes it too).
+        derive = changed
+        event_rank = -1
         if event.status is not None:
-            explicit = TASK_RANK[event.status]
-            if explicit > self.explicit_rank:
-                self.explicit_rank = explicit
-        event_rank = -1 if event.status is None else TASK_RANK[event.status]
+            event_rank = TASK_RANK[event.status]
+            if event_rank > self.explicit_rank:
+                self.explicit_rank = event_rank
         if (
             event.reason is not None
             and event.reason != self.reason
@@ -200,6 +210,24 @@ class TaskState:
         ):
             self.reason = event.reason
             changed = True
+        if event.attachments:
+            changed |= self._merge_attachments(event)
+        if event.managedAgents:
+            for agent in event.managedAgents:
+                changed |= self._merge_agent(agent)
+        if event.pullStartedAt or event.pullStoppedAt or event.executionStoppedAt:
+            changed |= self._merge_times(event)
+        # Events never lower the status (a late first sight of a pending container does not take
+        # a RUNNING task back); what is learnt of the task may (``_rerank``).
+        floor = self.rank if self.rank >= self.explicit_rank else self.explicit_rank
+        rank = self._derived_rank(floor) if derive and floor < STOPPED else floor
+        if rank != self.rank:
+            self.rank = rank
+            changed = True
+        return changed
+
+    def _merge_attachments(self, event: TaskEvent) -> bool:
+        changed = False
         for attachment in event.attachments:
             seen = self.attachments.get(attachment.attachmentArn)
             if seen is None or event.observedAt >= seen[0]:
@@ -207,32 +235,28 @@ class TaskState:
                 # older, out-of-order status cannot win afterwards.
                 self.attachments[attachment.attachmentArn] = (event.observedAt, attachment.status)
                 changed |= seen is None or seen[1] != attachment.status
-        for agent in event.managedAgents:
-            changed |= self._merge_agent(agent)
-        if event.pullStartedAt or event.pullStoppedAt or event.executionStoppedAt:
-            changed |= self._merge_times(event)
-        # Events never lower the status (a late first sight of a pending container does not take
-        # a RUNNING task back); what is learnt of the task may (``_rerank``).
-        rank = max(self.rank, self.explicit_rank, self._derived_rank())
-        if rank != self.rank:
-            self.rank = rank
-            changed = True
         return changed
 
-    def _derived_rank(self) -> int:
+    def _derived_rank(self, floor: int) -> int:
+        """The rank the containers give (the agent's rule, ``agent_rules.earliest_rank``), or
+        ``floor`` (>= PENDING) when it is not above it: the callers take the highest."""
         if self.settled and self.stopping():
             # Stopping and quiet past the settle time: the containers known to have run decide; one
             # only known PENDING will never run (the agent stops it without starting it).
             ran = [c.rank for c in self.containers.values() if c.rank > PENDING]
-            return min(ran) if ran else PENDING
+            return max(min(ran) if ran else PENDING, floor)
         definition = None if self.settled else self.definition
-        if definition is None:
-            lowest = STOPPED
-            for container in self.containers.values():
-                if container.rank < lowest:
-                    lowest = container.rank
-            return lowest if self.containers and lowest > PENDING else PENDING
-        return earliest_rank({n: c.rank for n, c in self.containers.items()}, definition)
+        if definition is not None:
+            return earliest_rank_above(self.containers, definition, floor)
+        if floor >= STOPPED or not self.containers:
+            return floor
+        lowest = STOPPED
+        for container in self.containers.values():
+            if container.rank <= floor:
+                return floor
+            if container.rank < lowest:
+                lowest = container.rank
+        return lowest
 
     def _merge_container(self, change: ContainerChange, observed_at: int) -> bool:
         name = change.containerName
@@ -251,13 +275,10 @@ class TaskState:
             if definition is None:
                 self.missed = rank > PENDING
             else:
-                self.missed = missed_history(definition, self._statused(), name, rank)
+                self.missed = missed_history(definition, self.containers, name, rank)
         if change.stopRequested or rank >= RUNNING or container.held_exit is not None:
             return self._merge_lifecycle(container, change, rank, observed_at) or changed
         return container.merge(change) or changed
-
-    def _statused(self) -> list[str]:
-        return [n for n, c in self.containers.items() if c.rank >= 0]
 
     def _merge_lifecycle(
         self, container: ContainerState, change: ContainerChange, rank: int, at: int
@@ -283,15 +304,20 @@ class TaskState:
             return False  # an exit observed before the one merged (re-keyed input, read late): stale
         elif rank == STOPPED and container.held_exit is None and container.rank < STOPPED:
             definition = self.definition.containers.get(change.containerName) if self.definition else None
-            if should_restart(
-                definition,
-                exit_code=change.exitCode,
-                # Asked before the exit: a stop read after an earlier exit (re-keyed input read out
-                # of order) did not cause it.
-                stop_requested=container.stop_requested and container.stop_requested_at <= at,
-                task_stopping=self.stopping() and self._stopping_before(at),
-                started_at=container.started_at,
-                exited_at=at,
+            # (without a restart policy there is no restart: the rest is not looked at)
+            if (
+                definition is not None
+                and definition.restartPolicy is not None
+                and should_restart(
+                    definition,
+                    exit_code=change.exitCode,
+                    # Asked before the exit: a stop read after an earlier exit (re-keyed input read out
+                    # of order) did not cause it.
+                    stop_requested=container.stop_requested and container.stop_requested_at <= at,
+                    task_stopping=self.stopping() and self._stopping_before(at),
+                    started_at=container.started_at,
+                    exited_at=at,
+                )
             ):
                 container.held_exit, container.held_at = change, at
                 self.maybe_holding = True
@@ -343,6 +369,15 @@ class TaskState:
         containers = self.containers
         return [n for n in self.definition.containers if n not in containers or containers[n].rank < 0]
 
+    def _any_unseen(self, definition: TaskDefinition) -> bool:
+        """``unseen()`` is not empty (per event: no list built)."""
+        containers = self.containers
+        for name in definition.containers:
+            container = containers.get(name)
+            if container is None or container.rank < 0:
+                return True
+        return False
+
     def unresolved(self) -> list[str]:
         """Containers of the definition not known to have run (never seen, or only PENDING)."""
         if self.definition is None:
@@ -392,6 +427,7 @@ class TaskState:
         """Set the task's definition (None: none can be had) and drop containers outside it.
         Returns whether anything reportable changed."""
         self.definition = definition
+        self.all_seen = False
         if definition is not None:
             for name in [n for n in self.containers if n not in definition.containers]:
                 del self.containers[name]
@@ -431,7 +467,7 @@ class TaskState:
         """The task's rank once something is learnt of it (its definition, ECS's view, a settle):
         the explicit or derived rank, never below ``floor``. It can fall when it was not reported:
         ECS's view can show that a task thought STOPPED from a partial view still runs."""
-        rank = max(self.floor, self.explicit_rank, self._derived_rank())
+        rank = self._derived_rank(max(self.floor, self.explicit_rank))
         if rank == self.rank:
             return False
         self.rank = rank
