@@ -338,7 +338,11 @@ class DockerFormat(JsonFormat[DockerEvent]):
             doc = self._decoder.decode(item)
         except PARSE_ERRORS:
             return False
-        if not self._claims(doc):
+        markers = self._markers
+        if markers is not None and markers(doc) != self._absent:
+            return False  # a key of a format ranked above
+        own = self._own
+        if own is not None and not own(doc):
             return False
         apply_docker_event(doc, into, self.context.known)
         return True
