@@ -82,9 +82,9 @@ def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coal
     )
 
 
-@dataclass(slots=True)
-class RecordBatch:
-    """One record's decoded events, ready to apply, and its bad items, to dead-letter."""
+class RecordBatch(msgspec.Struct, gc=False):
+    """One record's decoded events, ready to apply, and its bad items, to dead-letter. A Struct,
+    not a dataclass: one is made per record, and its constructor runs no Python code."""
 
     source: SourceRef
     events: list[TaskEvent]
