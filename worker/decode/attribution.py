@@ -45,11 +45,11 @@ class ContainerIndex:
         container or task (``internal_reason``) is not recorded."""
         if not runtime_id or self._capacity == 0:
             return
-        if internal_reason(container.task, container.container_name) is not None:
-            return
         entries = self._entries
-        if entries.get(runtime_id) == container:
+        if entries.get(runtime_id) == container:  # held already, so not internal
             entries.move_to_end(runtime_id)
+            return
+        if internal_reason(container.task, container.container_name) is not None:
             return
         entries[runtime_id] = container
         entries.move_to_end(runtime_id)
