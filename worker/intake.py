@@ -87,9 +87,9 @@ def build_coalescer(settings: Settings, *, describe: bool | None = None) -> Coal
     )
 
 
-@dataclass(slots=True)
-class RecordBatch:
-    """One record's decoded events, ready to apply, and its bad items, to dead-letter."""
+class RecordBatch(msgspec.Struct, gc=False):
+    """One record's decoded events, ready to apply, and its bad items, to dead-letter. A Struct,
+    not a dataclass: one is made per record, and its constructor runs no Python code."""
 
     source: SourceRef
     events: list[TaskEvent]
@@ -141,12 +141,10 @@ class Intake:
             value, headers, record_timestamp_ns=None if timestamp_ms is None else timestamp_ms * NS_PER_MS
         )
         events: list[TaskEvent] = []
-        bad: list[tuple[Stage, BadItem]] = [("decode", item) for item in decoded.bad]
-        coalescer = self.coalescer
+        bad: list[tuple[Stage, BadItem]] = [("decode", item) for item in decoded.bad] if decoded.bad else []
+        over_limits = self.coalescer.over_limits if task_state else self.coalescer.over_event_limits
         for index, event in enumerate(decoded.events):
-            broken = check_event(event) or (
-                coalescer.over_limits(event) if task_state else coalescer.over_event_limits(event)
-            )
+            broken = check_event(event) or over_limits(event)
             if broken is None:
                 events.append(event)
             else:

@@ -6,7 +6,9 @@ under the same ids, so a containerd event can be attributed to an ECS task when 
 The index holds at most ``capacity`` ids (least recently used evicted first; about 0.5 KiB each),
 is filled by every labelled container event and is never cleared on ``destroy``, because a
 runtime's events may be shipped out of order with the Docker ones. An entry also keeps the task's
-definition, so that it is worked out once per container, not once per event.
+definition, so that it is worked out once per container, not once per event. The agent's internal
+containers and tasks (``worker.decode.labels.internal_reason``) are never held: an id found with
+the same task and container name is one the agent reports, with no need to check again.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ class ContainerIndex:
         return runtime_id in self._entries
 
     def remember(self, runtime_id: str, container: EcsContainer) -> None:
-        """Record that ``runtime_id`` is ``container`` (the most recently used id)."""
+        """Record that ``runtime_id`` is ``container`` (the most recently used id); an internal
+        container or task (``internal_reason``) is not recorded."""
         if not runtime_id or self._capacity == 0:
             return
         entries = self._entries
-        if entries.get(runtime_id) == container:
+        if entries.get(runtime_id) == container:  # held already, so not internal
             entries.move_to_end(runtime_id)
+            return
+        if internal_reason(container.task, container.container_name) is not None:
             return
         entries[runtime_id] = container
         entries.move_to_end(runtime_id)
@@ -66,10 +71,16 @@ class ContainerIndex:
         container_name: str,
         family: str | None,
         version: str | None,
-    ) -> str | None:
-        """``remember`` from label values, returning the task definition's name
-        (``worker.decode.labels.task_definition_arn``). The hot path: when the id is known, neither
-        an ``EcsContainer`` nor the name is built again (a task's definition never changes)."""
+    ) -> EcsContainer | str:
+        """The ECS container of a runtime container with these label values, remembered under
+        ``runtime_id`` (its ``task_definition``: ``worker.decode.labels.task_definition_arn``); or
+        ``internal_reason``'s ignore reason for the agent's internal containers and tasks.
+
+        The hot path: when the id is known with the same task and container name, its entry is
+        returned as is (neither checked nor built again: a task's definition never changes, and an
+        internal container is never held). Its ``cluster`` is the one first seen for the id.
+        Raises ``InvalidItem`` when the task definition's name is too long.
+        """
         entry = self._entries.get(runtime_id) if runtime_id else None
         if (
             entry is not None
@@ -78,10 +89,13 @@ class ContainerIndex:
             and (entry.task_definition is not None or not (family and version))
         ):
             self._entries.move_to_end(runtime_id)
-            return entry.task_definition
+            return entry
+        internal = internal_reason(task, container_name)
+        if internal is not None:
+            return internal
         container = EcsContainer(cluster, task, container_name, task_definition_arn(task, family, version))
         self.remember(runtime_id, container)
-        return container.task_definition
+        return container
 
 
 def attribute_labelled(

@@ -33,6 +33,9 @@ from worker.decode.result import BadItem, DecodeResult
 __all__ = ["RecordDecoder"]
 
 _OPEN_BRACE = 0x7B
+_NEWLINE = 0x0A
+"""An int, not ``b"\\n"``: ``bytes.__contains__`` tries its argument as an int first, and a bytes
+argument costs it a TypeError raised and cleared per record."""
 _FIRST_GUESS = "docker"
 """The format the fast path tries before any item was decoded: the most common one."""
 
@@ -77,7 +80,7 @@ class RecordDecoder:
             self._context.record_time_ns = record_timestamp_ns
             try:
                 if (
-                    b"\n" not in value
+                    _NEWLINE not in value
                     and len(value) <= self._max_record_bytes
                     and self._last.try_fast(value, 0, fast)
                 ):

@@ -68,7 +68,7 @@ from schemas.bounds import MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
 from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex, attribute_labelled
-from worker.decode.bad_items import InvalidItem
+from worker.decode.bad_items import PARSE_ERRORS, InvalidItem
 from worker.decode.event_builder import OOM_REASON, container_event, image_digest
 from worker.decode.exec_agent import apply_exec_event
 from worker.decode.exit_codes import parse_exit_code
@@ -79,7 +79,6 @@ from worker.decode.labels import (
     TASK_ARN_LABEL,
     TASK_DEFINITION_FAMILY_LABEL,
     TASK_DEFINITION_VERSION_LABEL,
-    internal_reason,
 )
 from worker.decode.result import DecodeResult
 from worker.decode.timeparse import MAX_SECONDS, unix_seconds_ns
@@ -182,10 +181,15 @@ _STATUS_CHANGES: dict[str, Change] = {
 }
 _OOM: Change = (None, None, OOM_REASON, False)
 _STOP_REQUESTED: Change = (None, None, None, True)
+_PLAIN_CHANGES: dict[str, Change] = {**_STATUS_CHANGES, "kill": _STOP_REQUESTED, "oom": _OOM}
+"""The changes of the actions that read nothing else, looked up first (the common case)."""
 
 
 def map_action(action: str, exit_code: str | None) -> Change | str:
     """The container change a container event's action means, or why it is ignored."""
+    change = _PLAIN_CHANGES.get(action)
+    if change is not None:
+        return change
     verb = action.partition(": ")[0] if ": " in action else action
     change = _STATUS_CHANGES.get(verb)
     if change is not None:
@@ -257,59 +261,67 @@ def apply_docker_event(
     doc: DockerEvent, into: DecodeResult, known: ContainerIndex, fallback_ns: int | None = None
 ) -> None:
     """Map one typed Docker event onto ``into``; ``fallback_ns`` (a shipper's timestamp) dates an
-    event without a time of its own. ``apply_container_event`` flattened: it runs per event."""
-    if doc.timeNano:
-        observed_at = doc.timeNano
-    elif doc.time:
-        observed_at = unix_seconds_ns(doc.time)
-    elif fallback_ns is not None:
-        observed_at = fallback_ns
-    else:
-        raise InvalidItem("docker: event has neither timeNano nor time")
+    event without a time of its own. ``apply_container_event`` flattened: it runs per event.
+
+    Raises ``InvalidItem`` for an event without a time, a bad exit code or a task definition name
+    too long (``worker.decode.labels.task_definition_arn``)."""
+    observed_at = doc.timeNano or _observed_without_time_nano(doc, fallback_ns)
     if doc.Type != "container":
         into.ignored.append(reasons.docker_not_container(doc.Type))
         return
-    labels = doc.Actor.Attributes
-    if labels is None or not (labels.task and labels.cluster and labels.container):
+    actor = doc.Actor
+    labels = actor.Attributes
+    if labels is None:
         into.ignored.append(reasons.DOCKER_NO_LABELS)
         return
-    internal = internal_reason(labels.task, labels.container)
-    if internal is not None:
-        into.ignored.append(internal)
+    task, cluster, name = labels.task, labels.cluster, labels.container
+    if not (task and cluster and name):
+        into.ignored.append(reasons.DOCKER_NO_LABELS)
         return
-    actor_id = doc.Actor.ID
-    task_definition = known.remember_labels(
-        actor_id, labels.cluster, labels.task, labels.container, labels.family, labels.version
-    )
-    exit_code = labels.exitCode if labels.exitCode is not None else labels.containerExitCode
-    change = map_action(doc.Action, exit_code)
+    actor_id = actor.ID
+    container = known.remember_labels(actor_id, cluster, task, name, labels.family, labels.version)
+    if isinstance(container, str):  # the agent's internal container or task
+        into.ignored.append(container)
+        return
+    action = doc.Action
+    exit_code = labels.exitCode
+    change = map_action(action, labels.containerExitCode if exit_code is None else exit_code)
     if isinstance(change, str):
         if change is reasons.DOCKER_EXEC:  # ECS Exec's managed agent, or a user's exec
-            apply_exec_event(
-                doc.Action, labels.cluster, labels.task, labels.container, observed_at, task_definition, into
-            )
+            apply_exec_event(action, cluster, task, name, observed_at, container.task_definition, into)
         else:
             into.ignored.append(change)
         return
     status, code, reason, stop_requested = change
-    container = ContainerChange(
-        containerName=labels.container,
-        runtimeId=actor_id or None,
-        imageDigest=image_digest(labels.image),
-        status=status,
-        exitCode=code,
-        reason=reason,
-        stopRequested=stop_requested,
-    )
+    image = labels.image
     into.events.append(
         TaskEvent(
-            cluster=labels.cluster,
-            task=labels.task,
+            cluster=cluster,
+            task=task,
             observedAt=observed_at,
-            containers=(container,),
-            taskDefinitionArn=task_definition,
+            containers=(
+                ContainerChange(
+                    containerName=name,
+                    runtimeId=actor_id or None,
+                    imageDigest=image_digest(image) if image and "@" in image else None,
+                    status=status,
+                    exitCode=code,
+                    reason=reason,
+                    stopRequested=stop_requested,
+                ),
+            ),
+            taskDefinitionArn=container.task_definition,
         )
     )
+
+
+def _observed_without_time_nano(doc: DockerEvent, fallback_ns: int | None) -> int:
+    """When an event without ``timeNano`` (or with 0) was observed: ``time``, else ``fallback_ns``."""
+    if doc.time:
+        return unix_seconds_ns(doc.time)
+    if fallback_ns is not None:
+        return fallback_ns
+    raise InvalidItem("docker: event has neither timeNano nor time")
 
 
 class DockerFormat(JsonFormat[DockerEvent]):
@@ -319,3 +331,18 @@ class DockerFormat(JsonFormat[DockerEvent]):
 
     def apply(self, doc: DockerEvent, index: int, into: DecodeResult) -> None:
         apply_docker_event(doc, into, self.context.known)
+
+    def try_fast(self, item: bytes, index: int, into: DecodeResult) -> bool:
+        """``JsonFormat.try_fast`` with ``apply`` inlined: the hot path."""
+        try:
+            doc = self._decoder.decode(item)
+        except PARSE_ERRORS:
+            return False
+        markers = self._markers
+        if markers is not None and markers(doc) != self._absent:
+            return False  # a key of a format ranked above
+        own = self._own
+        if own is not None and not own(doc):
+            return False
+        apply_docker_event(doc, into, self.context.known)
+        return True

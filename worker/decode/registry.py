@@ -36,7 +36,7 @@ from worker.decode.canonical import CanonicalFormat
 from worker.decode.containerd import ContainerdFormat, CtrFormat
 from worker.decode.docker import DockerFormat
 from worker.decode.eventbridge import EventBridgeFormat
-from worker.decode.format_contract import ABSENT, DecodeContext, JsonFormat, TextFormat
+from worker.decode.format_contract import ABSENT, Claims, DecodeContext, JsonFormat, TextFormat
 from worker.decode.podman import PodmanFormat
 from worker.decode.shippers import FluentBitFormat, MetricbeatFormat
 from worker.decode.text_events import DockerTextFormat, PodmanTextFormat, is_docker_line, is_podman_line
@@ -341,23 +341,11 @@ def _own_check(spec: JsonSpec, fields: dict[str, msgspec.structs.FieldInfo]) -> 
     return own
 
 
-def _none_present(keys: Sequence[str]) -> Callable[[Any], bool]:
-    """Whether none of ``keys``, kept raw, is in a decoded document. On the hot path: an absent
+def _rank(spec: JsonSpec, above: Sequence[JsonSpec]) -> tuple[msgspec.json.Decoder[Any], Claims]:
+    """The typed decoder and ``claims`` check of ``spec`` given the formats ranked ``above`` it.
+
+    The check reads, raw, the keys of the formats above (``markers``): on the hot path an absent
     member is the ``ABSENT`` default itself, so one tuple comparison in C answers."""
-    if not keys:
-        return lambda doc: True
-    if len(keys) == 1:
-        get_one = attrgetter(_attr(keys[0]))
-        return lambda doc: get_one(doc) is ABSENT
-    get_all = attrgetter(*(_attr(key) for key in keys))
-    all_absent = (ABSENT,) * len(keys)
-    return lambda doc: get_all(doc) == all_absent
-
-
-def _rank(
-    spec: JsonSpec, above: Sequence[JsonSpec]
-) -> tuple[msgspec.json.Decoder[Any], Callable[[Any], bool]]:
-    """The typed decoder and ``claims`` check of ``spec`` given the formats ranked ``above`` it."""
     document = spec.format.document
     fields = {f.encode_name: f for f in msgspec.structs.fields(document)}
     marker_keys = sorted({m.key for higher in above for alt in higher.detected_by for m in alt})
@@ -368,11 +356,9 @@ def _rank(
         marker_keys = []  # any key of a format above fails the typed decode
     elif marker_keys:
         ranked = _with_raw_members(f"{document.__name__}Ranked", document, marker_keys)
-    none_present = _none_present(marker_keys)
-    own = _own_check(spec, fields)
-    if own is None:
-        return msgspec.json.Decoder(ranked), none_present
-    return msgspec.json.Decoder(ranked), lambda doc: none_present(doc) and own(doc)
+    markers = attrgetter(*(_attr(key) for key in marker_keys)) if marker_keys else None
+    absent = ABSENT if len(marker_keys) == 1 else (ABSENT,) * len(marker_keys)
+    return msgspec.json.Decoder(ranked), Claims(markers, absent, _own_check(spec, fields))
 
 
 _RANKED = {spec.name: _rank(spec, _JSON_SPECS[:rank]) for rank, spec in enumerate(_JSON_SPECS)}
