@@ -36,6 +36,7 @@ from worker.task_state import (
     PENDING,
     RUNNING,
     STATUS_NAMES,
+    STOPPED,
     TASK_RANK,
     TaskKey,
     TaskState,
@@ -585,19 +586,95 @@ _event = st.builds(
 )
 
 
-def reference_status(events: list[TaskEvent]) -> tuple[int, dict[str, int]]:
-    """The documented status rules, written out independently of worker.task_state."""
+def reference_status(events: list[TaskEvent], floors: list[int]) -> tuple[int, dict[str, int]]:
+    """The documented status rules, written out independently of worker.task_state.
+
+    ``floors[i]``: the rank already reported when ``events[i]`` was merged. Events never lower the
+    task's status; but a container first seen past PENDING shows that the view was partial
+    (README, "How the worker knows a task"): without ECS's view (``describe=False``) and with no
+    settle time, the status is then derived at once from the containers seen, and a rank not yet
+    reported may fall to it (``knowledge._fall_back``, ``TaskState.settle`` and ``_rerank``)."""
     containers: dict[str, int] = {}
-    explicit, rank = -1, PENDING
-    for e in events:
+    explicit, rank, missed = -1, PENDING, False
+    for e, floor in zip(events, floors, strict=True):
+        was_missed = missed
         for change in e.containers:
             seen = CONTAINER_RANK[change.status] if change.status is not None else -1
+            first = containers.get(change.containerName, -1) < 0
+            missed |= seen > PENDING and first
             containers[change.containerName] = max(containers.get(change.containerName, -1), seen)
         if e.status is not None:
             explicit = max(explicit, TASK_RANK[e.status])
         derived = max(min(containers.values()), PENDING) if containers else PENDING
-        rank = max(rank, explicit, derived)
+        rank = max(floor if missed and not was_missed else rank, explicit, derived)
     return rank, {n: r for n, r in containers.items() if r > PENDING}
+
+
+def model_state(k: TaskKey, events: list[TaskEvent], floors: list[int]) -> TaskState:
+    """The task's state as the coalescer of the machine (no definitions, ``describe=False``,
+    ``settle_ns=0``) must hold it: the events merged in order and, when one first shows a missed
+    history, the fallback's settle at once, never below the rank reported by then (``floors``)."""
+    state = TaskState(k)
+    for event, floor in zip(events, floors, strict=True):
+        missed = state.missed
+        state.merge(event)
+        if state.missed and not missed:
+            state.floor = floor
+            state.settle()
+    return state
+
+
+_SIDECAR_THEN_APP = [
+    ev("t1", cc("sidecar", "CREATED"), t=0),
+    ev("t1", cc("sidecar", "STOPPED"), t=0),
+    ev("t1", cc("app", "RUNNING"), t=0),
+]
+
+
+def test_an_unreported_stopped_falls_when_the_view_turns_out_partial() -> None:
+    """No definition, describe off, no settle time. The sidecar is created and stops: every
+    container seen has stopped, so the task derives STOPPED, due at once. Before the call goes the
+    app is first seen RUNNING: its start was missed, the view was partial, and without ECS's view
+    the status derives from the containers seen (README, "How the worker knows a task";
+    ``knowledge._fall_back``, ``TaskState.settle``). The STOPPED, never reported, falls to RUNNING
+    (``TaskState._rerank``): a task is STOPPED only once every container has stopped (agent:
+    ``Task.updateTaskKnownStatus``), and ECS takes STOPPED as final."""
+    c = make()
+    for offset, event in enumerate(_SIDECAR_THEN_APP[:2]):
+        c.apply(event, src(offset), 0)
+    assert c.next_due_at() == 0
+    c.apply(_SIDECAR_THEN_APP[2], src(2), 0)
+    sub = submit_one(c, 0)
+    statuses = {x.containerName: x.status for x in sub.request.containers or ()}
+    assert (sub.request.status, statuses, sub.stopped) == (
+        "RUNNING",
+        {"app": "RUNNING", "sidecar": "STOPPED"},
+        False,
+    )
+    assert c.complete(sub, "acknowledged", 1) == [src(0), src(1), src(2)]
+    assert not c.is_retired(key("t1"))
+    # The randomized machine's model and reference agree (nothing reported before the app).
+    floors = [PENDING] * 3
+    assert build_request(model_state(key("t1"), _SIDECAR_THEN_APP, floors)) == sub.request
+    assert reference_status(_SIDECAR_THEN_APP, floors) == (RUNNING, {"app": RUNNING, "sidecar": STOPPED})
+
+
+def test_a_reported_stopped_is_the_floor_when_the_view_turns_out_partial() -> None:
+    """The same events, but the STOPPED call went before the app was seen: what was reported is
+    the floor (``TaskState.floor``), so the task stays STOPPED and the app's RUNNING goes with it."""
+    c = make()
+    for offset, event in enumerate(_SIDECAR_THEN_APP[:2]):
+        c.apply(event, src(offset), 0)
+    stopped = submit_one(c, 0)
+    assert (stopped.request.status, stopped.stopped) == ("STOPPED", True)
+    assert c.apply(_SIDECAR_THEN_APP[2], src(2), 0) == (Applied.CHANGED, [])
+    assert c.complete(stopped, "acknowledged", 1) == [src(0), src(1)]
+    again = submit_one(c, 1)
+    statuses = {x.containerName: x.status for x in again.request.containers or ()}
+    assert (again.request.status, statuses) == ("STOPPED", {"app": "RUNNING", "sidecar": "STOPPED"})
+    floors = [PENDING, PENDING, STOPPED]
+    assert build_request(model_state(key("t1"), _SIDECAR_THEN_APP, floors)) == again.request
+    assert reference_status(_SIDECAR_THEN_APP, floors)[0] == STOPPED
 
 
 class CoalescerMachine(RuleBasedStateMachine):
@@ -613,6 +690,8 @@ class CoalescerMachine(RuleBasedStateMachine):
         self.flight: list[tuple[Submission, int]] = []
         self.gen: dict[TaskKey, int] = defaultdict(int)
         self.merged: dict[TaskKey, list[TaskEvent]] = defaultdict(list)
+        self.floors: dict[TaskKey, list[int]] = defaultdict(list)
+        """Per merged event, the rank already reported for its task (the floor of a settle)."""
         self.history: dict[TaskKey, list[tuple[Submission, OutcomeResult | None]]] = defaultdict(list)
         # The offset book beside the coalescer, as the pipeline runs them: each applied event is
         # one record of one claim; a revocation gives its partition up and a reassignment re-reads
@@ -647,9 +726,7 @@ class CoalescerMachine(RuleBasedStateMachine):
             assert names == sorted(names)
             assert all(x.status in ("RUNNING", "STOPPED") for x in sub.request.containers or ())
             # The full state so far, not a delta.
-            expected = TaskState(k)
-            for e in self.merged[k]:
-                expected.merge(e)
+            expected = model_state(k, self.merged[k], self.floors[k])
             assert sub.request == build_request(expected)
             previous = self.history[k]
             if previous:
@@ -703,6 +780,9 @@ class CoalescerMachine(RuleBasedStateMachine):
             assert resolved == [source]
         else:
             self.merged[k].append(event)
+            # Every submission taken raised the floor when it was built, whatever its outcome.
+            reported = [STATUS_NAMES.index(s.request.status or "") for s, _ in self.history[k]]
+            self.floors[k].append(max(reported, default=PENDING))
             assert resolved in ([], [source])
             if applied is Applied.CHANGED:
                 assert resolved == []
@@ -737,6 +817,7 @@ class CoalescerMachine(RuleBasedStateMachine):
         for k in before - set(self.c.keys()):
             self.gen[k] += 1
             self.merged[k] = []
+            self.floors[k] = []
             self.history[k] = []
         self.resolve(resolved)
         self.book.revoke([(TOPIC, partition)])
@@ -813,15 +894,12 @@ class CoalescerMachine(RuleBasedStateMachine):
         for source in set(self.applied) - self.returned:
             assert (source.topic, source.partition, source.offset) in pinned, why
             k = self.applied[source]
-            assert reference_status(self.merged[k])[0] == PENDING, why
+            assert reference_status(self.merged[k], self.floors[k])[0] == PENDING, why
 
     def check_converged(self, k: TaskKey) -> None:
-        events = self.merged[k]
-        state = TaskState(k)
-        for e in events:
-            state.merge(e)
+        state = model_state(k, self.merged[k], self.floors[k])
         expected = build_request(state)
-        rank, containers = reference_status(events)
+        rank, containers = reference_status(self.merged[k], self.floors[k])
         assert state.rank == rank
         hist = self.history[k]
         if rank == PENDING:
@@ -852,11 +930,9 @@ class AcknowledgingMachine(CoalescerMachine):
     def check_converged(self, k: TaskKey) -> None:
         super().check_converged(k)
         events = self.merged[k]
-        if not events or reference_status(events)[0] == PENDING:
+        if not events or reference_status(events, self.floors[k])[0] == PENDING:
             return
-        state = TaskState(k)
-        for e in events:
-            state.merge(e)
+        state = model_state(k, events, self.floors[k])
         acked = self.last_acked(k)
         assert acked is not None
         assert acked.request == build_request(state)
