@@ -4,15 +4,25 @@ no ECS call starts until the group confirms this member, or a new assignment com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
+import msgspec
 import pytest
+from aiobotocore.session import get_session
 
+from devkit.ecs_endpoint import Faults
+from tests.ecs_support import ecs_client, running_endpoint
+from worker.config import Settings
+from worker.ecs_clients import EcsClients
 from worker.fence import StallFence
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook
 from worker.partitions import Partitions
+from worker.ratelimit import RateBudgets
+from worker.routing import Routes
+from worker.submit import Submitter
 
 S = 1_000_000_000
 
@@ -100,3 +110,47 @@ async def test_a_slow_start_is_no_stall() -> None:
 async def test_nothing_read_means_nothing_to_fence() -> None:
     partitions = Partitions(OffsetBook(), Metrics())
     assert await partitions.confirm_membership()
+
+
+async def test_a_submission_queued_for_a_slot_through_a_stall_waits_for_the_fence() -> None:
+    """A submission that passed the fence, then waited for one of the ``concurrency`` slots while
+    the process stood still, must not call ECS when the slot frees up after the stall."""
+    now = [0]
+    fence = StallFence(stall_ns=5 * S, clock=lambda: now[0])
+    settings = Settings(concurrency=1, max_attempts=1)
+    session = get_session()
+    session.set_credentials("test", "test")
+    budgets = RateBudgets(rate_cap=1_000.0, burst_cap=1_000, quota_per_s=None, quota_burst=1)
+    routes = Routes(region="us-east-1", home_account=None, account_roles={})
+    params = {
+        "cluster": "prod",
+        "task": "arn:aws:ecs:us-east-1:000000000000:task/prod/0",
+        "status": "RUNNING",
+    }
+    async with (
+        running_endpoint(faults=Faults(latency_ms=300)) as endpoint,
+        EcsClients(
+            msgspec.structs.replace(settings, ecs_endpoint_url=endpoint.url), routes, session=session
+        ) as clients,
+        ecs_client(endpoint.url) as client,
+    ):
+        submitter = Submitter(clients, settings, metrics=Metrics(), budgets=budgets, fence=fence)
+        limiter = budgets.for_route(None)
+
+        async def call() -> None:
+            with contextlib.suppress(Exception):  # the endpoint's verdict on the task is beside the point
+                await submitter._call(client, limiter, params)
+
+        first = asyncio.create_task(call())
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(call())  # past the open fence, waiting for the one slot
+        await asyncio.sleep(0.05)
+        now[0] = 10 * S  # the process stood still for ten seconds
+        async with asyncio.timeout(2):
+            await first
+        await asyncio.sleep(0.6)  # twice a call's latency
+        assert not second.done()  # no ECS call before the group confirms this member
+        assert not fence.is_open
+        fence.reopen()
+        async with asyncio.timeout(2):
+            await second
