@@ -11,9 +11,13 @@ import time
 import msgspec
 import pytest
 from aiobotocore.session import get_session
+from aiokafka import AIOKafkaConsumer
 
+from devkit.brokers import Broker
 from devkit.ecs_endpoint import Faults
+from tests.conftest import Topics
 from tests.ecs_support import ecs_client, running_endpoint
+from tests.support import group_committed, wait_for
 from worker.config import Settings
 from worker.ecs_clients import EcsClients
 from worker.fence import StallFence
@@ -154,3 +158,54 @@ async def test_a_submission_queued_for_a_slot_through_a_stall_waits_for_the_fenc
         fence.reopen()
         async with asyncio.timeout(2):
             await second
+
+
+async def _member(broker: Broker, topics: Topics, partitions: Partitions) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap,
+        group_id=topics.group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=300,
+    )
+    consumer.subscribe([topics.input], listener=partitions)
+    partitions._consumer = consumer  # the listener's seam (``attach`` also wants a drainer)
+    await consumer.start()
+    await wait_for(lambda: len(partitions.book.partitions()) == topics.partitions, 30, "the assignment")
+    return consumer
+
+
+@pytest.mark.timeout(60)
+async def test_a_confirmation_never_moves_a_committed_offset_back(broker: Broker, topics: Topics) -> None:
+    """After a stall the periodic commit and the fence's confirmation run together: the broker
+    must end at the newest committable offset, not at the older one confirmed again."""
+    partitions = Partitions(OffsetBook(), Metrics())
+    consumer = await _member(broker, topics, partitions)
+    try:
+        for offset in range(10):
+            partitions.book.track(topics.input, 0, offset, 0)
+        await partitions.commit()
+        assert partitions.book.committed() == {(topics.input, 0): 10}
+        for offset in range(10, 20):
+            partitions.book.track(topics.input, 0, offset, 0)
+        commit = asyncio.create_task(partitions.commit())
+        confirm = asyncio.create_task(partitions.confirm_membership())
+        await asyncio.gather(commit, confirm)
+        assert confirm.result() is True
+        assert (await group_committed(broker.bootstrap, topics))[0] == 20
+        assert partitions.book.committed() == {(topics.input, 0): 20}
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_dry_run_confirms_without_committing(broker: Broker, topics: Topics) -> None:
+    partitions = Partitions(OffsetBook(), Metrics(), commits=False)
+    consumer = await _member(broker, topics, partitions)
+    try:
+        for offset in range(5):
+            partitions.book.track(topics.input, 1, offset, 0)
+        assert await partitions.confirm_membership()
+        assert (await group_committed(broker.bootstrap, topics))[1] == 0  # no commit, ever
+    finally:
+        await consumer.stop()
