@@ -209,3 +209,25 @@ async def test_a_dry_run_confirms_without_committing(broker: Broker, topics: Top
         assert (await group_committed(broker.bootstrap, topics))[1] == 0  # no commit, ever
     finally:
         await consumer.stop()
+
+
+async def test_a_slow_confirmation_is_no_new_stall() -> None:
+    """The confirmation commit may take up to its timeout (3 s), more than half the shortest
+    session (6 s): the time spent awaiting it must not count as a stall once it says yes."""
+    now = [0]
+    closed: list[int] = []
+    fence = StallFence(stall_ns=3 * S, tick_s=0.005, clock=lambda: now[0], on_close=lambda: closed.append(1))
+
+    async def slow_yes() -> bool:
+        now[0] += 4 * S  # the commit took four seconds to be answered
+        return True
+
+    ticker = asyncio.create_task(fence.run(slow_yes))
+    try:
+        await asyncio.sleep(0.02)
+        now[0] += 10 * S
+        await asyncio.sleep(0.1)
+        assert fence.is_open
+        assert closed == [1]
+    finally:
+        ticker.cancel()
