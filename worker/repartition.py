@@ -105,6 +105,14 @@ class Repartitioner:
         self._wait = wait_exponential(multiplier=0.1, min=0.1, max=max_backoff_s)
         self._pending: list[tuple[SourceRef, _Record, asyncio.Future[Any]]] = []
         self.progress = ProgressTracker()
+        self._taking: set[int] = set()
+        """Input partitions whose fetched records are being forwarded (``taking``): their fetch
+        position runs ahead of the records tracked."""
+
+    def taking(self, partitions: Iterable[int]) -> None:
+        """The consume loop got records of these input partitions and forwards them now (until
+        ``flush``): their position is no progress until the records are tracked."""
+        self._taking = set(partitions)
 
     async def forward(self, batch: RecordBatch, timestamp_ms: int | None) -> None:
         """Enqueue ``batch``'s events, one record each, keyed by task."""
@@ -121,6 +129,7 @@ class Repartitioner:
 
     def flush(self) -> None:
         """Wait for the enqueued records' acknowledgements in the background."""
+        self._taking = set()
         if self._pending:
             pending, self._pending = self._pending, []
             self._spawn(self._acknowledged(pending))
@@ -195,7 +204,10 @@ class Repartitioner:
                 continue
             done = book.committable(input_topic, partition)
             if done is None:  # nothing read since the assignment: its position is where it stands
-                done = await consumer.position(tp)
+                position = await consumer.position(tp)
+                if partition in self._taking or book.committable(input_topic, partition) is not None:
+                    continue  # records fetched, not all tracked yet: the position ran ahead of them
+                done = position
             fetched = consumer.last_poll_timestamp(tp)
             progress[partition] = self.progress.progress(partition, done, consumer.highwater(tp), fetched)
         return progress
