@@ -4,12 +4,19 @@ lagging), as a Kafka Streams task waits for a partition with known lag (``max.ta
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devkit.brokers import Broker
 from schemas.events import ContainerChange, TaskEvent
+from tests.conftest import Topics
+from worker.metrics import Metrics
 from worker.offsets import OffsetBook
 from worker.reorder import ReorderBuffer
+from worker.repartition import Repartitioner
 from worker.watermarks import InputProgress, ProgressMarker, ProgressTracker, Watermarks
 from worker.work import SourceRef
 
@@ -213,3 +220,84 @@ def test_the_intake_takes_markers_resolved_at_once_and_dead_letters_a_malformed_
     assert "progress" in item.reason
     assert book.committable("r", 0) == 1  # held until its dead letter is written
     assert Intake.from_settings(Settings(), OffsetBook()).coalescer.watermarks is None  # task keying
+
+
+@pytest.mark.timeout(60)
+async def test_records_fetched_but_not_yet_forwarded_are_not_taken_as_caught_up(
+    broker: Broker, topics: Topics
+) -> None:
+    """Right after an assignment nothing is tracked, and the fetch position stands for progress;
+    but once a fetch returned records, the position runs ahead of what the consume loop has
+    forwarded (it awaits the producer record by record): a marker written then must not say the
+    partition is caught up, or held events pass before that partition's earlier ones arrive."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    try:
+        for _ in range(3):
+            await producer.send_and_wait(topics.input, b"{}", partition=0)
+        tp = TopicPartition(topics.input, 0)
+        await consumer.start()
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        book = OffsetBook()
+        book.assign([(topics.input, 0)])
+        repartitioner = Repartitioner(
+            producer,
+            topic=f"{topics.input}-repartition",
+            metrics=Metrics(),
+            release=book.release,
+            spawn=print,
+        )
+        fetched = await consumer.getmany(tp, timeout_ms=10_000)
+        assert len(fetched[tp]) == 3
+        assert consumer.highwater(tp) == 3
+        repartitioner.taking([0])  # what the consume loop says before it forwards them
+        progress = await repartitioner._progress(consumer, book, topics.input)
+        assert progress.get(0, InputProgress(0, 0)).caught_up_ms == 0
+        for offset in range(3):  # forwarded and acknowledged
+            book.track(topics.input, 0, offset, 0)
+        repartitioner.flush()
+        progress = await repartitioner._progress(consumer, book, topics.input)
+        assert progress[0].caught_up_ms == consumer.last_poll_timestamp(tp) > 0
+    finally:
+        await asyncio.gather(consumer.stop(), producer.stop())
+
+
+@pytest.mark.timeout(60)
+async def test_an_idle_partition_written_in_transactions_is_caught_up(broker: Broker, topics: Topics) -> None:
+    """A transaction's commit marker takes an offset of its own: the high watermark stands one past
+    the last record read, and an idle input partition written by a transactional producer (Kafka
+    Connect's exactly-once sources) must still count as caught up once its records are forwarded,
+    or every re-keyed task waits for it up to ``repartition_max_idle_ms``."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=f"t-{topics.group}")
+    await producer.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    try:
+        async with producer.transaction():
+            for _ in range(3):
+                await producer.send(topics.input, b"{}", partition=0)
+        tp = TopicPartition(topics.input, 0)
+        await consumer.start()
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        book = OffsetBook()
+        book.assign([(topics.input, 0)])
+        repartitioner = Repartitioner(
+            producer,
+            topic=f"{topics.input}-repartition",
+            metrics=Metrics(),
+            release=book.release,
+            spawn=print,
+        )
+        fetched = await consumer.getmany(tp, timeout_ms=10_000)
+        assert [record.offset for record in fetched[tp]] == [0, 1, 2]
+        async with asyncio.timeout(10):  # the commit marker lands after the commit returns
+            while consumer.highwater(tp) != 4:  # the commit marker at offset 3
+                assert not await consumer.getmany(tp, timeout_ms=200)
+        for offset in range(3):  # forwarded and acknowledged
+            book.track(topics.input, 0, offset, 0)
+        progress = await repartitioner._progress(consumer, book, topics.input)
+        assert progress[0].caught_up_ms == consumer.last_poll_timestamp(tp) > 0
+    finally:
+        await asyncio.gather(consumer.stop(), producer.stop())

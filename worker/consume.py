@@ -95,6 +95,8 @@ class ConsumeLoop:
             self._apply_backpressure()
             batches = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=self._max_poll_records)
             now, wall = time.monotonic_ns(), time.time_ns()
+            if self._repartitioner is not None:  # until flush(): fetched, not yet all tracked
+                self._repartitioner.taking(tp.partition for tp in batches if not self._coalesces(tp.topic))
             for tp, records in batches.items():
                 if not intake.book.owns(tp.topic, tp.partition):
                     self._refetch_later(tp, records[0].offset)

@@ -100,6 +100,7 @@ class StallFence:
                     self._stalled_for / 1e9,
                 )
                 self._open.set()
+                self._last_tick = self._clock()  # the wait for the answer was no stall
             ticks += 1
 
     def _check(self, now: int) -> None:

@@ -91,6 +91,10 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._on_share: Callable[[int, int], None] | None = None
         self._share_topic: str | None = None
         self._commit_failing: str | None = None
+        self._committing = asyncio.Lock()
+        """One commit at a time, its offsets read under the lock: two commits in flight together
+        (the periodic one and the fence's confirmation, both due right after a stall) could land
+        in the other order, the older offsets last."""
         self.fence: StallFence | None = None
         """Reopened by every assignment (``worker.fence``)."""
 
@@ -202,6 +206,10 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     async def commit(self, partitions: Iterable[TopicPartitionKey] | None = None) -> None:
         """Commit the committable offsets that moved (of ``partitions``, or all owned). A failed
         commit is logged and left to the next one: the next owner re-reads (at-least-once)."""
+        async with self._committing:
+            await self._commit(partitions)
+
+    async def _commit(self, partitions: Iterable[TopicPartitionKey] | None) -> None:
         moves = self.book.to_commit()
         if partitions is not None:
             wanted = set(partitions)
@@ -224,18 +232,24 @@ class Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     async def confirm_membership(self) -> bool:
         """Whether the group still counts this member in its generation (``worker.fence``): the
         offsets last committed (or, none yet, the committable ones) committed again, which the
-        coordinator refuses from a member it dropped. True when there is nothing to commit (no
-        partition read: no call to fence). Raises what the commit raises when the brokers do not
-        answer (unknown yet)."""
-        offsets = self.book.committed() or self.book.to_commit()
-        if self._consumer is None or not offsets:
+        coordinator refuses from a member it dropped. The offsets committed are the newest ones
+        (the last committed, updated by the committable ones that moved since), never older ones
+        than a commit before. True when there is nothing to commit (no partition read: no call to
+        fence) and in a dry run (no commit, and no ECS call either). Raises what the commit raises
+        when the brokers do not answer (unknown yet)."""
+        if not self._commits:
             return True
-        try:
-            async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
-        except _MEMBERSHIP_ERRORS as exc:
-            self.commit_failed(exc)
-            return False
+        async with self._committing:
+            offsets = {**self.book.committed(), **self.book.to_commit()}
+            if self._consumer is None or not offsets:
+                return True
+            try:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+            except _MEMBERSHIP_ERRORS as exc:
+                self.commit_failed(exc)
+                return False
+            self.book.mark_committed(offsets)
         return True
 
     def commit_failed(self, exc: BaseException) -> None:

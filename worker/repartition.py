@@ -105,6 +105,14 @@ class Repartitioner:
         self._wait = wait_exponential(multiplier=0.1, min=0.1, max=max_backoff_s)
         self._pending: list[tuple[SourceRef, _Record, asyncio.Future[Any]]] = []
         self.progress = ProgressTracker()
+        self._taking: set[int] = set()
+        """Input partitions whose fetched records are being forwarded (``taking``): their fetch
+        position runs ahead of the records tracked."""
+
+    def taking(self, partitions: Iterable[int]) -> None:
+        """The consume loop got records of these input partitions and forwards them now (until
+        ``flush``): their position is no progress until the records are tracked."""
+        self._taking = set(partitions)
 
     async def forward(self, batch: RecordBatch, timestamp_ms: int | None) -> None:
         """Enqueue ``batch``'s events, one record each, keyed by task."""
@@ -121,6 +129,7 @@ class Repartitioner:
 
     def flush(self) -> None:
         """Wait for the enqueued records' acknowledgements in the background."""
+        self._taking = set()
         if self._pending:
             pending, self._pending = self._pending, []
             self._spawn(self._acknowledged(pending))
@@ -193,12 +202,28 @@ class Repartitioner:
             tp = TopicPartition(input_topic, partition)
             if tp not in consumer.assignment():
                 continue
-            done = book.committable(input_topic, partition)
-            if done is None:  # nothing read since the assignment: its position is where it stands
-                done = await consumer.position(tp)
+            done = await self._done(consumer, book, tp)
+            if done is None:
+                continue
             fetched = consumer.last_poll_timestamp(tp)
             progress[partition] = self.progress.progress(partition, done, consumer.highwater(tp), fetched)
         return progress
+
+    async def _done(self, consumer: Any, book: OffsetBook, tp: TopicPartition) -> int | None:
+        """The offset of input partition ``tp`` below which every record is in the repartition
+        topic; None when not known this round. With nothing claimed (every record read since the
+        assignment acknowledged, or none read), the fetch position: past the records read, and
+        past what they leave below it that is no record (a transaction's commit marker, a
+        compacted gap), unless the loop is still forwarding records fetched (``taking``)."""
+        key = (tp.topic, tp.partition)
+        committable = book.committable(*key)
+        if committable is not None and book.incomplete().get(key, 0):
+            return committable  # the first record still claimed
+        position: int = await consumer.position(tp)
+        if tp.partition in self._taking or book.incomplete().get(key, 0):
+            return book.committable(*key)  # records fetched, not all tracked: the position ran ahead
+        committable = book.committable(*key)
+        return position if committable is None else max(committable, position)
 
     async def _send_progress(self, progress: dict[int, InputProgress], input_topic: str) -> None:
         """One marker to each partition of the topic; not waited for (the next one supersedes it)."""

@@ -229,9 +229,11 @@ class Submitter:
     async def _call(
         self, client: EcsClient, limiter: AsyncRateLimiter, params: dict[str, Any]
     ) -> dict[str, Any]:
-        if self._fence is not None:  # not after a stall, until the group confirms this member
-            await self._fence.wait_open()
         async with self._slots:
+            # Not after a stall, until the group confirms this member: checked once the slot is
+            # held, since a call that waited for one may have waited through the stall.
+            if self._fence is not None:
+                await self._fence.wait_open()
             self._metrics.in_flight.inc()
             started = time.perf_counter()
             try:
