@@ -158,10 +158,12 @@ def test_a_task_waits_for_a_partition_behind_then_merges_everything_in_observati
     die = event("a", "STOPPED", at=19 * S, exitCode=137)
     buffer.hold(key, die, SourceRef("r", 3, 1, 1), now=6 * S)  # its next owner forwards the die
     marks.note(3, marker(p1=(19 * S, 0)), WALL, 0)
-    assert buffer.due(8 * S) == []  # partition 1's progress is still short of the stop's 20 s
+    (first,) = buffer.due(8 * S)  # the die: every input partition has passed 19 s
+    assert first[0].observedAt == 19 * S
+    assert buffer.due(8 * S + S // 4) == []  # the stop: partition 1 is still short of its 20 s
     marks.note(3, marker(p1=(19 * S, WALL // MS + 6_500)), WALL, 0)  # caught up after the die came
-    released = buffer.due(8 * S + S // 4)
-    assert [e.observedAt for e, _, _ in released] == [19 * S, 20 * S]
+    released = buffer.due(8 * S + S // 2)
+    assert [e.observedAt for e, _, _ in released] == [20 * S]
     assert buffer.forced == 0
     assert len(buffer) == 0
 
@@ -301,3 +303,25 @@ async def test_an_idle_partition_written_in_transactions_is_caught_up(broker: Br
         assert progress[0].caught_up_ms == consumer.last_poll_timestamp(tp) > 0
     finally:
         await asyncio.gather(consumer.stop(), producer.stop())
+
+
+def test_a_busy_task_hands_over_what_the_input_has_passed_and_keeps_the_rest() -> None:
+    """A task whose events keep coming faster than the markers: the events every input partition
+    has passed go on in order; only the newer ones wait (not the whole task until max idle)."""
+    marks = watermarks(0, 1)
+    buffer = ReorderBuffer(window_ns=1 * S, watermarks=marks, max_idle_ns=60 * S)
+    key = ("c", "busy")
+    for n in range(50):  # an event every 100 ms for 5 s: never quiet for a window
+        buffer.hold(key, event("busy", "RUNNING", at=n * S // 10), SourceRef("r", 2, n, 1), now=n * S // 10)
+    # both input partitions have forwarded what was observed up to 3 s
+    marks.note(2, marker(p0=(3 * S, 0), p1=(3 * S, 0)), WALL, 0)
+    released = buffer.due(5 * S)
+    assert [s.offset for _, s, _ in released] == list(range(31))  # observed at 0 .. 3.0 s
+    assert buffer.forced == 0
+    assert len(buffer) == 19
+    marks.note(2, marker(p0=(9 * S, 0), p1=(9 * S, 0)), WALL, 0)
+    assert buffer.due(5 * S + S // 2) == []  # the rest waits for its window again (last at 4.9 s)
+    rest = buffer.due(6 * S)
+    assert [s.offset for _, s, _ in rest] == list(range(31, 50))
+    assert len(buffer) == 0
+    assert buffer.next_due_at() is None

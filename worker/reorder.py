@@ -98,11 +98,34 @@ class ReorderBuffer:
                 continue
             behind_until = self._behind_until(held, now)
             if behind_until is not None:
-                heapq.heappush(self._heap, (behind_until, key))
+                released.extend(self._passing_prefix(held))
+                if held.events:
+                    heapq.heappush(self._heap, (behind_until, key))
+                else:
+                    del self._tasks[key]
                 continue
             del self._tasks[key]
             released.extend(_in_order(held))
         return released
+
+    def _passing_prefix(self, held: _Held) -> list[Held]:
+        """Hand over the events of a task held back by the watermarks that the input has already
+        passed, in observation order up to the first that it has not (a task whose events keep
+        coming would otherwise wait for ``max_idle_ns`` each time); the others stay held."""
+        assert self._watermarks is not None  # only a task behind the watermarks is here
+        ordered = sorted(held.events, key=lambda item: item[:2])
+        cut = 0
+        for observed, _, _, source, at in ordered:
+            if not self._watermarks.passes(source.partition, observed, at):
+                break
+            cut += 1
+        if cut == 0:
+            return []
+        rest = held.events = ordered[cut:]
+        if rest:
+            held.first_at = min(item[4] for item in rest)
+            held.observed_ns = max(item[0] for item in rest)
+        return [(event, source, at) for _, _, event, source, at in ordered[:cut]]
 
     def _behind_until(self, held: _Held, now: int) -> int | None:
         """When to look again at a task whose input is behind; None when its events may pass."""
