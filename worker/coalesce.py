@@ -147,7 +147,7 @@ class Coalescer(KnowledgeMixin):
         a task first seen in it starts from ECS's view (``knowledge.KnowledgeMixin._known``).
         Returns what happened and the sources resolved at once."""
         key = (event.cluster, event.task)
-        if self._reorder is not None and not self._draining and key not in self._retired:
+        if self._reorder is not None and key not in self._retired:
             self._reorder.hold(key, event, source, now)
             if replayed:
                 self._held_replayed.add(key)
@@ -405,9 +405,10 @@ class Coalescer(KnowledgeMixin):
 
     def pinned(self) -> set[tuple[str, int, int]]:
         """(topic, partition, offset) of the records held by tasks that wait (``guarded``, or a
-        STOPPED task waiting for its exit codes): a drain cannot resolve them; a revocation gives
-        them up to be read again."""
-        return {
+        STOPPED task waiting for its exit codes) or in the reorder buffer: a drain cannot resolve
+        them; a revocation gives them up to be read again."""
+        held = set() if self._reorder is None else self._reorder.sources()
+        return held | {
             (s.topic, s.partition, s.offset)
             for entry in self._active.values()
             if guarded(entry) or self._awaits_exits(entry)
@@ -422,10 +423,13 @@ class Coalescer(KnowledgeMixin):
     def in_flight(self) -> list[Submission]:
         return [e.in_flight for e in self._active.values() if e.in_flight is not None]
 
-    def flush_all(self, now: int) -> list[SourceRef]:
-        """Merge every held event and make every changed task due now (shutdown, rebalance);
-        return the sources resolved at once."""
-        resolved = [] if self._reorder is None else self._release(self._reorder.everything())
+    def flush_all(self, now: int, *, held: bool = False) -> list[SourceRef]:
+        """Make every changed task due now (shutdown, rebalance); return the sources resolved at
+        once. The events in the reorder buffer stay held, ahead of their input's progress, and a
+        revocation gives them up to the partition's next owner, who reads them again in order
+        (merged now, a late ``die`` would land after the restart it precedes); ``held``: merge
+        them too (``replay``, offline: there is no next owner)."""
+        resolved = [] if self._reorder is None or not held else self._release(self._reorder.everything())
         for key, entry in self._active.items():
             idle = entry.in_flight is None and not entry.queued
             if entry.dirty and idle and not entry.needs_view and entry.waiting is None:

@@ -138,6 +138,10 @@ class ReorderBuffer:
             return None
         return min(give_up_at, now + max(1, self._window // _RECHECKS_PER_WINDOW))
 
+    def sources(self) -> set[tuple[str, int, int]]:
+        """(topic, partition, offset) of every held event's record."""
+        return {(s.topic, s.partition, s.offset) for held in self._tasks.values() for *_, s, _ in held.events}
+
     def everything(self) -> list[Held]:
         """Every held event now (a drain), each task's in observation order."""
         released = [pair for held in self._tasks.values() for pair in _in_order(held)]

@@ -177,7 +177,7 @@ def replay(
         _send_due(intake, end, sink)
         intake.coalescer.set_linger(0)
         intake.coalescer.set_draining(True)
-        intake.coalescer.flush_all(end)
+        intake.coalescer.flush_all(end, held=True)
         _send_due(intake, end, sink)
     ignored, _ = intake.take_tallies()
     report.late = ignored.pop(LATE_EVENT, 0)
