@@ -224,6 +224,27 @@ def test_the_intake_takes_markers_resolved_at_once_and_dead_letters_a_malformed_
     assert Intake.from_settings(Settings(), OffsetBook()).coalescer.watermarks is None  # task keying
 
 
+async def _stage_one_on_partition_0(
+    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, topics: Topics
+) -> tuple[TopicPartition, OffsetBook, Repartitioner]:
+    """Stage 1 of one worker owning input partition 0 from its start: ``consumer`` started on it,
+    the offset book that owns it, and the re-keying writer with ``producer``."""
+    tp = TopicPartition(topics.input, 0)
+    await consumer.start()
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    book = OffsetBook()
+    book.assign([(topics.input, 0)])
+    repartitioner = Repartitioner(
+        producer,
+        topic=f"{topics.input}-repartition",
+        metrics=Metrics(),
+        release=book.release,
+        spawn=print,
+    )
+    return tp, book, repartitioner
+
+
 @pytest.mark.timeout(60)
 async def test_records_fetched_but_not_yet_forwarded_are_not_taken_as_caught_up(
     broker: Broker, topics: Topics
@@ -238,19 +259,7 @@ async def test_records_fetched_but_not_yet_forwarded_are_not_taken_as_caught_up(
     try:
         for _ in range(3):
             await producer.send_and_wait(topics.input, b"{}", partition=0)
-        tp = TopicPartition(topics.input, 0)
-        await consumer.start()
-        consumer.assign([tp])
-        consumer.seek(tp, 0)
-        book = OffsetBook()
-        book.assign([(topics.input, 0)])
-        repartitioner = Repartitioner(
-            producer,
-            topic=f"{topics.input}-repartition",
-            metrics=Metrics(),
-            release=book.release,
-            spawn=print,
-        )
+        tp, book, repartitioner = await _stage_one_on_partition_0(consumer, producer, topics)
         fetched = await consumer.getmany(tp, timeout_ms=10_000)
         assert len(fetched[tp]) == 3
         assert consumer.highwater(tp) == 3
@@ -279,19 +288,7 @@ async def test_an_idle_partition_written_in_transactions_is_caught_up(broker: Br
         async with producer.transaction():
             for _ in range(3):
                 await producer.send(topics.input, b"{}", partition=0)
-        tp = TopicPartition(topics.input, 0)
-        await consumer.start()
-        consumer.assign([tp])
-        consumer.seek(tp, 0)
-        book = OffsetBook()
-        book.assign([(topics.input, 0)])
-        repartitioner = Repartitioner(
-            producer,
-            topic=f"{topics.input}-repartition",
-            metrics=Metrics(),
-            release=book.release,
-            spawn=print,
-        )
+        tp, book, repartitioner = await _stage_one_on_partition_0(consumer, producer, topics)
         fetched = await consumer.getmany(tp, timeout_ms=10_000)
         assert [record.offset for record in fetched[tp]] == [0, 1, 2]
         async with asyncio.timeout(10):  # the commit marker lands after the commit returns

@@ -212,8 +212,6 @@ class ConsumeLoop:
         forced = coalescer.take_forced()
         if forced:
             self._metrics.reorder_forced.inc(forced)
-        if coalescer.watermarks is not None:
-            self._metrics.input_progress_lag.set(coalescer.watermarks.lag_ns(time.monotonic_ns()) / 1e9)
 
     def _apply_backpressure(self) -> None:
         """Pause the partitions whose records the coalescer takes while it is over its cap with

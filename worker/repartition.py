@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -177,7 +178,8 @@ class Repartitioner:
     ) -> None:
         """Every ``interval_s``: write the progress of the input partitions this process owns to
         every partition of the repartition topic, and give ``watermarks`` (the coalescing stage's)
-        the input topic's partitions. Runs until cancelled; a failed round is logged and skipped."""
+        the input topic's partitions, and set the input progress lag gauge from them. Runs until
+        cancelled; a failed round is logged and skipped."""
         failing = False
         while True:
             await asyncio.sleep(interval_s)
@@ -185,6 +187,7 @@ class Repartitioner:
                 if watermarks is not None:
                     watermarks.set_inputs(consumer.partitions_for_topic(input_topic) or ())
                     watermarks.retain({p for t, p in book.partitions() if t == self.topic})
+                    self._metrics.input_progress_lag.set(watermarks.lag_ns(time.monotonic_ns()) / 1e9)
                 await self._send_progress(await self._progress(consumer, book, input_topic), input_topic)
             except Exception as error:
                 if not failing:

@@ -68,7 +68,7 @@ from schemas.bounds import MAX_NAME_LENGTH, MAX_NANOTIME, MAX_TEXT_LENGTH
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
 from worker.decode import reasons
 from worker.decode.attribution import ContainerIndex, attribute_labelled
-from worker.decode.bad_items import PARSE_ERRORS, InvalidItem
+from worker.decode.bad_items import InvalidItem
 from worker.decode.event_builder import OOM_REASON, container_event, image_digest
 from worker.decode.exec_agent import apply_exec_event
 from worker.decode.exit_codes import parse_exit_code
@@ -331,18 +331,3 @@ class DockerFormat(JsonFormat[DockerEvent]):
 
     def apply(self, doc: DockerEvent, index: int, into: DecodeResult) -> None:
         apply_docker_event(doc, into, self.context.known)
-
-    def try_fast(self, item: bytes, index: int, into: DecodeResult) -> bool:
-        """``JsonFormat.try_fast`` with ``apply`` inlined: the hot path."""
-        try:
-            doc = self._decoder.decode(item)
-        except PARSE_ERRORS:
-            return False
-        markers = self._markers
-        if markers is not None and markers(doc) != self._absent:
-            return False  # a key of a format ranked above
-        own = self._own
-        if own is not None and not own(doc):
-            return False
-        apply_docker_event(doc, into, self.context.known)
-        return True
