@@ -4,6 +4,7 @@ time-aware rules that keep a late-read exit from overriding a later one."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 
@@ -18,7 +19,7 @@ from worker.metrics import Metrics
 from worker.reorder import ReorderBuffer
 from worker.repartition import parse_source, source_header, task_key
 from worker.task_definition import ContainerDefinition, RestartPolicy, TaskDefinition
-from worker.task_state import STOPPED, TaskState
+from worker.task_state import RUNNING, STOPPED, TaskState
 from worker.work import SourceRef
 
 S = 1_000_000_000
@@ -215,3 +216,38 @@ def test_a_restart_read_late_never_replaces_the_final_exit(seed: int) -> None:
     assert metrics.exit_code in (143, None)  # None: the first exit still held as a restart
     if metrics.held_exit is None:
         assert metrics.exit_code == 143
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_an_exit_read_after_its_restarts_start_leaves_the_container_running(order: tuple[int, ...]) -> None:
+    """metrics: started, exits 1 after 100 s, restarted by its policy. Whatever order the three
+    are read in (a forced release of re-keyed input can bring the exit last), the container is
+    RUNNING, no exit is held, and the settle deadline (``finalize_held``) changes nothing."""
+    steps = [
+        event("a", "metrics", "RUNNING", 0),
+        event("a", "metrics", "STOPPED", 100 * S, exitCode=1),
+        event("a", "metrics", "RUNNING", 101 * S),
+    ]
+    state = TaskState(("c", "a"))
+    state.know(_restarting())
+    for index in order:
+        state.merge(steps[index])
+    metrics = state.containers["metrics"]
+    assert (metrics.rank, metrics.exit_code, metrics.held_exit) == (RUNNING, None, None)
+    assert not state.holding()
+    assert state.finalize_held() is False
+    assert (metrics.rank, metrics.exit_code) == (RUNNING, None)
+
+
+def test_without_a_restart_policy_an_exit_read_after_a_later_start_is_still_final() -> None:
+    """app has no restart policy: the agent never restarts it, so its exit is final whatever was
+    read before it."""
+    state = TaskState(("c", "a"))
+    state.know(_restarting())
+    for step in (
+        event("a", "app", "RUNNING", 0),
+        event("a", "app", "RUNNING", 101 * S),
+        event("a", "app", "STOPPED", 100 * S, exitCode=1),
+    ):
+        state.merge(step)
+    assert (state.containers["app"].rank, state.containers["app"].exit_code) == (STOPPED, 1)

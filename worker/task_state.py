@@ -84,6 +84,9 @@ class ContainerState:
     network_bindings: tuple[NetworkBinding, ...] | None = None
     started_at: int | None = None
     """Observation time (ns) of the container's start or last restart."""
+    running_at: int = 0
+    """Observation time (ns) of the latest RUNNING seen (0: none): an exit observed before it was
+    followed by a run, so it was not the container's last."""
     stop_requested: bool = False
     restarts: int = 0
     """Restarts seen (an exit held, then a start)."""
@@ -298,8 +301,14 @@ class TaskState:
                 container.restarts += 1
                 container.end_reason = None  # a new life: Docker clears the OOM flag at a start
             container.held_exit = None
+            if at > container.running_at:
+                container.running_at = at
         elif rank == STOPPED and container.restarts and at < (container.started_at or 0):
             return False  # an exit from before the container's last restart (a duplicate): stale
+        elif rank == STOPPED and at < container.running_at and self._restartable(change.containerName):
+            # The container ran after this exit: the agent restarted it (its policy), and the
+            # restart's start was read first (re-keyed input released out of order). Not final.
+            return False
         elif rank == container.rank == STOPPED and change.exitCode is not None and at < container.exit_at:
             return False  # an exit observed before the one merged (re-keyed input, read late): stale
         elif rank == STOPPED and container.held_exit is None and container.rank < STOPPED:
@@ -348,6 +357,13 @@ class TaskState:
         or its time is unknown."""
         stopped = self.execution_stopped_at
         return stopped is None or stopped.timestamp() * 1e9 <= at
+
+    def _restartable(self, name: str) -> bool:
+        """The definition gives container ``name`` an enabled restart policy (the agent may have
+        restarted it; ``agent_rules.should_restart``)."""
+        definition = self.definition.containers.get(name) if self.definition else None
+        policy = None if definition is None else definition.restartPolicy
+        return policy is not None and policy.enabled
 
     def _essential(self, change: ContainerChange) -> bool:
         return self.definition is not None and self.definition.essential(change.containerName)
