@@ -287,7 +287,6 @@ class TaskState:
         self, container: ContainerState, change: ContainerChange, rank: int, at: int
     ) -> bool:
         """A start, an exit or a stop request: the restart policy and executionStoppedAt."""
-        changed = False
         if change.stopRequested:
             container.stop_requested = True
             if not container.stop_requested_at or at < container.stop_requested_at:
@@ -303,34 +302,9 @@ class TaskState:
             container.held_exit = None
             if at > container.running_at:
                 container.running_at = at
-        elif rank == STOPPED and container.restarts and at < (container.started_at or 0):
-            return False  # an exit from before the container's last restart (a duplicate): stale
-        elif rank == STOPPED and at < container.running_at and self._restartable(change.containerName):
-            # The container ran after this exit: the agent restarted it (its policy), and the
-            # restart's start was read first (re-keyed input released out of order). Not final.
+        elif rank == STOPPED and self._exit_not_final(container, change, at):
             return False
-        elif rank == container.rank == STOPPED and change.exitCode is not None and at < container.exit_at:
-            return False  # an exit observed before the one merged (re-keyed input, read late): stale
-        elif rank == STOPPED and container.held_exit is None and container.rank < STOPPED:
-            definition = self.definition.containers.get(change.containerName) if self.definition else None
-            # (without a restart policy there is no restart: the rest is not looked at)
-            if (
-                definition is not None
-                and definition.restartPolicy is not None
-                and should_restart(
-                    definition,
-                    exit_code=change.exitCode,
-                    # Asked before the exit: a stop read after an earlier exit (re-keyed input read out
-                    # of order) did not cause it.
-                    stop_requested=container.stop_requested and container.stop_requested_at <= at,
-                    task_stopping=self.stopping() and self._stopping_before(at),
-                    started_at=container.started_at,
-                    exited_at=at,
-                )
-            ):
-                container.held_exit, container.held_at = change, at
-                self.maybe_holding = True
-                return False
+        changed = False
         if container.held_exit is not None and (rank == STOPPED or container.stop_requested):
             held, container.held_exit = container.held_exit, None
             changed |= container.merge(held)  # the held exit is final after all
@@ -352,18 +326,43 @@ class TaskState:
                 changed = True
         return changed
 
+    def _exit_not_final(self, container: ContainerState, change: ContainerChange, at: int) -> bool:
+        """Whether an exit (a STOPPED change observed at ``at`` ns) is left unmerged: stale (from
+        before the container's last restart, or before the exit merged), or held as one the agent
+        restarts under the container's restart policy (``agent_rules.should_restart``; then held)."""
+        if container.restarts and at < (container.started_at or 0):
+            return True  # an exit from before the container's last restart (a duplicate): stale
+        definition = self.definition.containers.get(change.containerName) if self.definition else None
+        # (without a restart policy there is no restart: the rest is not looked at)
+        policy = None if definition is None else definition.restartPolicy
+        if at < container.running_at and policy is not None and policy.enabled:
+            # The container ran after this exit: the agent restarted it, and the restart's start
+            # was read first (re-keyed input released out of order). Not final.
+            return True
+        if container.rank == STOPPED:  # an exit observed before the one merged (read late): stale
+            return change.exitCode is not None and at < container.exit_at
+        if container.held_exit is not None or policy is None:
+            return False
+        if should_restart(
+            definition,
+            exit_code=change.exitCode,
+            # Asked before the exit: a stop read after an earlier exit (re-keyed input read out of
+            # order) did not cause it.
+            stop_requested=container.stop_requested and container.stop_requested_at <= at,
+            task_stopping=self.stopping() and self._stopping_before(at),
+            started_at=container.started_at,
+            exited_at=at,
+        ):
+            container.held_exit, container.held_at = change, at
+            self.maybe_holding = True
+            return True
+        return False
+
     def _stopping_before(self, at: int) -> bool:
         """The task's stop (its first essential container's exit) was observed before ``at`` (ns),
         or its time is unknown."""
         stopped = self.execution_stopped_at
         return stopped is None or stopped.timestamp() * 1e9 <= at
-
-    def _restartable(self, name: str) -> bool:
-        """The definition gives container ``name`` an enabled restart policy (the agent may have
-        restarted it; ``agent_rules.should_restart``)."""
-        definition = self.definition.containers.get(name) if self.definition else None
-        policy = None if definition is None else definition.restartPolicy
-        return policy is not None and policy.enabled
 
     def _essential(self, change: ContainerChange) -> bool:
         return self.definition is not None and self.definition.essential(change.containerName)
