@@ -192,15 +192,7 @@ def _render_layer(
     them and its patches apply to them all. As in Kustomize, a kustomization's components come
     after its resources and before its own generators and patches."""
     path = directory / "kustomization.yaml"
-    (kustomization,) = _load_documents(path)
-    unknown = set(kustomization) - _KUSTOMIZATION_FIELDS
-    if unknown:
-        raise KustomizeError(f"{path}: unsupported fields {sorted(unknown)}")
-    kind = kustomization.get("kind", "Kustomization")
-    if kind != ("Kustomization" if into is None else "Component"):
-        raise KustomizeError(f"{path}: a {kind} where a {'Component' if into else 'Kustomization'} belongs")
-    if kustomization.get("apiVersion", _KINDS[kind]) != _KINDS[kind]:
-        raise KustomizeError(f"{path}: a {kind} is {_KINDS[kind]}")
+    kustomization = _load_kustomization(path, component=into is not None)
     docs, generated = into if into is not None else ([], set())
     for entry in kustomization.get("resources", []):
         target = (directory / entry).resolve()
@@ -213,59 +205,15 @@ def _render_layer(
     for entry in kustomization.get("components", []):
         _render_layer((directory / entry).resolve(), (docs, generated))
     for generator in kustomization.get("configMapGenerator", []):
-        extra = set(generator) - {"name", "behavior", "envs", "literals"}
-        if extra:
-            raise KustomizeError(f"{path}: unsupported configMapGenerator fields {sorted(extra)}")
-        data: dict[str, str] = {}
-        for env_file in generator.get("envs", []):
-            data.update(_parse_env_lines((directory / env_file).read_text(), str(directory / env_file)))
-        data.update(_parse_env_lines("\n".join(generator.get("literals", [])), f"{path} literals"))
-        name = generator["name"]
-        behavior = generator.get("behavior", "create")
-        existing = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
-        if behavior == "create":
-            if existing:
-                raise KustomizeError(f"{path}: ConfigMap {name} already exists (use behavior: merge)")
-            docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
-            generated.add(name)
-        elif behavior in ("merge", "replace"):
-            if len(existing) != 1 or name not in generated:
-                raise KustomizeError(f"{path}: no generated ConfigMap {name} to {behavior}")
-            existing[0]["data"] = {**existing[0].get("data", {}), **data} if behavior == "merge" else data
-        else:
-            raise KustomizeError(f"{path}: unknown behavior {behavior}")
+        _generate_config_map(directory, generator, docs, generated)
     for entry in kustomization.get("patches", []):
-        if set(entry) != {"path"}:
-            raise KustomizeError(f"{path}: only `patches: - path: FILE` is supported")
-        for patch in _load_documents(directory / entry["path"]):
-            matches = [d for d in docs if _identity(d) == _identity(patch)]
-            if len(matches) != 1:
-                raise KustomizeError(f"{path}: patch {_identity(patch)} matches {len(matches)} resources")
-            if _is_builtin(patch["apiVersion"]) and _contains_list(patch):
-                raise KustomizeError(f"{path}: list in a strategic-merge patch of {patch['kind']}")
-            docs[docs.index(matches[0])] = _merge_patch(matches[0], patch)
+        _apply_patch(directory, entry, docs)
     if "namespace" in kustomization:
         for doc in docs:
             if doc["kind"] not in _CLUSTER_SCOPED:
                 doc["metadata"]["namespace"] = kustomization["namespace"]
     for image in kustomization.get("images", []):
-        if set(image) - {"name", "newName", "newTag", "digest"}:
-            raise KustomizeError(f"{path}: unsupported image fields in {image}")
-        for doc in docs:
-            for pod in _pod_specs(doc):
-                for container in _containers(pod):
-                    ref = container["image"]
-                    repository = ref.split("@")[0]
-                    if ":" in repository.rsplit("/", 1)[-1]:
-                        repository = repository.rsplit(":", 1)[0]
-                    if repository != image["name"]:
-                        continue
-                    new = image.get("newName", repository)
-                    if "digest" in image:
-                        new += "@" + image["digest"]
-                    elif "newTag" in image:
-                        new += ":" + str(image["newTag"])
-                    container["image"] = new
+        _set_image(path, image, docs)
     for replicas in kustomization.get("replicas", []):
         targets = [d for d in docs if d["kind"] in _WORKLOADS and d["metadata"]["name"] == replicas["name"]]
         if not targets:
@@ -273,6 +221,87 @@ def _render_layer(
         for doc in targets:
             doc["spec"]["replicas"] = int(replicas["count"])
     return docs, generated
+
+
+def _load_kustomization(path: Path, *, component: bool) -> Manifest:
+    """The one document of a ``kustomization.yaml``, checked: known fields, the kind where it
+    belongs (a Component only below a Kustomization) and its apiVersion."""
+    (kustomization,) = _load_documents(path)
+    unknown = set(kustomization) - _KUSTOMIZATION_FIELDS
+    if unknown:
+        raise KustomizeError(f"{path}: unsupported fields {sorted(unknown)}")
+    kind = kustomization.get("kind", "Kustomization")
+    if kind != ("Component" if component else "Kustomization"):
+        raise KustomizeError(
+            f"{path}: a {kind} where a {'Component' if component else 'Kustomization'} belongs"
+        )
+    if kustomization.get("apiVersion", _KINDS[kind]) != _KINDS[kind]:
+        raise KustomizeError(f"{path}: a {kind} is {_KINDS[kind]}")
+    return kustomization
+
+
+def _generate_config_map(
+    directory: Path, generator: Manifest, docs: list[Manifest], generated: set[str]
+) -> None:
+    """One ``configMapGenerator`` entry (behavior create, merge or replace) applied to ``docs``."""
+    path = directory / "kustomization.yaml"
+    extra = set(generator) - {"name", "behavior", "envs", "literals"}
+    if extra:
+        raise KustomizeError(f"{path}: unsupported configMapGenerator fields {sorted(extra)}")
+    data: dict[str, str] = {}
+    for env_file in generator.get("envs", []):
+        data.update(_parse_env_lines((directory / env_file).read_text(), str(directory / env_file)))
+    data.update(_parse_env_lines("\n".join(generator.get("literals", [])), f"{path} literals"))
+    name = generator["name"]
+    behavior = generator.get("behavior", "create")
+    existing = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+    if behavior == "create":
+        if existing:
+            raise KustomizeError(f"{path}: ConfigMap {name} already exists (use behavior: merge)")
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+        generated.add(name)
+    elif behavior in ("merge", "replace"):
+        if len(existing) != 1 or name not in generated:
+            raise KustomizeError(f"{path}: no generated ConfigMap {name} to {behavior}")
+        existing[0]["data"] = {**existing[0].get("data", {}), **data} if behavior == "merge" else data
+    else:
+        raise KustomizeError(f"{path}: unknown behavior {behavior}")
+
+
+def _apply_patch(directory: Path, entry: Manifest, docs: list[Manifest]) -> None:
+    """One ``patches: - path: FILE`` entry: each of its documents merged into the one it names."""
+    path = directory / "kustomization.yaml"
+    if set(entry) != {"path"}:
+        raise KustomizeError(f"{path}: only `patches: - path: FILE` is supported")
+    for patch in _load_documents(directory / entry["path"]):
+        matches = [d for d in docs if _identity(d) == _identity(patch)]
+        if len(matches) != 1:
+            raise KustomizeError(f"{path}: patch {_identity(patch)} matches {len(matches)} resources")
+        if _is_builtin(patch["apiVersion"]) and _contains_list(patch):
+            raise KustomizeError(f"{path}: list in a strategic-merge patch of {patch['kind']}")
+        docs[docs.index(matches[0])] = _merge_patch(matches[0], patch)
+
+
+def _set_image(path: Path, image: Manifest, docs: list[Manifest]) -> None:
+    """One ``images`` entry: the containers whose image repository is its ``name`` get its new
+    name, digest or tag."""
+    if set(image) - {"name", "newName", "newTag", "digest"}:
+        raise KustomizeError(f"{path}: unsupported image fields in {image}")
+    for doc in docs:
+        for pod in _pod_specs(doc):
+            for container in _containers(pod):
+                ref = container["image"]
+                repository = ref.split("@")[0]
+                if ":" in repository.rsplit("/", 1)[-1]:
+                    repository = repository.rsplit(":", 1)[0]
+                if repository != image["name"]:
+                    continue
+                new = image.get("newName", repository)
+                if "digest" in image:
+                    new += "@" + image["digest"]
+                elif "newTag" in image:
+                    new += ":" + str(image["newTag"])
+                container["image"] = new
 
 
 def _go_json(value: Any) -> str:
