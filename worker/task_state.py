@@ -88,8 +88,6 @@ class ContainerState:
     """Observation time (ns) of the latest RUNNING seen (0: none): an exit observed before it was
     followed by a run, so it was not the container's last."""
     stop_requested: bool = False
-    restarts: int = 0
-    """Restarts seen (an exit held, then a start)."""
     held_exit: ContainerChange | None = None
     """An exit the agent restarts (restart policy): not reported unless it becomes final."""
     exit_at: int = 0
@@ -297,7 +295,6 @@ class TaskState:
             if container.held_exit is not None or container.rank < RUNNING:
                 container.started_at = at  # started, or restarted by the agent
             if container.held_exit is not None:
-                container.restarts += 1
                 container.end_reason = None  # a new life: Docker clears the OOM flag at a start
             container.held_exit = None
             if at > container.running_at:
@@ -330,14 +327,13 @@ class TaskState:
         """Whether an exit (a STOPPED change observed at ``at`` ns) is left unmerged: stale (from
         before the container's last restart, or before the exit merged), or held as one the agent
         restarts under the container's restart policy (``agent_rules.should_restart``; then held)."""
-        if container.restarts and at < (container.started_at or 0):
-            return True  # an exit from before the container's last restart (a duplicate): stale
         definition = self.definition.containers.get(change.containerName) if self.definition else None
         # (without a restart policy there is no restart: the rest is not looked at)
         policy = None if definition is None else definition.restartPolicy
         if at < container.running_at and policy is not None and policy.enabled:
-            # The container ran after this exit: the agent restarted it, and the restart's start
-            # was read first (re-keyed input released out of order). Not final.
+            # The container ran after this exit: the agent restarted it. A duplicate of an exit
+            # before the last restart, or one read after its restart's start (re-keyed input
+            # released out of order): not final.
             return True
         if container.rank == STOPPED:  # an exit observed before the one merged (read late): stale
             return change.exitCode is not None and at < container.exit_at
