@@ -42,7 +42,7 @@ from devkit.bench_e2e import (
     span_per_s,
     wait_http,
 )
-from devkit.bench_inproc import bench_decode_coalesce, bench_memory, docker_records
+from devkit.bench_inproc import bench_decode_coalesce, bench_memory_fresh, docker_records
 from devkit.broker import EmbeddedBroker, free_port
 from devkit.fleet import Fleet, FleetShape, flag_counts, launch, synthetic_fleet
 from devkit.topics import create_topics, outcome_latencies_ms, produce_fleet
@@ -205,7 +205,7 @@ async def run_bench(*, quick: bool = False) -> BenchReport:
     decode_fleet = synthetic_fleet(int(6000 * scale), seed=1, fmt="docker")
     definitions = [definition_from_botocore(d.describe_answer()) for d in decode_fleet.definitions]
     ours, bare = bench_decode_coalesce(docker_records(decode_fleet), definitions)
-    memory = bench_memory(int(100_000 * scale))
+    memory = await asyncio.to_thread(bench_memory_fresh, int(100_000 * scale))
     broker = EmbeddedBroker()
     await asyncio.to_thread(broker.start)
     endpoint_port = free_port()

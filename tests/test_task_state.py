@@ -225,9 +225,9 @@ def test_managed_agents_never_go_backwards() -> None:
     assert s.merge(event(1, managedAgents=(running,)))
     assert not s.merge(event(2, managedAgents=(running,)))
     assert not s.merge(event(3, managedAgents=(pending,)))
-    assert s.managed_agents[("app", "ExecuteCommandAgent")].status == "RUNNING"
+    assert (s.managed_agents or {})[("app", "ExecuteCommandAgent")].status == "RUNNING"
     assert s.merge(event(4, managedAgents=(stopped,)))
-    agent = s.managed_agents[("app", "ExecuteCommandAgent")]
+    agent = (s.managed_agents or {})[("app", "ExecuteCommandAgent")]
     assert (agent.status, agent.reason, agent.rank) == ("STOPPED", "bye", STOPPED)
     assert not s.merge(event(5, managedAgents=(running,)))
 
@@ -342,4 +342,4 @@ def test_out_of_order_attachment_status_does_not_win_over_newer_one() -> None:
 
     s = state(att(1, "ATTACHED"), att(3, "ATTACHED"))
     s.merge(att(2, "PRECREATED"))  # observed before the newest observation (t=3): stale
-    assert s.attachments["arn:eni"][1] == "ATTACHED"
+    assert (s.attachments or {})["arn:eni"][1] == "ATTACHED"

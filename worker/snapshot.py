@@ -49,7 +49,7 @@ def build_request(state: TaskState) -> SubmitTaskStateChangeRequest:
     )
     attachments = tuple(
         AttachmentStateChange(attachmentArn=arn, status=status)
-        for arn, (_, status) in sorted(state.attachments.items())
+        for arn, (_, status) in sorted((state.attachments or {}).items())
     )
     agents = tuple(
         ManagedAgentStateChange(
@@ -58,7 +58,7 @@ def build_request(state: TaskState) -> SubmitTaskStateChangeRequest:
             status=agent.status,
             reason=truncate_utf8(agent.reason, MAX_REASON_BYTES),
         )
-        for (container, name), agent in sorted(state.managed_agents.items())
+        for (container, name), agent in sorted((state.managed_agents or {}).items())
     )
     return SubmitTaskStateChangeRequest(
         cluster=cluster,

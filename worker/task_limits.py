@@ -19,7 +19,7 @@ def over_limits(
     ``max_attachments`` (attachments; managed agents), or None."""
     count = len(event.containers) + len(event.attachments) + len(event.managedAgents)
     if state is not None:
-        count += len(state.containers) + len(state.attachments) + len(state.managed_agents)
+        count += len(state.containers) + len(state.attachments or ()) + len(state.managed_agents or ())
     if count <= max_containers and count <= max_attachments:
         return None  # the common case: far below every bound, no sets to build
     if event.containers:
@@ -30,11 +30,15 @@ def over_limits(
                 f"task would have {len(names)} containers, more than max_containers_per_task={max_containers}"
             )
     for kind, items, held in (
-        ("attachments", {a.attachmentArn for a in event.attachments}, state.attachments if state else {}),
+        (
+            "attachments",
+            {a.attachmentArn for a in event.attachments},
+            (state.attachments if state else None) or {},
+        ),
         (
             "managed agents",
             {(m.containerName, m.managedAgentName) for m in event.managedAgents},
-            state.managed_agents if state else {},
+            (state.managed_agents if state else None) or {},
         ),
     ):
         if items and len(items | held.keys()) > max_attachments:

@@ -159,8 +159,11 @@ class TaskState:
     explicit_rank: int = -1
     rank: int = PENDING
     reason: str | None = None
-    attachments: dict[str, tuple[int, str]] = field(default_factory=dict)
-    managed_agents: dict[tuple[str, str], ManagedAgentState] = field(default_factory=dict)
+    attachments: dict[str, tuple[int, str]] | None = None
+    """By attachment ARN: (observation time ns, status). None until the first one (most tasks
+    have none: an empty dict per task is 64 bytes of the memory bound)."""
+    managed_agents: dict[tuple[str, str], ManagedAgentState] | None = None
+    """By (container name, agent name). None until the first one."""
     pull_started_at: datetime | None = None
     pull_stopped_at: datetime | None = None
     execution_stopped_at: datetime | None = None
@@ -229,12 +232,15 @@ class TaskState:
 
     def _merge_attachments(self, event: TaskEvent) -> bool:
         changed = False
+        attachments = self.attachments
+        if attachments is None:
+            attachments = self.attachments = {}
         for attachment in event.attachments:
-            seen = self.attachments.get(attachment.attachmentArn)
+            seen = attachments.get(attachment.attachmentArn)
             if seen is None or event.observedAt >= seen[0]:
                 # A newer observation of the same status still moves the time on, so that an
                 # older, out-of-order status cannot win afterwards.
-                self.attachments[attachment.attachmentArn] = (event.observedAt, attachment.status)
+                attachments[attachment.attachmentArn] = (event.observedAt, attachment.status)
                 changed |= seen is None or seen[1] != attachment.status
         return changed
 
@@ -492,10 +498,13 @@ class TaskState:
         if rank < STOPPED and container is not None and container.rank == STOPPED:
             # Its container already stopped (the events came out of order): so did the agent.
             rank, status, reason = STOPPED, "STOPPED", MANAGED_AGENT_STOPPED_REASON
-        seen = self.managed_agents.get(key)
+        agents = self.managed_agents
+        if agents is None:
+            agents = self.managed_agents = {}
+        seen = agents.get(key)
         if seen is not None and (rank < seen.rank or (seen.status, seen.reason) == (status, reason)):
             return False
-        self.managed_agents[key] = ManagedAgentState(status, max(rank, -1), reason)
+        agents[key] = ManagedAgentState(status, max(rank, -1), reason)
         return True
 
     def _stop_agents(self, container_name: str) -> bool:
@@ -503,7 +512,7 @@ class TaskState:
         ``handleManagedAgentStoppedTransition``, with the reason it gives). Returns whether any
         changed."""
         changed = False
-        for (name, _), agent in self.managed_agents.items():
+        for (name, _), agent in (self.managed_agents or {}).items():
             if name == container_name and agent.rank < STOPPED:
                 agent.status, agent.rank, agent.reason = "STOPPED", STOPPED, MANAGED_AGENT_STOPPED_REASON
                 changed = True
