@@ -21,9 +21,9 @@ from aiobotocore.credentials import AioAssumeRoleCredentialFetcher, AioDeferredR
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import NoCredentialsError
 
-from worker.config import Settings
+from worker.config import Settings, env_name
 from worker.dry_run import DryRunEcs
-from worker.routing import Route, Routes
+from worker.routing import Route, Routes, role_partition_problems
 from worker.start_checks import StartCheckFailed, resolve_region
 from worker.submit import open_ecs_client
 
@@ -36,13 +36,16 @@ ROLE_SESSION_NAME = "ecs-state-worker"
 def routes_of(settings: Settings) -> Routes:
     """The routes of ``settings``, the home Region resolved as at start (``region``, else
     ``AWS_REGION`` and the SDK's). Raises ``worker.start_checks.StartCheckFailed`` without a
-    Region, except for a dry run (no call is made: tasks named by id alone get no Region)."""
+    Region, except for a dry run (no call is made: tasks named by id alone get no Region), and for
+    a role of ``account_roles`` in another partition than that Region's."""
     try:
         region = resolve_region(settings)
     except StartCheckFailed:
         if not settings.dry_run:
             raise
         region = ""
+    for problem in role_partition_problems(region or None, settings.account_roles):
+        raise StartCheckFailed(f"account_roles ({env_name('account_roles')}): {problem}")
     return Routes(region=region, home_account=settings.home_account, account_roles=settings.account_roles)
 
 
