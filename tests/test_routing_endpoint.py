@@ -89,12 +89,15 @@ async def test_each_task_reaches_its_own_account_and_region(strict: LocalEcsEndp
     }
     state = strict.state()
     assert (state["calls"], state["accepted"], state["scope_mismatches"]) == (4, 4, 0)
-    # One client per Region and credentials; the role assumed for each of its two calls (its
-    # credentials expire within botocore's refresh window), never for the home account.
+    # One client per Region and credentials; the role assumed anew for each of its two calls (its
+    # credentials expire within botocore's refresh window), twice: before the call takes its
+    # concurrency slot, and when botocore signs it (credentials this short are due again at
+    # once; STS issues none shorter than 15 minutes, and the worker's last an hour), never for
+    # the home account.
     assert sorted(built, key=str) == sorted(
         [(region, role) for region in REGIONS for role in (None, ROLE)], key=str
     )
-    assert strict.identities.assumed == {ROLE: 2}
+    assert strict.identities.assumed == {ROLE: 4}
 
 
 async def test_without_a_route_a_call_would_reach_the_wrong_account(strict: LocalEcsEndpoint) -> None:
