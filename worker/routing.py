@@ -29,8 +29,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 
-import botocore.session
 from botocore.exceptions import UnknownRegionError
+from botocore.loaders import create_loader
+from botocore.regions import EndpointResolver
 from botocore.utils import ArnParser, InvalidArnException
 
 __all__ = ["NO_ROUTE", "NoRoute", "Route", "Routes", "partition_of", "role_partition_problems"]
@@ -58,11 +59,17 @@ class Route:
 
 
 @cache
+def _endpoints() -> EndpointResolver:
+    """botocore's endpoint data, read without a session (no profile or variable is involved)."""
+    return EndpointResolver(create_loader().load_data("endpoints"))
+
+
+@cache
 def partition_of(region: str) -> str | None:
     """The partition of a Region by botocore's endpoint data (``cn-north-1`` -> ``aws-cn``), or
     None for a Region it does not know."""
     try:
-        return str(botocore.session.get_session().get_partition_for_region(region))
+        return str(_endpoints().get_partition_for_region(region))
     except UnknownRegionError:
         return None
 
@@ -79,7 +86,9 @@ def role_partition_problems(region: str | None, account_roles: Mapping[str, str]
     """What is wrong with the partitions of ``account_roles`` (account -> role ARN): a partition
     botocore does not know, or another than ``region``'s (when given): STS assumes a role in its
     own partition only."""
-    known = botocore.session.get_session().get_available_partitions()
+    if not account_roles:
+        return
+    known = _endpoints().get_available_partitions()
     home = (partition_of(region) or "aws") if region else None
     for account, role in sorted(account_roles.items()):
         partition = role.split(":")[1]
