@@ -12,8 +12,9 @@ from collections import defaultdict
 
 import pytest
 
-from devkit.bench_quota import EcsQuota, run_quota_bench
+from devkit.bench_quota import REPORTERS, EcsQuota, run_quota_bench
 from devkit.bench_quota_burst import BurstShape, make_burst
+from devkit.cli import QUOTA_REPORTERS
 from tests.support import ROOT
 
 
@@ -80,3 +81,7 @@ def test_bad_quota_flags_fail_at_once_naming_the_flag(flags: list[str], named: s
     assert result.returncode == 2, result.stderr
     assert f"argument {named}: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_command_line_names_every_reporter_of_the_benchmark() -> None:
+    assert tuple(REPORTERS) == QUOTA_REPORTERS
