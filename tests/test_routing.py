@@ -88,3 +88,11 @@ def test_a_task_in_another_partition_has_no_route() -> None:
     assert in_china.route_of("prod", china) == Route(HOME, "cn-north-1", "aws-cn")
     with pytest.raises(NoRoute, match="partition aws "):
         in_china.role_for(in_china.route_of("prod", f"arn:aws:ecs:eu-west-1:{HOME}:task/prod/0f2c"))
+
+
+def test_without_a_region_no_partition_is_refused() -> None:
+    """A dry run may go without a Region (no call is made): then no partition is the home one,
+    and a China task is routed like any other."""
+    r = Routes(region="", home_account=None, account_roles={})
+    china = f"arn:aws-cn:ecs:cn-north-1:{HOME}:task/prod/0f2c"
+    assert r.role_for(r.route_of("prod", china)) is None
