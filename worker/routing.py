@@ -104,10 +104,12 @@ def role_partition_problems(region: str | None, account_roles: Mapping[str, str]
 class Routes:
     """Routes of this process: ``region`` and ``home_account`` for tasks named by id alone,
     ``account_roles`` (account -> role ARN) for the accounts reached through a role. The home
-    partition is ``region``'s (``partition_of``; ``aws`` for a Region botocore does not know)."""
+    partition is ``region``'s (``partition_of``; ``aws`` for a Region botocore does not know;
+    none without a Region, a dry run's: then no partition is refused)."""
 
     def __init__(self, *, region: str, home_account: str | None, account_roles: Mapping[str, str]) -> None:
-        self.home = Route(home_account or "", region, (partition_of(region) if region else None) or "aws")
+        partition = (partition_of(region) or "aws") if region else ""  # "": any (a dry run)
+        self.home = Route(home_account or "", region, partition)
         self.account_roles = dict(account_roles)
         self._cache: dict[tuple[str, str], Route] = {}
 
@@ -135,7 +137,7 @@ class Routes:
         """Why no credentials of this process may call ``route``, or None when some may."""
         if route.problem:
             return f"no route: {route.problem}"
-        if route.partition != self.home.partition:
+        if self.home.partition and route.partition not in ("", self.home.partition):
             return (
                 f"no route to partition {route.partition} (Region {route.region}): this process's "
                 f"credentials are in partition {self.home.partition} (Region {self.home.region})"
