@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable
 
 import msgspec
 
 from worker.cli import Subcommands, run_async
 from worker.logs import configure_logging
 
-__all__ = ["register"]
+__all__ = ["QUOTA_REPORTERS", "register"]
+
+QUOTA_REPORTERS = ("worker", "agent-like", "naive")
+"""The quota benchmark's reporters (``devkit.bench_quota.REPORTERS``), named here so that the
+command line is checked without importing the benchmark."""
 
 
 def register(commands: Subcommands) -> None:
@@ -53,16 +58,55 @@ def register(commands: Subcommands) -> None:
     bench.add_argument("--json", action="store_true", help="print JSON only")
     bench.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
     bench.add_argument("--quota", action="store_true", help="the quota benchmark only: a deployment burst")
-    bench.add_argument("--quota-tasks", type=int, default=3000, help="tasks of the burst")
-    bench.add_argument("--quota-start-window-s", type=float, default=10.0, help="the tasks start within this")
-    bench.add_argument("--quota-stop-window-s", type=float, default=60.0, help="a third stop within this")
-    bench.add_argument("--quota-deadline-s", type=float, default=300.0, help="longest run of one reporter")
+    bench.add_argument("--quota-tasks", type=_positive(int), default=3000, help="tasks of the burst")
+    bench.add_argument(
+        "--quota-start-window-s",
+        type=_positive(float, zero=True),
+        default=10.0,
+        help="the tasks start within this",
+    )
+    bench.add_argument(
+        "--quota-stop-window-s",
+        type=_positive(float, zero=True),
+        default=60.0,
+        help="a third stop within this",
+    )
+    bench.add_argument(
+        "--quota-deadline-s", type=_positive(float), default=300.0, help="longest run of one reporter"
+    )
     bench.add_argument(
         "--quota-reporters",
-        default="worker,agent-like,naive",
-        help="comma separated: worker, agent-like, naive",
+        type=_reporters,
+        default=list(QUOTA_REPORTERS),
+        help=f"comma separated: {', '.join(QUOTA_REPORTERS)}",
     )
     bench.set_defaults(handler=_bench)
+
+
+def _positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` above 0 (or at least 0 with ``zero``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least 0' if zero else 'above 0'}")
+        return value
+
+    return parse
+
+
+def _reporters(text: str) -> list[str]:
+    """An argparse type: reporters of the quota benchmark, comma separated, at least one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUOTA_REPORTERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'none'} given: name some of {', '.join(QUOTA_REPORTERS)}"
+        )
+    return names
 
 
 def _ecs_endpoint(args: argparse.Namespace) -> int:
@@ -121,7 +165,7 @@ def _bench(args: argparse.Namespace) -> int:
             start_window_s=args.quota_start_window_s,
             stop_window_s=args.quota_stop_window_s,
         )
-        only = [name.strip() for name in args.quota_reporters.split(",") if name.strip()]
+        only = args.quota_reporters
         quota = run_async(
             run_quota_bench(shape, machine=machine(), deadline_s=args.quota_deadline_s, only=only)
         )

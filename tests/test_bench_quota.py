@@ -6,10 +6,16 @@ Counts are asserted, never speeds."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import defaultdict
 
-from devkit.bench_quota import EcsQuota, run_quota_bench
+import pytest
+
+from devkit.bench_quota import REPORTERS, EcsQuota, run_quota_bench
 from devkit.bench_quota_burst import BurstShape, make_burst
+from devkit.cli import QUOTA_REPORTERS
+from tests.support import ROOT
 
 
 def test_the_burst_s_changes_lead_to_its_truth() -> None:
@@ -51,3 +57,31 @@ async def test_under_quota_pressure_the_worker_makes_fewer_calls_than_the_agent(
     # Its budget runs 5 % under the endpoint's: throttling stays rare (the calls of one event loop
     # shared with the endpoint may reach it bunched).
     assert worker.throttled_after_first_s <= 0.05 * worker.calls
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--quota-tasks", "0"], "--quota-tasks"),
+        (["--quota-start-window-s", "-1"], "--quota-start-window-s"),
+        (["--quota-deadline-s", "0"], "--quota-deadline-s"),
+        (["--quota-reporters", "worker,agent"], "--quota-reporters"),
+        (["--quota-reporters", ","], "--quota-reporters"),
+    ],
+)
+def test_bad_quota_flags_fail_at_once_naming_the_flag(flags: list[str], named: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "bench", "--quota", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"argument {named}: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_command_line_names_every_reporter_of_the_benchmark() -> None:
+    assert tuple(REPORTERS) == QUOTA_REPORTERS

@@ -282,3 +282,16 @@ def test_account_roles_are_checked_against_the_accounts_they_serve() -> None:
         load_settings(env={**home, "WORKER_ACCOUNT_ROLES": f"000000000000={own}"})
     with pytest.raises(ConfigError, match=r"account_roles: account 111122223333 is given twice"):
         load_settings(env={**home, "WORKER_ACCOUNT_ROLES": f"111122223333={role},111122223333={role}"})
+
+
+def test_a_role_in_another_partition_than_the_region_fails_at_start() -> None:
+    home = {"WORKER_HOME_ACCOUNT": "000000000000", "WORKER_REGION": "us-east-1"}
+    china = "arn:aws-cn:iam::111122223333:role/reporter"
+    with pytest.raises(ConfigError, match=r"account_roles.*partition aws-cn.*region us-east-1 is in aws"):
+        load_settings(env={**home, "WORKER_ACCOUNT_ROLES": f"111122223333={china}"})
+    in_china = {**home, "WORKER_REGION": "cn-north-1", "WORKER_ACCOUNT_ROLES": f"111122223333={china}"}
+    assert load_settings(env=in_china).account_roles == {"111122223333": china}
+    with pytest.raises(ConfigError, match=r"account_roles.*partition awsfoo"):
+        load_settings(
+            env={**home, "WORKER_ACCOUNT_ROLES": "111122223333=arn:awsfoo:iam::111122223333:role/x"}
+        )

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from aiobotocore.session import get_session
 
@@ -120,3 +121,69 @@ async def test_throttled_submissions_go_back_and_carry_the_newest_state(
     assert metrics.totals().get("submissions_failed", 0) == 0
     assert len(outcomes.records) == state["accepted"]
     assert book.to_commit() == {(TOPIC, 0): 3 * TASKS}
+
+
+def region_event(region: str, task: int) -> TaskEvent:
+    return TaskEvent(
+        cluster="prod",
+        task=f"arn:aws:ecs:{region}:000000000000:task/prod/{task:032x}",
+        observedAt=time.time_ns(),
+        containers=(ContainerChange(containerName="app", status="RUNNING"),),
+    )
+
+
+@pytest.mark.parametrize("pressure", ["budget", "throttling"])
+async def test_one_route_out_of_quota_does_not_hold_back_another(pressure: str) -> None:
+    """A Region whose budget is spent (the process's own bucket, or ECS throttling with the
+    process's bucket far above the quota) while a backlog of its tasks waits: the tasks of another
+    Region, queued after that backlog, are reported while it still waits."""
+    quota = Faults(quota_burst=2, quota_refill_per_s=4.0) if pressure == "throttling" else Faults()
+    rate = 1_000.0 if pressure == "throttling" else 4.0
+    server = LocalEcsEndpoint(seed=6, faults=quota)
+    await server.start()
+    settings = Settings(ecs_endpoint_url=server.url, rate_limit_per_s=rate, rate_limit_burst=2, linger_ms=0)
+    session = get_session()
+    session.set_credentials("test", "test")
+    coalescer = Coalescer(linger_ns=0, max_active_tasks=1_000, retired_cap=1_000, describe=False)
+    book = OffsetBook()
+    book.assign([(TOPIC, 0)])
+    metrics = Metrics()
+    budgets = RateBudgets(rate_cap=rate, burst_cap=2, quota_per_s=None, quota_burst=1)
+    routes = Routes(region="us-east-1", home_account=None, account_roles={})
+    crowded, other = "000000000000/us-east-1", "000000000000/eu-west-1"
+    try:
+        async with EcsClients(settings, routes, session=session) as clients:
+            dispatcher = Dispatcher(
+                coalescer=coalescer,
+                book=book,
+                submitter=Submitter(clients, settings, metrics=metrics, budgets=budgets),
+                publisher=Publisher(
+                    Outcomes(), outcome_topic="o", dlq_topic="d", worker="t", metrics=metrics
+                ),
+                metrics=metrics,
+                linger_ms=0,
+                drain_timeout_ms=settings.drain_timeout_ms,
+                on_progress=lambda: None,
+            )
+            running = asyncio.create_task(dispatcher.run())
+            try:
+                events = [region_event("us-east-1", n) for n in range(40)]
+                events += [region_event("eu-west-1", n) for n in range(3)]
+                for offset, change in enumerate(events):
+                    source = book.track(TOPIC, 0, offset, 1)
+                    assert source is not None
+                    coalescer.apply(change, source, time.monotonic_ns())
+                dispatcher.wake()
+
+                def tasks(scope: str) -> dict[str, str]:
+                    return dict(server.state()["scopes"].get(scope, {}).get("tasks", {}))
+
+                await wait_for(lambda: len(tasks(other)) == 3, 10, "the other Region's three tasks")
+                assert set(tasks(other).values()) == {"RUNNING"}
+                assert len(tasks(crowded)) < 20, "the crowded Region's backlog was still waiting"
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                await dispatcher.cancel_all()
+    finally:
+        await server.stop()

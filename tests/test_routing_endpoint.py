@@ -33,14 +33,14 @@ def task_arn(account: str, region: str, n: int = 1) -> str:
     return f"arn:aws:ecs:{region}:{account}:task/prod/{n:032x}"
 
 
-def submission(task: str) -> Submission:
+def submission(task: str, cluster: str = "prod") -> Submission:
     request = SubmitTaskStateChangeRequest(
-        cluster="prod",
+        cluster=cluster,
         task=task,
         status="RUNNING",
         containers=(ContainerStateChange(containerName="app", status="RUNNING"),),
     )
-    return Submission(("prod", task), request, task, [], 0, False)
+    return Submission((cluster, task), request, task, [], 0, False)
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -89,12 +89,15 @@ async def test_each_task_reaches_its_own_account_and_region(strict: LocalEcsEndp
     }
     state = strict.state()
     assert (state["calls"], state["accepted"], state["scope_mismatches"]) == (4, 4, 0)
-    # One client per Region and credentials; the role assumed for each of its two calls (its
-    # credentials expire within botocore's refresh window), never for the home account.
+    # One client per Region and credentials; the role assumed anew for each of its two calls (its
+    # credentials expire within botocore's refresh window), twice: before the call takes its
+    # concurrency slot, and when botocore signs it (credentials this short are due again at
+    # once; STS issues none shorter than 15 minutes, and the worker's last an hour), never for
+    # the home account.
     assert sorted(built, key=str) == sorted(
         [(region, role) for region in REGIONS for role in (None, ROLE)], key=str
     )
-    assert strict.identities.assumed == {ROLE: 2}
+    assert strict.identities.assumed == {ROLE: 4}
 
 
 async def test_without_a_route_a_call_would_reach_the_wrong_account(strict: LocalEcsEndpoint) -> None:
@@ -124,3 +127,38 @@ async def test_the_quota_is_per_account_and_region(strict: LocalEcsEndpoint) -> 
         f"{HOME}/eu-west-1": {},
         f"{OTHER}/us-east-1": {},
     }
+
+
+async def test_tasks_no_credentials_of_this_process_may_call_are_rejected_without_a_call(
+    strict: LocalEcsEndpoint,
+) -> None:
+    """A China or GovCloud task (another partition than the home Region's), a task whose cluster
+    ARN names another Region or account, and a task named by id in a cluster ARN that cannot be
+    read: each rejected (``NO_ROUTE``) with its reason, and the endpoint sees no call at all."""
+    cases = {
+        (
+            f"arn:aws-cn:ecs:cn-north-1:{HOME}:cluster/prod",
+            task_arn(HOME, "cn-north-1").replace(":aws:", ":aws-cn:"),
+        ): "partition aws-cn",
+        ("prod", task_arn(OTHER, "us-gov-west-1").replace(":aws:", ":aws-us-gov:")): "partition aws-us-gov",
+        (f"arn:aws:ecs:us-west-2:{HOME}:cluster/prod", task_arn(HOME, "eu-west-1")): "disagree",
+        (f"arn:aws:ecs:eu-west-1:{OTHER}:cluster/prod", task_arn(HOME, "eu-west-1", 2)): "disagree",
+        (f"arn:aws:ecs::{OTHER}:cluster/prod", f"{3:032x}"): "cannot be read",
+    }
+    settings = Settings(
+        ecs_endpoint_url=strict.url,
+        sts_endpoint_url=strict.url,
+        max_attempts=1,
+        region="us-east-1",
+        home_account=HOME,
+        account_roles={OTHER: ROLE},
+    )
+    budgets = RateBudgets(rate_cap=1000.0, burst_cap=1000, quota_per_s=None, quota_burst=1)
+    async with EcsClients(settings, routes_of(settings)) as clients:
+        submitter = Submitter(clients, settings, metrics=Metrics(), budgets=budgets)
+        for (cluster, task), reason in cases.items():
+            result = await submitter.submit(submission(task, cluster))
+            assert (result.result, result.error_code, result.attempts) == ("rejected", NO_ROUTE, 0), task
+            assert reason in (result.error_message or ""), (task, result.error_message)
+        assert clients.built == []
+    assert (strict.state()["calls"], strict.identities.assumed) == (0, {})

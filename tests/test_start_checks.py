@@ -96,6 +96,29 @@ def test_unreachable_brokers_fail_after_start_timeout_with_one_line(tmp_path: Pa
     assert "Traceback" not in result.stderr
 
 
+def test_a_role_in_another_partition_than_aws_region_fails_at_start(tmp_path: Path) -> None:
+    """The Region from AWS_REGION (the setting unset, so the settings alone could not tell):
+    a China role cannot be assumed from the aws partition's credentials; said before the brokers
+    are even tried, naming the setting."""
+    env = _bare_env(
+        tmp_path,
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="k",
+        AWS_SECRET_ACCESS_KEY="s",
+        WORKER_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        WORKER_START_TIMEOUT_MS="0",
+        WORKER_HOME_ACCOUNT="111122223333",
+        WORKER_ACCOUNT_ROLES="222233334444=arn:aws-cn:iam::222233334444:role/reporter",
+    )
+    result = _run(env)
+    assert result.returncode == 3, result.stderr
+    (error,) = _errors(result.stderr)
+    assert str(error["message"]) == (
+        "cannot start: account_roles (WORKER_ACCOUNT_ROLES): the role for account 222233334444 is in "
+        "partition aws-cn, and region us-east-1 is in aws: a role cannot be assumed across partitions"
+    )
+
+
 async def test_the_region_comes_from_aws_region_when_unset(
     broker: EmbeddedBroker, endpoint: LocalEcsEndpoint, topics: Topics, monkeypatch: pytest.MonkeyPatch
 ) -> None:

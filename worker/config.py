@@ -266,7 +266,8 @@ SETTING_HELP: dict[str, str] = {
     "ecs_endpoint_url": "ECS endpoint override (the local endpoint); unset for real ECS.",
     "home_account": (
         "Account of the default credentials: its tasks are called with them, other accounts only "
-        "through account_roles (their tasks are rejected otherwise); unset: every account."
+        "through account_roles (their tasks are rejected otherwise); unset: every account "
+        "(of region's partition)."
     ),
     "account_roles": (
         "Role to assume per other account, as ACCOUNT=ROLE_ARN pairs, comma separated "

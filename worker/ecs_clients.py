@@ -7,7 +7,9 @@ credentials: botocore's own assume-role machinery, as a ``role_arn`` profile use
 (aiobotocore's ``AioAssumeRoleCredentialFetcher`` behind ``AioDeferredRefreshableCredentials``),
 so the role is assumed at the first call and again before its credentials expire. STS is called
 with the default credentials, in ``region`` (``sts_endpoint_url`` overrides it, for the local
-endpoint).
+endpoint), like the ECS calls: no retries of botocore's own (the worker's are the only ones) and
+``call_timeout_ms`` at most. ``credentials_ready`` assumes the role (when due) before a call takes
+its concurrency slot, so that an account whose STS is slow or down holds back no other account.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import functools
 from contextlib import AsyncExitStack
 from typing import Any
 
+from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioAssumeRoleCredentialFetcher, AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import NoCredentialsError
 
-from worker.config import Settings
+from worker.config import Settings, env_name
 from worker.dry_run import DryRunEcs
-from worker.routing import Route, Routes
+from worker.routing import Route, Routes, role_partition_problems
 from worker.start_checks import StartCheckFailed, resolve_region
 from worker.submit import open_ecs_client
 
@@ -36,13 +39,16 @@ ROLE_SESSION_NAME = "ecs-state-worker"
 def routes_of(settings: Settings) -> Routes:
     """The routes of ``settings``, the home Region resolved as at start (``region``, else
     ``AWS_REGION`` and the SDK's). Raises ``worker.start_checks.StartCheckFailed`` without a
-    Region, except for a dry run (no call is made: tasks named by id alone get no Region)."""
+    Region, except for a dry run (no call is made: tasks named by id alone get no Region), and for
+    a role of ``account_roles`` in another partition than that Region's."""
     try:
         region = resolve_region(settings)
     except StartCheckFailed:
         if not settings.dry_run:
             raise
         region = ""
+    for problem in role_partition_problems(region or None, settings.account_roles):
+        raise StartCheckFailed(f"account_roles ({env_name('account_roles')}): {problem}")
     return Routes(region=region, home_account=settings.home_account, account_roles=settings.account_roles)
 
 
@@ -61,6 +67,7 @@ class EcsClients:
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._role_sessions: dict[str, AioSession] = {}
+        self._role_credentials: dict[str, AioDeferredRefreshableCredentials] = {}
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> EcsClients:
@@ -90,6 +97,16 @@ class EcsClients:
                 self._clients[key] = await self._stack.enter_async_context(opened)
         return self._clients[key]
 
+    async def credentials_ready(self, route: Route) -> None:
+        """Assume ``route``'s role now if its credentials are missing or due for renewal (nothing
+        for the default credentials, nor under ``dry_run``). Raises what STS or botocore raised
+        (``botocore.exceptions.ClientError``, ``EndpointConnectionError``...), and ``NoRoute``."""
+        role = self.routes.role_for(route)
+        if role is None or self._settings.dry_run:
+            return
+        await self._role_session(role)
+        await self._role_credentials[role].get_frozen_credentials()
+
     async def aclose(self) -> None:
         self._clients.clear()
         await self._stack.aclose()
@@ -106,6 +123,7 @@ class EcsClients:
                 self._session.create_client,
                 region_name=self._settings.region,
                 endpoint_url=self._settings.sts_endpoint_url,
+                config=_sts_config(self._settings),
             ),
             source_credentials=source,
             role_arn=role,
@@ -113,8 +131,18 @@ class EcsClients:
         )
         session = AioSession()
         # The session's credentials, as botocore's resolver would set them for a role profile.
-        session._credentials = AioDeferredRefreshableCredentials(
+        credentials = AioDeferredRefreshableCredentials(
             refresh_using=fetcher.fetch_credentials, method="assume-role"
         )
-        self._role_sessions[role] = session
+        session._credentials = credentials
+        self._role_sessions[role], self._role_credentials[role] = session, credentials
         return session
+
+
+def _sts_config(settings: Settings) -> AioConfig:
+    """STS's client as the ECS clients: one attempt (the worker retries), ``call_timeout_ms``."""
+    return AioConfig(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=settings.call_timeout_ms / 1000,
+        read_timeout=settings.call_timeout_ms / 1000,
+    )

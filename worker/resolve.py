@@ -218,12 +218,13 @@ class Resolver:
 
     def _no_route(self, route: Route) -> None:
         """A task of an account this process may not call: not a fallback (nothing is missing
-        that a permission would give), said once per account."""
+        that a permission would give), said once per account and partition (and once more for
+        its ARNs that cannot be read or disagree)."""
+        reason = self._clients.routes.reason(route) or ""
         self._once(
-            f"no-route:{route.account}",
-            "tasks of account %s have no route (home_account, account_roles): they are rejected "
-            "(NoRouteForAccount) without a call",
-            route.account,
+            f"no-route:{route.partition}:{route.account}:{bool(route.problem)}",
+            "%s: such tasks are rejected (NoRouteForAccount) without a call",
+            reason,
         )
 
     def _fell_back(self, operation: str, code: str, subject: str) -> None:

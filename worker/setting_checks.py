@@ -13,6 +13,8 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from worker.routing import role_partition_problems
+
 if TYPE_CHECKING:
     from worker.config import Settings
 
@@ -67,6 +69,7 @@ def _role_problems(settings: Settings) -> Iterator[str]:
             yield f"the role for account {account} is in account {role_account}: {role}"
         if account == settings.home_account:
             yield f"account {account} is home_account, whose tasks take the default credentials"
+    yield from role_partition_problems(settings.region, settings.account_roles)
 
 
 def unknown_variables(env: Mapping[str, str], settings: Collection[str]) -> Iterator[tuple[str, str]]:

@@ -26,6 +26,7 @@ from worker.broker_checks import MissingTopicError, check_topic, missing_topics
 from worker.config import Settings, env_name
 from worker.kafka_clients import kafka_security
 from worker.log_filters import quiet_clients
+from worker.routing import role_partition_problems
 
 __all__ = ["StartCheckFailed", "check_start", "resolve_region", "wait_for_brokers"]
 
@@ -166,6 +167,8 @@ async def check_start(settings: Settings) -> Settings:
         region, method = settings.region, "not needed (dry run)"
     else:
         region, method = resolve_region(settings), await _check_credentials()
+        for problem in role_partition_problems(region, settings.account_roles):
+            raise StartCheckFailed(f"account_roles ({env_name('account_roles')}): {problem}")
     await wait_for_brokers(settings)
     log.info("start checks passed", extra={"region": region, "credentials": method})
     return msgspec.structs.replace(settings, region=region)

@@ -81,6 +81,8 @@ class ClientSource(Protocol):
 
     async def client_for(self, route: Route) -> Any: ...
 
+    async def credentials_ready(self, route: Route) -> None: ...
+
 
 class Throttled(Exception):
     """ECS throttled the first attempt of a submission made with ``requeue_throttled``: nothing
@@ -197,6 +199,7 @@ class Submitter:
             attempts = number
             if number > 1 or not token_held:
                 await limiter.acquire()
+            await self._credentials(route)
             return await self._call(client, limiter, params)
 
         def retryable(exc: BaseException) -> bool:
@@ -225,6 +228,19 @@ class Submitter:
             return SubmitResult("failed", attempts, time.time_ns(), None, exhausted.code, exhausted.message)
         except _Terminal as rejected:
             return SubmitResult("rejected", attempts, time.time_ns(), None, rejected.code, rejected.message)
+
+    async def _credentials(self, route: Route) -> None:
+        """The route's role assumed when due, before a concurrency slot is taken (a slow or
+        failing STS holds back no other account); a failure is sorted as a call's, not counted as
+        an ECS call, and never slows the route's ECS rate."""
+        try:
+            await self._clients.credentials_ready(route)
+        except Exception as exc:  # sorted by classify(); nothing is swallowed
+            verdict = classify(exc)
+            message = f"assuming the role of account {route.account}: {verdict.message}"
+            if verdict.retryable:
+                raise _Retryable(verdict.code, message) from exc
+            raise _Terminal(verdict.code, message) from exc
 
     async def _call(
         self, client: EcsClient, limiter: AsyncRateLimiter, params: dict[str, Any]
