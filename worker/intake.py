@@ -45,6 +45,8 @@ from worker.work import NS_PER_MS, SourceRef
 __all__ = ["Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 
 _repartitioned = msgspec.json.Decoder(TaskEvent)
+_RETIRED = Applied.RETIRED
+"""Read once: an Enum member's lookup runs Python code (``admit`` checks it per event)."""
 _progress = msgspec.json.Decoder(ProgressMarker)
 
 
@@ -94,6 +96,8 @@ class RecordBatch(msgspec.Struct, gc=False):
     source: SourceRef
     events: list[TaskEvent]
     bad: list[tuple[Stage, BadItem]]
+    replayed: bool = False
+    """The record lies below its partition's replay end (``OffsetBook.replayed``), as it was read."""
 
 
 @dataclass(slots=True)
@@ -156,7 +160,13 @@ class Intake:
             self.ignored.update(decoded.ignored)
         if events:
             self.decoded[decoded.format] += len(events)
-        return RecordBatch(offsets.track(offset, len(events) + (1 if bad else 0)), events, bad)
+        end = offsets.replay_end
+        return RecordBatch(
+            offsets.track(offset, len(events) + (1 if bad else 0)),
+            events,
+            bad,
+            end is not None and offset < end,
+        )
 
     def read_repartitioned(
         self, topic: str, partition: int, offset: int, value: bytes | None
@@ -179,7 +189,8 @@ class Intake:
                 events.append(event)
             else:
                 bad.append(("validate", BadItem(broken, "EcsRuleViolation", 0)))
-        return RecordBatch(offsets.track(offset, 1), events, bad)
+        end = offsets.replay_end
+        return RecordBatch(offsets.track(offset, 1), events, bad, end is not None and offset < end)
 
     def read_progress(
         self, topic: str, partition: int, offset: int, value: bytes | None, now: int, wall: int
@@ -207,11 +218,22 @@ class Intake:
         return self._apply(event, source, now, wall, self.book.replayed(source))
 
     def admit(self, batch: RecordBatch, now: int, wall: int) -> None:
-        """Apply every event of ``batch`` at one instant."""
-        if batch.events:
-            replayed = self.book.replayed(batch.source)  # the same for every event of the record
-            for event in batch.events:
-                self._apply(event, batch.source, now, wall, replayed)
+        """Apply every event of ``batch`` (as ``read`` gave it) at one instant."""
+        if not batch.events:
+            return
+        source, replayed = batch.source, batch.replayed
+        apply, linger = self.coalescer.apply, self.linger_ns
+        for event in batch.events:
+            # ``_apply`` spelled out (it runs per event): the linger counted from the observation.
+            age = wall - event.observedAt
+            at = now - age if 0 < age < linger else now
+            applied, resolved = apply(event, source, at, replayed=replayed)
+            if applied is _RETIRED:
+                self.ignored[LATE_EVENT] += 1
+            if resolved:
+                release = self.book.release
+                for done in resolved:
+                    release(done)
 
     def _apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int, replayed: bool) -> Applied:
         # A fresh change's linger counts from its observation, not from its arrival here: time in

@@ -170,7 +170,13 @@ class OffsetBook:
         book = self._partitions.get((topic, partition))
         if book is None or book.epoch != epoch:
             return False
-        book.release(offset, count)
+        claims = book._claims  # (``PartitionOffsets.release`` spelled out: this runs per record)
+        left = claims.get(offset)
+        if left is not None:
+            if left <= count:
+                del claims[offset]
+            else:
+                claims[offset] = left - count
         return True
 
     def to_commit(self) -> dict[TopicPartitionKey, int]:
