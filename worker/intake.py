@@ -45,9 +45,9 @@ from worker.work import NS_PER_MS, SourceRef
 __all__ = ["Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 
 _repartitioned = msgspec.json.Decoder(TaskEvent)
+_progress = msgspec.json.Decoder(ProgressMarker)
 _RETIRED = Applied.RETIRED
 """Read once: an Enum member's lookup runs Python code (``admit`` checks it per event)."""
-_progress = msgspec.json.Decoder(ProgressMarker)
 
 
 def rekeyed_exit_wait_ms(settings: Settings) -> int:
