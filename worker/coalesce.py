@@ -46,6 +46,10 @@ class Applied(Enum):
     """Held until the task's definition is known."""
 
 
+_CHANGED, _UNCHANGED, _RETIRED, _HELD = Applied.CHANGED, Applied.UNCHANGED, Applied.RETIRED, Applied.HELD
+"""The members read once: an Enum member's lookup runs Python code, and these go out per event."""
+
+
 class Coalescer(KnowledgeMixin):
     """Per-task state for the tasks of this process.
 
@@ -105,6 +109,8 @@ class Coalescer(KnowledgeMixin):
         self._settle_heap: list[tuple[int, int, TaskKey]] = []
         self._max_containers = max_containers
         self._max_attachments = max_attachments
+        self._bound = min(max_containers, max_attachments)
+        """Items (containers, attachments, managed agents) a task may hold under every bound."""
         self._max_active = max_active_tasks
         self._retired_cap = retired_cap
         self._active: OrderedDict[TaskKey, TaskEntry] = OrderedDict()
@@ -130,9 +136,14 @@ class Coalescer(KnowledgeMixin):
     def over_limits(self, event: TaskEvent) -> str | None:
         """Why applying ``event`` would pass a per-task bound, or None (``task_limits``)."""
         entry = self._active.get((event.cluster, event.task))
-        return over_limits(
-            None if entry is None else entry.state, event, self._max_containers, self._max_attachments
-        )
+        state = None if entry is None else entry.state
+        # ``over_limits``'s first check spelled out (it runs per event): far below every bound.
+        count = len(event.containers) + len(event.attachments) + len(event.managedAgents)
+        if state is not None:
+            count += len(state.containers) + len(state.attachments) + len(state.managed_agents)
+        if count <= self._bound:
+            return None
+        return over_limits(state, event, self._max_containers, self._max_attachments)
 
     def over_event_limits(self, event: TaskEvent) -> str | None:
         """Why ``event`` alone passes a per-task bound, or None: the check of a stage that does not
@@ -151,7 +162,7 @@ class Coalescer(KnowledgeMixin):
             self._reorder.hold(key, event, source, now)
             if replayed:
                 self._held_replayed.add(key)
-            return Applied.HELD, []
+            return _HELD, []
         return self._apply(key, event, source, now, replayed)
 
     def _release(self, held: list[Held]) -> list[SourceRef]:
@@ -161,7 +172,7 @@ class Coalescer(KnowledgeMixin):
             key = (event.cluster, event.task)
             applied, done = self._apply(key, event, source, at, key in self._held_replayed)
             self._held_replayed.discard(key)
-            self.late += applied is Applied.RETIRED
+            self.late += applied is _RETIRED
             resolved.extend(done)
         return resolved
 
@@ -172,7 +183,7 @@ class Coalescer(KnowledgeMixin):
         entry = active.get(key)
         if entry is None:
             if key in self._retired:  # (never also active: a task retires out of ``_active``)
-                return Applied.RETIRED, [source]
+                return _RETIRED, [source]
             self._make_room()
             entry = active[key] = TaskEntry(TaskState(key), replayed=replayed)
             self._first_sight(key, entry, event.taskDefinitionArn, now)
@@ -184,14 +195,14 @@ class Coalescer(KnowledgeMixin):
         if entry.waiting is not None:
             entry.waiting.append((event, now))
             entry.sources.append(source)
-            return Applied.HELD, []
+            return _HELD, []
         changed = self._merge(key, entry, event, now)
         entry.sources.append(source)
         if not changed and not entry.dirty and entry.in_flight is None:
             # Nothing to send: this record is resolved, with any the task held while it waited
             # (for an answer, a settle, a restart) unless it still waits.
-            return Applied.UNCHANGED, self._settled_sources(entry)
-        return (Applied.CHANGED if changed else Applied.UNCHANGED), []
+            return _UNCHANGED, self._settled_sources(entry)
+        return (_CHANGED if changed else _UNCHANGED), []
 
     def _note_partition(self, key: TaskKey, entry: TaskEntry, partition: int) -> None:
         if entry.partition < 0:
@@ -454,7 +465,9 @@ class Coalescer(KnowledgeMixin):
         due_at = now if entry.state.rank == STOPPED else now + self._linger
         if entry.due_at is not None and entry.due_at <= due_at:
             return
-        self._push(key, entry, due_at)
+        entry.due_at = due_at  # (``_push`` spelled out: this runs per change)
+        self._seq += 1
+        heapq.heappush(self._heap, (due_at, self._seq, key))
 
     def _push(self, key: TaskKey, entry: TaskEntry, due_at: int) -> None:
         entry.due_at = due_at

@@ -24,7 +24,7 @@ batch's ``bad`` items and then releases the record's last claim.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -46,6 +46,8 @@ __all__ = ["Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 
 _repartitioned = msgspec.json.Decoder(TaskEvent)
 _progress = msgspec.json.Decoder(ProgressMarker)
+_RETIRED = Applied.RETIRED
+"""Read once: an Enum member's lookup runs Python code (``admit`` checks it per event)."""
 
 
 def rekeyed_exit_wait_ms(settings: Settings) -> int:
@@ -94,6 +96,8 @@ class RecordBatch(msgspec.Struct, gc=False):
     source: SourceRef
     events: list[TaskEvent]
     bad: list[tuple[Stage, BadItem]]
+    replayed: bool = False
+    """The record lies below its partition's replay end (``OffsetBook.replayed``), as it was read."""
 
 
 @dataclass(slots=True)
@@ -135,27 +139,34 @@ class Intake:
         (nothing is tracked: the record must be read again by the partition's owner).
         ``task_state`` False: the per-task bounds are checked on the event alone (the repartition
         stage, where the task's state is not held)."""
-        if not self.book.owns(topic, partition):
+        offsets = self.book.owned(topic, partition)
+        if offsets is None:
             return None
         decoded = self.decoder.decode(
             value, headers, record_timestamp_ns=None if timestamp_ms is None else timestamp_ms * NS_PER_MS
         )
-        events: list[TaskEvent] = []
-        bad: list[tuple[Stage, BadItem]] = [("decode", item) for item in decoded.bad] if decoded.bad else []
+        events = decoded.events
         over_limits = self.coalescer.over_limits if task_state else self.coalescer.over_event_limits
-        for index, event in enumerate(decoded.events):
-            broken = check_event(event) or over_limits(event)
-            if broken is None:
-                events.append(event)
-            else:
-                bad.append(("validate", BadItem(broken, "EcsRuleViolation", index)))
-        source = self.book.track(topic, partition, offset, len(events) + (1 if bad else 0))
-        assert source is not None  # owned, checked above
+        for event in events:
+            if check_event(event) is not None or over_limits(event) is not None:
+                events, refused = _validated(events, over_limits)
+                break
+        else:
+            refused = []  # the common case: every event kept, in the decoder's list
+        bad: list[tuple[Stage, BadItem]] = [("decode", item) for item in decoded.bad] if decoded.bad else []
+        if refused:
+            bad += refused
         if decoded.ignored:
             self.ignored.update(decoded.ignored)
         if events:
             self.decoded[decoded.format] += len(events)
-        return RecordBatch(source, events, bad)
+        end = offsets.replay_end
+        return RecordBatch(
+            offsets.track(offset, len(events) + (1 if bad else 0)),
+            events,
+            bad,
+            end is not None and offset < end,
+        )
 
     def read_repartitioned(
         self, topic: str, partition: int, offset: int, value: bytes | None
@@ -163,7 +174,8 @@ class Intake:
         """Decode one repartition record (one canonical event, ``worker.repartition``), check the
         task's bounds against its state, and track it; None when its partition is not owned. A
         record that is not a canonical event (written by something else) is bad, not a crash."""
-        if not self.book.owns(topic, partition):
+        offsets = self.book.owned(topic, partition)
+        if offsets is None:
             return None
         events: list[TaskEvent] = []
         bad: list[tuple[Stage, BadItem]] = []
@@ -177,9 +189,8 @@ class Intake:
                 events.append(event)
             else:
                 bad.append(("validate", BadItem(broken, "EcsRuleViolation", 0)))
-        source = self.book.track(topic, partition, offset, 1)
-        assert source is not None  # owned, checked above
-        return RecordBatch(source, events, bad)
+        end = offsets.replay_end
+        return RecordBatch(offsets.track(offset, 1), events, bad, end is not None and offset < end)
 
     def read_progress(
         self, topic: str, partition: int, offset: int, value: bytes | None, now: int, wall: int
@@ -187,7 +198,8 @@ class Intake:
         """Take one progress marker of the repartition topic (``worker.watermarks``) at ``now``
         (monotonic ns; ``wall`` on the wall clock) and track its record, resolved at once; None
         when its partition is not owned. A malformed marker is bad, not a crash."""
-        if not self.book.owns(topic, partition):
+        offsets = self.book.owned(topic, partition)
+        if offsets is None:
             return None
         bad: list[tuple[Stage, BadItem]] = []
         watermarks = self.coalescer.watermarks
@@ -198,9 +210,7 @@ class Intake:
         else:
             if watermarks is not None:
                 watermarks.note(partition, marker, wall, now)
-        source = self.book.track(topic, partition, offset, 1 if bad else 0)
-        assert source is not None  # owned, checked above
-        return RecordBatch(source, [], bad)
+        return RecordBatch(offsets.track(offset, 1 if bad else 0), [], bad)
 
     def apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int) -> Applied:
         """Merge one event of ``source``. ``now`` is the coalescer's monotonic clock (ns), ``wall``
@@ -208,11 +218,22 @@ class Intake:
         return self._apply(event, source, now, wall, self.book.replayed(source))
 
     def admit(self, batch: RecordBatch, now: int, wall: int) -> None:
-        """Apply every event of ``batch`` at one instant."""
-        if batch.events:
-            replayed = self.book.replayed(batch.source)  # the same for every event of the record
-            for event in batch.events:
-                self._apply(event, batch.source, now, wall, replayed)
+        """Apply every event of ``batch`` (as ``read`` gave it) at one instant."""
+        if not batch.events:
+            return
+        source, replayed = batch.source, batch.replayed
+        apply, linger = self.coalescer.apply, self.linger_ns
+        for event in batch.events:
+            # ``_apply`` spelled out (it runs per event): the linger counted from the observation.
+            age = wall - event.observedAt
+            at = now - age if 0 < age < linger else now
+            applied, resolved = apply(event, source, at, replayed=replayed)
+            if applied is _RETIRED:
+                self.ignored[LATE_EVENT] += 1
+            if resolved:
+                release = self.book.release
+                for done in resolved:
+                    release(done)
 
     def _apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int, replayed: bool) -> Applied:
         # A fresh change's linger counts from its observation, not from its arrival here: time in
@@ -238,3 +259,19 @@ class Intake:
         tallies = (self.ignored, self.decoded)
         self.ignored, self.decoded = Counter(), Counter()
         return tallies
+
+
+def _validated(
+    events: list[TaskEvent], over_limits: Callable[[TaskEvent], str | None]
+) -> tuple[list[TaskEvent], list[tuple[Stage, BadItem]]]:
+    """The events that break no ECS rule (``check_event``) nor bound (``over_limits``), and a bad
+    item (its index in the record's events) for each of the others."""
+    kept: list[TaskEvent] = []
+    refused: list[tuple[Stage, BadItem]] = []
+    for index, event in enumerate(events):
+        broken = check_event(event) or over_limits(event)
+        if broken is None:
+            kept.append(event)
+        else:
+            refused.append(("validate", BadItem(broken, "EcsRuleViolation", index)))
+    return kept, refused

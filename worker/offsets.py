@@ -36,12 +36,20 @@ __all__ = ["OffsetBook", "PartitionOffsets", "TopicPartitionKey"]
 TopicPartitionKey = tuple[str, int]
 
 
+_new_source = tuple.__new__
+"""``SourceRef``'s constructor without its Python-level ``__new__`` (one per record)."""
+
+
 class PartitionOffsets:
-    """The claims of one partition under one assignment (``epoch``)."""
+    """The claims of one partition (``topic``, ``partition``) under one assignment (``epoch``)."""
 
-    __slots__ = ("_claims", "_order", "committed", "epoch", "highest", "replay_end")
+    __slots__ = ("_claims", "_order", "committed", "epoch", "highest", "partition", "replay_end", "topic")
 
-    def __init__(self, committed: int | None = None, epoch: int = 0) -> None:
+    def __init__(
+        self, committed: int | None = None, epoch: int = 0, *, topic: str = "", partition: int = -1
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
         self._claims: dict[int, int] = {}
         self._order: deque[int] = deque()
         self.highest: int | None = None
@@ -50,13 +58,16 @@ class PartitionOffsets:
         self.replay_end: int | None = None
         """The end offset when the partition was assigned (None: not noted yet)."""
 
-    def track(self, offset: int, claims: int) -> None:
-        if self.highest is not None and offset <= self.highest:
-            return  # re-delivered after a seek: already tracked
-        self.highest = offset
-        if claims > 0:
-            self._claims[offset] = claims
-            self._order.append(offset)
+    def track(self, offset: int, claims: int) -> SourceRef:
+        """Track the record at ``offset`` with ``claims``; returns its ``SourceRef`` under this
+        epoch. A record re-delivered after a seek (at or below the highest offset tracked) is
+        tracked already: only its ``SourceRef`` is returned."""
+        if self.highest is None or offset > self.highest:
+            self.highest = offset
+            if claims > 0:
+                self._claims[offset] = claims
+                self._order.append(offset)
+        return _new_source(SourceRef, (self.topic, self.partition, offset, self.epoch))
 
     def release(self, offset: int, count: int = 1) -> None:
         left = self._claims.get(offset)
@@ -97,7 +108,7 @@ class OffsetBook:
             key = (tp[0], tp[1])
             if key not in self._partitions:
                 epoch = self._epochs[key] = self._epochs.get(key, 0) + 1
-                self._partitions[key] = PartitionOffsets(epoch=epoch)
+                self._partitions[key] = PartitionOffsets(epoch=epoch, topic=key[0], partition=key[1])
 
     def revoke(self, partitions: Iterable[TopicPartitionKey]) -> None:
         for tp in partitions:
@@ -105,6 +116,12 @@ class OffsetBook:
 
     def owns(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self._partitions
+
+    def owned(self, topic: str, partition: int) -> PartitionOffsets | None:
+        """The claims of an owned partition under its current epoch, None when it is not owned:
+        ``Intake`` looks a record's partition up once, and tracks the record in it
+        (``PartitionOffsets.track``) once decoded."""
+        return self._partitions.get((topic, partition))
 
     def epoch(self, topic: str, partition: int) -> int | None:
         """The current epoch of an owned partition, None when it is not owned."""
@@ -144,10 +161,7 @@ class OffsetBook:
         """Track a record read now; returns its ``SourceRef`` (under the current epoch), or None
         when the partition is not owned (the record must be read again by its owner)."""
         book = self._partitions.get((topic, partition))
-        if book is None:
-            return None
-        book.track(offset, claims)
-        return SourceRef(topic, partition, offset, book.epoch)
+        return None if book is None else book.track(offset, claims)
 
     def release(self, source: SourceRef, count: int = 1) -> bool:
         """Release ``count`` claims of ``source``'s record. Returns False, releasing nothing, when
@@ -156,7 +170,13 @@ class OffsetBook:
         book = self._partitions.get((topic, partition))
         if book is None or book.epoch != epoch:
             return False
-        book.release(offset, count)
+        claims = book._claims  # (``PartitionOffsets.release`` spelled out: this runs per record)
+        left = claims.get(offset)
+        if left is not None:
+            if left <= count:
+                del claims[offset]
+            else:
+                claims[offset] = left - count
         return True
 
     def to_commit(self) -> dict[TopicPartitionKey, int]:

@@ -81,14 +81,15 @@ class ContainerIndex:
         internal container is never held). Its ``cluster`` is the one first seen for the id.
         Raises ``InvalidItem`` when the task definition's name is too long.
         """
-        entry = self._entries.get(runtime_id) if runtime_id else None
+        entries = self._entries
+        entry = entries.get(runtime_id) if runtime_id else None
         if (
             entry is not None
             and entry.task == task
             and entry.container_name == container_name
             and (entry.task_definition is not None or not (family and version))
         ):
-            self._entries.move_to_end(runtime_id)
+            entries.move_to_end(runtime_id)
             return entry
         internal = internal_reason(task, container_name)
         if internal is not None:
