@@ -140,7 +140,7 @@ class Coalescer(KnowledgeMixin):
         # ``over_limits``'s first check spelled out (it runs per event): far below every bound.
         count = len(event.containers) + len(event.attachments) + len(event.managedAgents)
         if state is not None:
-            count += len(state.containers) + len(state.attachments) + len(state.managed_agents)
+            count += len(state.containers) + len(state.attachments or ()) + len(state.managed_agents or ())
         if count <= self._bound:
             return None
         return over_limits(state, event, self._max_containers, self._max_attachments)
