@@ -214,8 +214,9 @@ class KafkaBroker(BrokerProcess):
         return f"{what}; logs in {self._home}:\n{tail}"
 
     def stop(self, *, keep: bool = False, timeout_s: float = 20.0) -> None:
-        """SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s``; the temporary folder is
-        removed unless ``keep``."""
+        """SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s`` (0: at once, no controlled
+        shutdown, for a broker whose data goes with it); the temporary folder is removed unless
+        ``keep``."""
         self._end_process(timeout_s)
         if self._home is not None and not keep:
             shutil.rmtree(self._home, ignore_errors=True)

@@ -33,8 +33,11 @@ pytestmark = pytest.mark.timeout(240)
 def scenario_broker() -> Iterator[ProxiedBroker]:
     """One broker for the module's scenarios: a broker's start is seconds of each scenario."""
     shared = proxied_broker(BROKER.kind)
-    with shared.broker:
+    shared.broker.start()
+    try:
         yield shared
+    finally:
+        shared.broker.stop(timeout_s=0)  # its data goes with it: no controlled shutdown
 
 
 def check_promises(report: Report) -> None:
