@@ -181,5 +181,6 @@ class EmbeddedBroker(BrokerProcess):
             return True
         return False
 
-    def stop(self) -> None:
-        self._end_process(5)
+    def stop(self, *, timeout_s: float = 5.0) -> None:
+        """SIGTERM, SIGKILL after ``timeout_s`` (0: at once, for a broker whose data goes with it)."""
+        self._end_process(timeout_s)

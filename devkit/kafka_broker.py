@@ -11,6 +11,7 @@ transaction topics (the group coordinator is ready in a moment), sessions down t
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import logging
@@ -153,12 +154,12 @@ class KafkaBroker(BrokerProcess):
         self._home = home = Path(tempfile.mkdtemp(prefix="kafka-broker-"))
         config = home / "server.properties"
         properties = self.server_properties(home / "data")
-        config.write_text("".join(f"{k}={_escaped(v)}\n" for k, v in properties.items()))
+        _write_properties(config, properties)
         log_file = self._log_file or home / "server.log"
         (home / "log4j2.yaml").write_text(_LOG4J.format(path=log_file))
         java = ["java", *JVM_OPTIONS, f"-Dlog4j2.configurationFile={home / 'log4j2.yaml'}"]
         java += ["-cp", f"{libs}/*"]
-        self._format(java, config)
+        self._format(java, properties, home / "data")
         with (home / "stdout.log").open("ab") as output:
             self._process = self._popen([*java, "kafka.Kafka", str(config)], stdout=output, stderr=output)
         outcome = self._await_ready(lambda: api_versions_answer(self.host, self.port), timeout_s, 0.1)
@@ -171,11 +172,31 @@ class KafkaBroker(BrokerProcess):
         self.stop(keep=True)
         raise RuntimeError(message)
 
-    def _format(self, java: list[str], config: Path) -> None:
-        cluster = "-"
-        while cluster.startswith("-"):  # as Kafka's own ids: no leading dash (an option to argparse)
-            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        command = [*java, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)]
+    def _format(self, java: list[str], properties: Mapping[str, str], data_dir: Path) -> None:
+        """Formatted storage in ``data_dir``: a copy of this process's formatted template for the
+        same version and SCRAM users (formatting is a JVM start of its own, seconds on a shared
+        machine), with a cluster id and directory id of its own. The storage holds no address:
+        ``bootstrap.checkpoint`` has the feature levels and SCRAM credentials, ``meta.properties``
+        the node id and those ids (ports and listeners are the configuration's)."""
+        key = (self.version, tuple(sorted(self._scram.items())))
+        template = _FORMATTED.get(key)
+        if template is None:
+            template = Path(tempfile.mkdtemp(prefix="kafka-storage-")) / "data"
+            atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
+            config = template.parent / "server.properties"
+            _write_properties(config, {**properties, "log.dirs": str(template)})
+            self._run_format(java, config)
+            _FORMATTED[key] = template
+        shutil.copytree(template, data_dir)
+        meta = data_dir / "meta.properties"
+        lines = []
+        for line in meta.read_text().splitlines():
+            name = line.partition("=")[0]
+            lines.append(f"{name}={_kafka_id()}" if name in ("cluster.id", "directory.id") else line)
+        meta.write_text("\n".join(lines) + "\n")
+
+    def _run_format(self, java: list[str], config: Path) -> None:
+        command = [*java, "kafka.tools.StorageTool", "format", "-t", _kafka_id(), "-c", str(config)]
         for user, password in self._scram.items():
             for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
                 command += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
@@ -193,12 +214,30 @@ class KafkaBroker(BrokerProcess):
         return f"{what}; logs in {self._home}:\n{tail}"
 
     def stop(self, *, keep: bool = False, timeout_s: float = 20.0) -> None:
-        """SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s``; the temporary folder is
-        removed unless ``keep``."""
+        """SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s`` (0: at once, no controlled
+        shutdown, for a broker whose data goes with it); the temporary folder is removed unless
+        ``keep``."""
         self._end_process(timeout_s)
         if self._home is not None and not keep:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
+
+
+_FORMATTED: dict[tuple[str, tuple[tuple[str, str], ...]], Path] = {}
+"""Formatted storage templates of this process, by Kafka version and SCRAM users."""
+
+
+def _kafka_id() -> str:
+    """A random id as Kafka writes them (``Uuid.randomUuid``): URL-safe base64 of 16 bytes, no
+    leading dash (an option to argparse)."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
+
+
+def _write_properties(path: Path, properties: Mapping[str, str]) -> None:
+    path.write_text("".join(f"{k}={_escaped(v)}\n" for k, v in properties.items()))
 
 
 def _escaped(value: str) -> str:

@@ -90,7 +90,10 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 async def read_all(bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` from the beginning up to its current end."""
+    """Every record of ``topic`` from the beginning up to its end offsets, asked again once they are
+    reached (Tansu's can lag by a record) and read on to the new ones once, so that a topic still
+    written to (the repartition topic's progress markers) ends there too, not at ``timeout_s``;
+    ``idle_s``: the longest wait of one poll."""
     ends = await end_offsets(bootstrap, topic)
     if not any(ends.values()):
         return []
@@ -104,14 +107,19 @@ async def read_all(bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = asyncio.get_running_loop().time() + timeout_s
+        asked_again = False
         while asyncio.get_running_loop().time() < deadline:
             batches = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000)
             for batch in batches.values():
                 records.extend(batch)
             positions = {tp.partition: await consumer.position(tp) for tp in tps}
-            # Tansu's end offsets can lag by a record: past them, read on until a poll is empty.
-            if not batches and all(positions[p] >= end for p, end in ends.items()):
-                break
+            if all(positions[p] >= end for p, end in ends.items()):
+                if asked_again:
+                    break
+                asked_again = True
+                ends = {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+                if all(positions[p] >= end for p, end in ends.items()):
+                    break
         return records
     finally:
         await consumer.stop()

@@ -1,7 +1,8 @@
 """The fault harness: run the worker under scheduled faults on real parts, then check its promises.
 
-A ``Scenario`` runs on its own embedded broker (Apache Kafka, or Tansu: ``devkit.brokers``) whose
-*advertised* listener is a ``TcpProxy`` in front of it, so that cutting the proxy cuts every
+A ``Scenario`` runs on its own embedded broker (Apache Kafka, or Tansu: ``devkit.brokers``), or
+on a ``ProxiedBroker`` shared by scenarios run one after the other (on topics and a group of their
+own), whose *advertised* listener is a ``TcpProxy`` in front of it, so that cutting the proxy cuts every
 client's broker connection; the local ECS endpoint runs in-process with a token-bucket quota like
 ECS's. N worker processes (``python -m worker run``) share one consumer group. A synthetic fleet
 (``devkit.fleet``) is launched at the endpoint (its task definitions registered, its tasks started
@@ -48,7 +49,7 @@ promises checked), ``handover`` (the rolling-restart figure, from the workers' l
 from __future__ import annotations
 
 from devkit.harness.report import FaultRecord, Report
-from devkit.harness.runner import run_scenario
+from devkit.harness.runner import ProxiedBroker, proxied_broker, run_scenario
 from devkit.harness.scenarios import FAST_SCENARIOS, SLOW_SCENARIOS, Fault, Scenario
 from devkit.harness.table import render_table
 
@@ -57,8 +58,10 @@ __all__ = [
     "SLOW_SCENARIOS",
     "Fault",
     "FaultRecord",
+    "ProxiedBroker",
     "Report",
     "Scenario",
+    "proxied_broker",
     "render_table",
     "run_scenario",
 ]

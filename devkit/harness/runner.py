@@ -1,5 +1,6 @@
 """``run_scenario``: one scenario on fresh parts (embedded broker behind a TCP proxy, recording
-ECS endpoint, worker processes), from start to quiescence, then its report."""
+ECS endpoint, worker processes), from start to quiescence, then its report; or on a broker that
+outlives it (``ProxiedBroker``: the tests run their scenarios one after the other on one)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import random
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,23 +33,46 @@ from devkit.proxy import TcpProxy
 from devkit.topics import create_topics, read_all, round_robin
 from worker.config import repartition_topic
 
-__all__ = ["run_scenario"]
+__all__ = ["ProxiedBroker", "proxied_broker", "run_scenario"]
+
+
+@dataclass(frozen=True)
+class ProxiedBroker:
+    """A broker (not started) whose advertised listener is ``127.0.0.1:proxy_port``, where each
+    scenario run on it starts a proxy of its own; its owner starts and stops it. The scenarios run
+    on it one at a time, each on topics and a group of its own."""
+
+    broker: Broker
+    proxy_port: int
+
+
+def proxied_broker(kind: BrokerKind) -> ProxiedBroker:
+    """A ``ProxiedBroker`` of ``kind`` on a free proxy port."""
+    proxy_port = free_port()
+    return ProxiedBroker(make_broker(kind, advertised=f"127.0.0.1:{proxy_port}"), proxy_port)
 
 
 async def run_scenario(
-    scenario: Scenario, *, keep_logs: bool = False, broker: BrokerKind | None = None
+    scenario: Scenario,
+    *,
+    keep_logs: bool = False,
+    broker: BrokerKind | None = None,
+    on: ProxiedBroker | None = None,
 ) -> Report:
     """Run one scenario on fresh parts and report; logs are kept (``Report.log_dir``) on failure.
     ``broker``: ``kafka`` or ``tansu``; by default ``devkit.brokers.choose_broker`` decides (Apache
-    Kafka where Java 17+ and Maven are present)."""
-    kind = broker or choose_broker(os.environ).kind
+    Kafka where Java 17+ and Maven are present). ``on``: a started broker to run on instead of a
+    broker of its own (``broker`` is then not used)."""
     began = time.monotonic()
     log_dir = Path(tempfile.mkdtemp(prefix=f"faults-{scenario.name}-"))
     planned = synthetic_fleet(
         scenario.tasks, seed=scenario.seed, fmt=scenario.fmt, shape=scenario.fleet_shape()
     )
     base = Faults(quota_burst=scenario.quota_burst, quota_refill_per_s=scenario.quota_refill_per_s)
-    run, parts = _prepare(scenario, log_dir, base, kind)
+    owned = on is None
+    if on is None:
+        on = proxied_broker(broker or choose_broker(os.environ).kind)
+    run, parts = _prepare(scenario, log_dir, base, on, owned=owned)
     report: Report | None = None
     try:
         await parts.start(run)
@@ -65,18 +90,20 @@ async def run_scenario(
 
 @dataclass
 class _Parts:
-    """The scenario's own broker, the proxy it advertises, the endpoint, a consumer of the group
-    (to read its committed offsets) and the running fault injections."""
+    """The scenario's broker (its own when ``owned``), the proxy it advertises, the endpoint, a
+    consumer of the group (to read its committed offsets) and the running fault injections."""
 
     broker: Broker
     proxy: TcpProxy
     endpoint: RecordingEndpoint
+    owned: bool = True
     consumer: AIOKafkaConsumer | None = None
     injections: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, run: Run) -> None:
         await self.proxy.start()
-        await asyncio.to_thread(self.broker.start)
+        if self.owned:
+            await asyncio.to_thread(self.broker.start)
         await self.endpoint.start()
         run.endpoint_url = self.endpoint.url
         await create_topics(
@@ -98,25 +125,29 @@ class _Parts:
                 await self.consumer.stop()
         await self.endpoint.stop()
         await self.proxy.stop()
-        await asyncio.to_thread(self.broker.stop)
+        if self.owned:
+            await asyncio.to_thread(self.broker.stop)
 
 
-def _prepare(scenario: Scenario, log_dir: Path, base: Faults, kind: BrokerKind) -> tuple[Run, _Parts]:
+def _prepare(
+    scenario: Scenario, log_dir: Path, base: Faults, on: ProxiedBroker, *, owned: bool
+) -> tuple[Run, _Parts]:
+    """The scenario's run and parts on ``on``; on a broker it does not own (``owned`` False), its
+    topics and group have a suffix of their own."""
     peak_workers = scenario.workers + sum(1 for f in scenario.faults if f.kind == "join")
-    proxy_port = free_port()
-    # No log_file: EmbeddedBroker.start() leaves that file open (a ResourceWarning).
-    broker = make_broker(kind, advertised=f"127.0.0.1:{proxy_port}")
-    proxy = TcpProxy(target_port=broker.port, port=proxy_port)
-    parts = _Parts(broker, proxy, RecordingEndpoint(faults=base, seed=scenario.seed))
+    # (make_broker without log_file: EmbeddedBroker.start() leaves that file open, a ResourceWarning.)
+    proxy = TcpProxy(target_port=on.broker.port, port=on.proxy_port)
+    parts = _Parts(on.broker, proxy, RecordingEndpoint(faults=base, seed=scenario.seed), owned=owned)
+    suffix = "" if owned else f"-{uuid.uuid4().hex[:8]}"
     run = Run(
         scenario=scenario,
         log_dir=log_dir,
         bootstrap=proxy.address,
         endpoint_url="",
-        group=f"faults-{scenario.name}",
-        input_topic="container-events",
-        outcome_topic="ecs-state-outcomes",
-        dlq_topic="ecs-state-dlq",
+        group=f"faults-{scenario.name}{suffix}",
+        input_topic=f"container-events{suffix}",
+        outcome_topic=f"ecs-state-outcomes{suffix}",
+        dlq_topic=f"ecs-state-dlq{suffix}",
         per_worker_rate=scenario.quota_refill_per_s / peak_workers,
         per_worker_burst=max(1, scenario.quota_burst // peak_workers),
         rng=random.Random(scenario.seed),
