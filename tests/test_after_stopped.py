@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.knowledge_rig import ARN, KEY, S, T0, Rig, definition, ev, shown, view
+from tests.knowledge_rig import ARN, KEY, T0, Rig, S, definition, ev, shown, view
 from worker.coalesce import Applied
 
 APP_SIDECAR: list[dict[str, Any]] = [{"name": "app"}, {"name": "sidecar", "essential": False}]

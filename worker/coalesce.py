@@ -366,8 +366,10 @@ class Coalescer(KnowledgeMixin):
         if result == "acknowledged":
             entry.acked = submission.fingerprint
         resolved = list(submission.sources)
-        if entry.missing or (submission.stopped and not entry.dirty):
-            # Final for ECS: a rejected or failed STOPPED went to the dead-letter topic for replay.
+        if entry.missing or (submission.stopped and (result == "acknowledged" or not entry.dirty)):
+            # Final for ECS. An acknowledged STOPPED is the task's last report, as the agent's is
+            # (its task status goes no further): what was merged while it was in flight is late,
+            # as it would be after. A rejected or failed STOPPED went to the dead-letter topic.
             resolved.extend(entry.sources)
             self._retire(submission.key)
         elif entry.dirty:
