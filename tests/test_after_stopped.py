@@ -134,3 +134,27 @@ def test_a_start_read_again_after_ecs_view_does_not_date_the_execution_stop() ->
     rig.tick(101)
     assert rig.statuses() == ["STOPPED app=STOPPED(0),sidecar=STOPPED(143)"]
     assert rig.sent[0][1].request.executionStoppedAt is None
+
+
+def test_a_drain_does_not_take_a_restart_exit_for_the_end() -> None:
+    """A revocation's drain pauses consumption: a held restart exit whose restart (the ``start``)
+    has not been read yet is not quiet, only unread. Its settle time passing during the drain
+    does not make it final (the drain would report the restart's exit as the container's end):
+    its records are given up to the next owner, who reads the restart."""
+    rig = Rig(settle_ns=3 * S)
+    rig.co.definitions.put(ARN, definition(APP_METRICS))
+    rig.feed(ev("app", "PENDING", at=0))
+    rig.feed(ev("metrics", "PENDING", at=0))
+    rig.feed(ev("app", "RUNNING", at=1))
+    rig.feed(ev("metrics", "RUNNING", at=1))
+    rig.tick(2)
+    rig.feed(ev("metrics", "STOPPED", at=70, exit_code=1))  # restarted by the agent at 70.05 s
+    rig.co.set_draining(True)
+    rig.co.set_linger(0)
+    rig.release(rig.co.flush_all(rig.ns(70.1)))
+    for t in (71, 74, 75):  # the drain (5 s) outlasts the settle time; nothing is read meanwhile
+        assert rig.tick(t) == []
+    assert rig.co.next_due_at() is None  # no settle check while draining: no busy wake-up
+    assert rig.statuses() == ["RUNNING app=RUNNING(None),metrics=RUNNING(None)"]
+    given_up = rig.co.drop(lambda source: True)
+    assert [s.offset for s in given_up] == [4]  # the exit, for the next owner to read again

@@ -253,13 +253,15 @@ class Coalescer(KnowledgeMixin):
         return changed
 
     def next_due_at(self) -> int | None:
-        """The next time ``due`` has work: a submission's due time, a settle check, held events."""
+        """The next time ``due`` has work: a submission's due time, a settle check (none while
+        draining: ``_settle_due``), held events."""
         submission = self._next_submission_at()
         held = None if self._reorder is None else self._reorder.next_due_at()
         if held is not None and (submission is None or held < submission):
             submission = held
-        if self._settle_heap and (submission is None or self._settle_heap[0][0] < submission):
-            return self._settle_heap[0][0]
+        settle = self._settle_heap[0][0] if self._settle_heap and not self._draining else None
+        if settle is not None and (submission is None or settle < submission):
+            return settle
         return submission
 
     def _next_submission_at(self) -> int | None:
@@ -444,7 +446,8 @@ class Coalescer(KnowledgeMixin):
 
     def set_draining(self, draining: bool) -> None:
         """While draining, a stopping task does not wait for its STOPPED (``stop_linger``), nor a
-        stop for the facts of its end (``exit_wait``)."""
+        stop for the facts of its end (``exit_wait``); and no settle time passes (consumption is
+        paused: ``_settle_due``)."""
         self._draining = draining
 
     def keys(self) -> Collection[TaskKey]:
