@@ -9,6 +9,7 @@ take: everything below it has been reported (or needs no report).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
@@ -78,12 +79,19 @@ def ev(
     )
 
 
-def view(status: str, containers: dict[str, tuple[str, int | None]], task: str = TASK) -> EcsTaskView:
-    """ECS's view of a task (what ``DescribeTasks`` shows): its ``lastStatus`` and each container's
-    ``(lastStatus, exitCode)``."""
+def view(
+    status: str,
+    containers: dict[str, tuple[str, int | None]],
+    task: str = TASK,
+    *,
+    stopped_at: datetime | None = None,
+) -> EcsTaskView:
+    """ECS's view of a task (what ``DescribeTasks`` shows): its ``lastStatus``, each container's
+    ``(lastStatus, exitCode)`` and the ``executionStoppedAt`` it was told (``stopped_at``)."""
     return EcsTaskView(
         taskArn=task,
         lastStatus=status,
+        executionStoppedAt=stopped_at,
         containers=tuple(
             EcsContainerView(name=name, lastStatus=last, exitCode=code)
             for name, (last, code) in containers.items()

@@ -302,20 +302,18 @@ def test_finished_stopped_submission_retires_the_task(result: OutcomeResult) -> 
     assert c.next_due_at() is None
 
 
-def test_change_during_stopped_flight_is_sent_before_retiring() -> None:
+def test_change_during_stopped_flight_is_late_once_acknowledged() -> None:
+    """An acknowledged STOPPED is the task's last report, as the agent's is: a fact merged while
+    it was in flight (an exit code, a reason) is late, as it would be after; ECS's endpoint flags
+    a later call (``updates_after_stopped``)."""
     c = make()
     c.apply(ev("t1", cc("app", "STOPPED")), src(0), 0)
     first = submit_one(c, 0)
     c.apply(ev("t1", cc("app", "STOPPED", exitCode=137, reason="OOM")), src(1), 1)
-    assert c.complete(first, "acknowledged", 2) == [src(0)]
-    assert not c.is_retired(key("t1"))
-    second = submit_one(c, 2)
-    assert second.stopped
-    assert second.sources == [src(1)]
-    assert second.request.containers is not None
-    assert second.request.containers[0].exitCode == 137
-    assert c.complete(second, "acknowledged", 3) == [src(1)]
+    assert c.complete(first, "acknowledged", 2) == [src(0), src(1)]
     assert c.is_retired(key("t1"))
+    assert c.due(2) == ([], [])
+    assert c.next_due_at() is None
 
 
 def test_stopped_task_retires_after_a_no_op_change_during_its_call() -> None:
@@ -324,8 +322,8 @@ def test_stopped_task_retires_after_a_no_op_change_during_its_call() -> None:
     sub = submit_one(c, 0)
     # A container seen without a status changes the state but not the request.
     assert c.apply(ev("t1", cc("app")), src(1), 1) == (Applied.CHANGED, [])
-    assert c.complete(sub, "acknowledged", 2) == [src(0)]
-    assert c.due(2) == ([], [src(1)])  # nothing new to say: not sent
+    assert c.complete(sub, "acknowledged", 2) == [src(0), src(1)]  # retired at once
+    assert c.due(2) == ([], [])
     assert c.is_retired(key("t1"))
     assert c.apply(ev("t1", cc("app", "STOPPED", reason="late")), src(2), 3) == (Applied.RETIRED, [src(2)])
 
@@ -659,22 +657,36 @@ def test_an_unreported_stopped_falls_when_the_view_turns_out_partial() -> None:
     assert reference_status(_SIDECAR_THEN_APP, floors) == (RUNNING, {"app": RUNNING, "sidecar": STOPPED})
 
 
-def test_a_reported_stopped_is_the_floor_when_the_view_turns_out_partial() -> None:
+def test_a_reported_stopped_is_final_when_the_view_turns_out_partial() -> None:
     """The same events, but the STOPPED call went before the app was seen: what was reported is
-    the floor (``TaskState.floor``), so the task stays STOPPED and the app's RUNNING goes with it."""
+    the floor (``TaskState.floor``), so the task stays STOPPED; and once acknowledged it is the
+    task's last report, as the agent's STOPPED is: the app's RUNNING, merged while the call was in
+    flight, is late (sent, it would say a STOPPED task runs a container, after its STOPPED)."""
     c = make()
     for offset, event in enumerate(_SIDECAR_THEN_APP[:2]):
         c.apply(event, src(offset), 0)
     stopped = submit_one(c, 0)
     assert (stopped.request.status, stopped.stopped) == ("STOPPED", True)
     assert c.apply(_SIDECAR_THEN_APP[2], src(2), 0) == (Applied.CHANGED, [])
-    assert c.complete(stopped, "acknowledged", 1) == [src(0), src(1)]
-    again = submit_one(c, 1)
-    statuses = {x.containerName: x.status for x in again.request.containers or ()}
-    assert (again.request.status, statuses) == ("STOPPED", {"app": "RUNNING", "sidecar": "STOPPED"})
+    assert c.complete(stopped, "acknowledged", 1) == [src(0), src(1), src(2)]
+    assert c.is_retired(key("t1"))
+    assert c.due(1) == ([], [])
     floors = [PENDING, PENDING, STOPPED]
-    assert build_request(model_state(key("t1"), _SIDECAR_THEN_APP, floors)) == again.request
-    assert reference_status(_SIDECAR_THEN_APP, floors)[0] == STOPPED
+    assert reference_status(_SIDECAR_THEN_APP, floors)[0] == STOPPED  # (the state it would report)
+    assert build_request(model_state(key("t1"), _SIDECAR_THEN_APP[:2], floors[:2])) == stopped.request
+
+
+def test_a_rejected_stopped_goes_again_with_what_came_meanwhile() -> None:
+    """A STOPPED that ECS did not acknowledge (rejected, or retries exhausted: dead-lettered) is
+    not the task's last report: a change merged while it was in flight goes in a new one."""
+    c = make()
+    c.apply(ev("t1", cc("app", "RUNNING")), src(0), 0)
+    c.apply(ev("t1", cc("app", "STOPPED")), src(1), 0)
+    stopped = submit_one(c, 0)
+    assert c.apply(ev("t1", cc("app", "STOPPED", exitCode=2)), src(2), 0) == (Applied.CHANGED, [])
+    assert c.complete(stopped, "rejected", 1) == [src(0), src(1)]
+    again = submit_one(c, 1)
+    assert [(x.status, x.exitCode) for x in again.request.containers or ()] == [("STOPPED", 2)]
 
 
 class CoalescerMachine(RuleBasedStateMachine):
@@ -693,6 +705,8 @@ class CoalescerMachine(RuleBasedStateMachine):
         self.floors: dict[TaskKey, list[int]] = defaultdict(list)
         """Per merged event, the rank already reported for its task (the floor of a settle)."""
         self.history: dict[TaskKey, list[tuple[Submission, OutcomeResult | None]]] = defaultdict(list)
+        self.taken_after: dict[int, int] = {}
+        """Per submission (by id), how many of its task's merged events it carries (all, when taken)."""
         # The offset book beside the coalescer, as the pipeline runs them: each applied event is
         # one record of one claim; a revocation gives its partition up and a reassignment re-reads
         # it from the committed offset under a new epoch.
@@ -738,6 +752,7 @@ class CoalescerMachine(RuleBasedStateMachine):
             assert all(self.applied[s] == k and s not in self.returned for s in sub.sources)
             previous.append((sub, None))
             self.flight.append((sub, self.gen[k]))
+            self.taken_after[id(sub)] = len(self.merged[k])
 
     def finish(self, index: int, result: OutcomeResult) -> None:
         sub, gen = self.flight.pop(index)
@@ -750,6 +765,12 @@ class CoalescerMachine(RuleBasedStateMachine):
             hist[at] = (sub, result)
             if self.c.is_retired(sub.key):
                 assert sub.stopped
+            if sub.stopped and result == "acknowledged":
+                # The task's last report: what was merged while it was in flight is late.
+                assert self.c.is_retired(sub.key)
+                merged = self.taken_after[id(sub)]
+                self.merged[sub.key] = self.merged[sub.key][:merged]
+                self.floors[sub.key] = self.floors[sub.key][:merged]
 
     # rules
 

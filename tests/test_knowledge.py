@@ -3,6 +3,7 @@ the definition's container set, ECS's own view, the agent's status and restart r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -144,6 +145,10 @@ def test_definitions_and_views_are_read_from_botocore_answers() -> None:
         }
     )
     assert view.containers[0].name == "app"
+    assert view.executionStoppedAt is None
+    stopped_at = datetime(2026, 11, 30, 8, 0, 1, 500000, tzinfo=UTC)  # botocore parses timestamps
+    stopping = view_from_botocore({"taskArn": TASK, "executionStoppedAt": stopped_at})
+    assert stopping.executionStoppedAt == stopped_at
     with pytest.raises(ValueError, match="not a task definition"):
         definition_from_botocore({"taskDefinition": {"family": "x"}})
 

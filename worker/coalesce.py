@@ -264,13 +264,15 @@ class Coalescer(KnowledgeMixin):
         return changed
 
     def next_due_at(self) -> int | None:
-        """The next time ``due`` has work: a submission's due time, a settle check, held events."""
+        """The next time ``due`` has work: a submission's due time, a settle check (none while
+        draining: ``_settle_due``), held events."""
         submission = self._next_submission_at()
         held = None if self._reorder is None else self._reorder.next_due_at()
         if held is not None and (submission is None or held < submission):
             submission = held
-        if self._settle_heap and (submission is None or self._settle_heap[0][0] < submission):
-            return self._settle_heap[0][0]
+        settle = self._settle_heap[0][0] if self._settle_heap and not self._draining else None
+        if settle is not None and (submission is None or settle < submission):
+            return settle
         return submission
 
     def _next_submission_at(self) -> int | None:
@@ -377,8 +379,10 @@ class Coalescer(KnowledgeMixin):
         if result == "acknowledged":
             entry.acked = submission.fingerprint
         resolved = list(submission.sources)
-        if entry.missing or (submission.stopped and not entry.dirty):
-            # Final for ECS: a rejected or failed STOPPED went to the dead-letter topic for replay.
+        if entry.missing or (submission.stopped and (result == "acknowledged" or not entry.dirty)):
+            # Final for ECS. An acknowledged STOPPED is the task's last report, as the agent's is
+            # (its task status goes no further): what was merged while it was in flight is late,
+            # as it would be after. A rejected or failed STOPPED went to the dead-letter topic.
             resolved.extend(entry.sources)
             self._retire(submission.key)
         elif entry.dirty:
@@ -453,7 +457,8 @@ class Coalescer(KnowledgeMixin):
 
     def set_draining(self, draining: bool) -> None:
         """While draining, a stopping task does not wait for its STOPPED (``stop_linger``), nor a
-        stop for the facts of its end (``exit_wait``)."""
+        stop for the facts of its end (``exit_wait``); and no settle time passes (consumption is
+        paused: ``_settle_due``)."""
         self._draining = draining
 
     def keys(self) -> Collection[TaskKey]:

@@ -227,6 +227,7 @@ class Dispatcher:
             self._coalescer.set_linger(self._linger_ns)
             self._coalescer.set_draining(False)
             self._draining = False
+            self._wake.set()  # the settle checks the drain held back are due again
 
     def _drained(self, partitions: set[TopicPartitionKey] | None) -> bool:
         """Nothing left that a drain can resolve: every record still claimed (of ``partitions``)

@@ -163,6 +163,7 @@ class KnowledgeMixin:
     _describe: bool
     _settle_heap: list[tuple[int, int, TaskKey]]
     _seq: int
+    _draining: bool
 
     def _schedule(self, key: TaskKey, entry: TaskEntry, now: int) -> None:
         raise NotImplementedError
@@ -307,8 +308,12 @@ class KnowledgeMixin:
     def _settle_due(self, now: int) -> list[SourceRef]:
         """Timers of quiet tasks (``settle`` after their last event): a fallback task derives its
         status from the containers seen; an exit held for a restart that did not come is final.
+        Not while draining: consumption is paused then, so a task is unread, not quiet (the
+        ``start`` of a restart may be the next record), and its records go to the next owner.
         Returns the sources resolved because there is then nothing to send."""
         resolved: list[SourceRef] = []
+        if self._draining:
+            return resolved
         heap = self._settle_heap
         while heap and heap[0][0] <= now:
             _, _, key = heapq.heappop(heap)

@@ -15,6 +15,7 @@ that does not have the shape of the model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -97,6 +98,10 @@ class EcsTaskView(_Known, frozen=True):
     desiredStatus: str | None = None
     taskDefinitionArn: str | None = None
     containers: tuple[EcsContainerView, ...] = ()
+    executionStoppedAt: datetime | None = None
+    """When the task's execution stopped, as ECS was told (the agent sets it once, at its first
+    essential container's stop, and sends it with every report after: ``SetExecutionStoppedAt``
+    in ``agent/api/task/task.go``)."""
 
 
 class _WireDependency(msgspec.Struct, frozen=True):
@@ -166,6 +171,7 @@ def view_from_botocore(task: Mapping[str, Any]) -> EcsTaskView:
                 "lastStatus": task.get("lastStatus"),
                 "desiredStatus": task.get("desiredStatus"),
                 "taskDefinitionArn": task.get("taskDefinitionArn"),
+                "executionStoppedAt": task.get("executionStoppedAt"),
                 "containers": [
                     {k: c.get(k) for k in ("name", "lastStatus", "exitCode", "reason", "runtimeId")}
                     for c in task.get("containers") or ()

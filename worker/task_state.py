@@ -176,7 +176,11 @@ class TaskState:
     end_seen: bool = False
     """A container stopped since the coalescer last looked (it times the wait for the end's facts)."""
     execution_stopped_ns: int = 0
-    """Observation (ns) behind a derived ``execution_stopped_at`` (0: none, or given by an event)."""
+    """Observation (ns) behind a derived ``execution_stopped_at`` (0: none, or given by an event
+    or by ECS's view)."""
+    execution_stop_told: bool = False
+    """ECS's view showed the task's execution stopped: ``execution_stopped_at`` is what ECS was
+    told (maybe nothing) and is not derived again (``merge_view``)."""
     stopping_known: bool = False
     maybe_holding: bool = False
     settled: bool = False
@@ -194,7 +198,9 @@ class TaskState:
             # (stopping() and holding() spelled out to their flags first: this runs per event)
             if self.definition is not None and (self.stopping_known or (self.stop_seen and self.stopping())):
                 if self.maybe_holding and self.holding():
-                    changed |= self.finalize_held()  # the task stops: the agent restarts nothing more
+                    # The task stops: the agent restarts nothing more (an exit from before the
+                    # stop, read again after ECS's view showed it, was restarted: its start follows).
+                    changed |= self.finalize_held(stopping=True)
                 if not self.missed and not self.all_seen:
                     # Stopping, yet a container of the definition was never seen?
                     self.missed = self._any_unseen(self.definition)
@@ -321,12 +327,8 @@ class TaskState:
             self.stop_seen = self.end_seen = True
             if self.managed_agents:
                 changed |= self._stop_agents(change.containerName)
-            earlier = rank == STOPPED and 0 < at < self.execution_stopped_ns
-            if (self.execution_stopped_at is None or earlier) and self._essential(change):
-                # The earliest stop observed (the die before its stop, in whatever order they came).
-                self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
-                self.execution_stopped_ns = at
-                changed = True
+            if (rank == STOPPED or change.stopRequested) and self._essential(change):
+                changed |= self._date_execution_stop(at, rank)
         return changed
 
     def _exit_not_final(self, container: ContainerState, change: ContainerChange, at: int) -> bool:
@@ -359,6 +361,22 @@ class TaskState:
             self.maybe_holding = True
             return True
         return False
+
+    def _date_execution_stop(self, at: int, rank: int) -> bool:
+        """An essential container's stop observed at ``at`` (ns) dates ``executionStoppedAt``: the
+        earliest one (the die before its stop, in whatever order they came), as the agent dates it
+        at its first essential container's stop and never again (``SetExecutionStoppedAt``,
+        ``agent/api/task/task.go``). Once ECS's view showed that stop (``execution_stop_told``)
+        it is ECS's time or none: a later record of that container (read again, or its
+        ``destroy``) is no date of it. Returns whether the time changed."""
+        if self.execution_stop_told:
+            return False
+        earlier = rank == STOPPED and 0 < at < self.execution_stopped_ns
+        if self.execution_stopped_at is not None and not earlier:
+            return False
+        self.execution_stopped_at = datetime.fromtimestamp(at / 1e9, tz=UTC)
+        self.execution_stopped_ns = at
+        return True
 
     def _stopping_before(self, at: int) -> bool:
         """The task's stop (its first essential container's exit) was observed before ``at`` (ns),
@@ -409,12 +427,14 @@ class TaskState:
         self.maybe_holding = any(c.held_exit is not None for c in self.containers.values())
         return self.maybe_holding
 
-    def finalize_held(self) -> bool:
-        """Take every held exit as final (the task is stopping, or no restart followed in time).
-        Returns whether anything reportable changed."""
+    def finalize_held(self, *, stopping: bool = False) -> bool:
+        """Take every held exit as final: no restart followed in time; or, ``stopping``, the task
+        is stopping, and then only the exits observed once it was (``_stopping_before``): the
+        agent restarted an earlier one before the stop (``RestartTracker.ShouldRestart``). Returns
+        whether anything reportable changed."""
         changed = False
         for container in self.containers.values():
-            if container.held_exit is not None:
+            if container.held_exit is not None and (not stopping or self._stopping_before(container.held_at)):
                 held, container.held_exit = container.held_exit, None
                 changed |= container.merge(held)
         return self._rerank() or changed
@@ -476,8 +496,24 @@ class TaskState:
             container.merge(change)
         if view.lastStatus in TASK_RANK:
             self.explicit_rank = max(self.explicit_rank, TASK_RANK[view.lastStatus])
+        self._learn_execution_stop(view)
         self._rerank()
         return True
+
+    def _learn_execution_stop(self, view: EcsTaskView) -> None:
+        """ECS's view shows the task's execution stopped (an essential container STOPPED, or its
+        ``executionStoppedAt``): the time ECS was told, if any, is the task's, reported again as
+        told (the agent repeats it with every report), and no record read after dates it
+        (``_date_execution_stop``). So the restart rules judge an exit read again against the real
+        stop (``_stopping_before``), not against a later record's time."""
+        definition = self.definition
+        shown_stopped = definition is not None and any(
+            seen.lastStatus == "STOPPED" and definition.essential(seen.name) for seen in view.containers
+        )
+        if view.executionStoppedAt is not None:
+            self.execution_stopped_at = view.executionStoppedAt
+            self.execution_stopped_ns = 0
+        self.execution_stop_told |= shown_stopped or view.executionStoppedAt is not None
 
     def _rerank(self) -> bool:
         self.stop_seen = True  # (called after what is learnt: a view, a definition, a settle)
