@@ -35,6 +35,7 @@ from worker.work import TaskKey
 
 __all__ = [
     "CONTAINER_RANK",
+    "EXECUTION_STOP_TOLD",
     "PENDING",
     "RUNNING",
     "STATUS_NAMES",
@@ -72,6 +73,8 @@ TASK_RANK: dict[str, int] = {
     "STOPPED": STOPPED,
 }
 _AGENT_RANK = {"PENDING": PENDING, "RUNNING": RUNNING, "STOPPED": STOPPED}
+EXECUTION_STOP_TOLD = -1
+"""``TaskState.execution_stopped_ns`` once ECS's view showed the task's execution stopped."""
 
 
 @dataclass(slots=True)
@@ -176,11 +179,10 @@ class TaskState:
     end_seen: bool = False
     """A container stopped since the coalescer last looked (it times the wait for the end's facts)."""
     execution_stopped_ns: int = 0
-    """Observation (ns) behind a derived ``execution_stopped_at`` (0: none, or given by an event
-    or by ECS's view)."""
-    execution_stop_told: bool = False
-    """ECS's view showed the task's execution stopped: ``execution_stopped_at`` is what ECS was
-    told (maybe nothing) and is not derived again (``merge_view``)."""
+    """Observation (ns) behind a derived ``execution_stopped_at`` (0: none, or given by an
+    event). ``EXECUTION_STOP_TOLD`` (-1): ECS's view showed the task's execution stopped, so
+    ``execution_stopped_at`` is what ECS was told (maybe nothing) and is not derived again
+    (``merge_view``; a sentinel, not a slot of its own: a slot more costs 16 bytes a task)."""
     stopping_known: bool = False
     maybe_holding: bool = False
     settled: bool = False
@@ -366,10 +368,10 @@ class TaskState:
         """An essential container's stop observed at ``at`` (ns) dates ``executionStoppedAt``: the
         earliest one (the die before its stop, in whatever order they came), as the agent dates it
         at its first essential container's stop and never again (``SetExecutionStoppedAt``,
-        ``agent/api/task/task.go``). Once ECS's view showed that stop (``execution_stop_told``)
+        ``agent/api/task/task.go``). Once ECS's view showed that stop (``EXECUTION_STOP_TOLD``)
         it is ECS's time or none: a later record of that container (read again, or its
         ``destroy``) is no date of it. Returns whether the time changed."""
-        if self.execution_stop_told:
+        if self.execution_stopped_ns == EXECUTION_STOP_TOLD:
             return False
         earlier = rank == STOPPED and 0 < at < self.execution_stopped_ns
         if self.execution_stopped_at is not None and not earlier:
@@ -512,8 +514,8 @@ class TaskState:
         )
         if view.executionStoppedAt is not None:
             self.execution_stopped_at = view.executionStoppedAt
-            self.execution_stopped_ns = 0
-        self.execution_stop_told |= shown_stopped or view.executionStoppedAt is not None
+        if shown_stopped or view.executionStoppedAt is not None:
+            self.execution_stopped_ns = EXECUTION_STOP_TOLD
 
     def _rerank(self) -> bool:
         self.stop_seen = True  # (called after what is learnt: a view, a definition, a settle)
