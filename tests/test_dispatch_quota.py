@@ -13,34 +13,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from aiobotocore.session import get_session
 
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from schemas.events import ContainerChange, TaskEvent
+from tests.dispatch_rig import Outcomes, dispatching
 from tests.support import wait_for
 from worker.coalesce import Coalescer
 from worker.config import Settings
-from worker.dispatch import Dispatcher
-from worker.ecs_clients import EcsClients
 from worker.metrics import Metrics
 from worker.offsets import OffsetBook
-from worker.publish import Publisher
 from worker.ratelimit import RateBudgets
-from worker.routing import Routes
-from worker.submit import Submitter
 
 TOPIC = "container-events"
 TASKS = 24
-
-
-class Outcomes:
-    """A sink keeping the outcome records' count (the publisher's seam)."""
-
-    def __init__(self) -> None:
-        self.records: list[bytes] = []
-
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, headers: object) -> None:
-        self.records.append(value or b"")
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -69,45 +54,28 @@ async def test_throttled_submissions_go_back_and_carry_the_newest_state(
     settings = Settings(
         ecs_endpoint_url=quota_endpoint.url, rate_limit_per_s=1_000.0, rate_limit_burst=1_000, linger_ms=0
     )
-    session = get_session()
-    session.set_credentials("test", "test")
     coalescer = Coalescer(linger_ns=0, max_active_tasks=1_000, retired_cap=1_000, describe=False)
     book = OffsetBook()
     book.assign([(TOPIC, 0)])
     metrics, outcomes = Metrics(), Outcomes()
     budgets = RateBudgets(rate_cap=1_000.0, burst_cap=1_000, quota_per_s=None, quota_burst=1)
-    routes = Routes(region="us-east-1", home_account=None, account_roles={})
-    async with EcsClients(settings, routes, session=session) as clients:
-        dispatcher = Dispatcher(
-            coalescer=coalescer,
-            book=book,
-            submitter=Submitter(clients, settings, metrics=metrics, budgets=budgets),
-            publisher=Publisher(outcomes, outcome_topic="o", dlq_topic="d", worker="test", metrics=metrics),
-            metrics=metrics,
-            linger_ms=0,
-            drain_timeout_ms=settings.drain_timeout_ms,
-            on_progress=lambda: None,
+    async with dispatching(
+        settings, coalescer, book, budgets, metrics=metrics, outcomes=outcomes
+    ) as dispatcher:
+        offset = 0
+        for status in ("PENDING", "RUNNING", "STOPPED"):
+            for task in range(TASKS):
+                source = book.track(TOPIC, 0, offset, 1)
+                assert source is not None
+                _, resolved = coalescer.apply(event(task, status), source, time.monotonic_ns())
+                for done in resolved:
+                    book.release(done)
+                offset += 1
+            dispatcher.wake()
+            await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: book.unresolved() == 0 and not coalescer.in_flight(), 30, "every record resolved"
         )
-        running = asyncio.create_task(dispatcher.run())
-        try:
-            offset = 0
-            for status in ("PENDING", "RUNNING", "STOPPED"):
-                for task in range(TASKS):
-                    source = book.track(TOPIC, 0, offset, 1)
-                    assert source is not None
-                    _, resolved = coalescer.apply(event(task, status), source, time.monotonic_ns())
-                    for done in resolved:
-                        book.release(done)
-                    offset += 1
-                dispatcher.wake()
-                await asyncio.sleep(0.05)
-            await wait_for(
-                lambda: book.unresolved() == 0 and not coalescer.in_flight(), 30, "every record resolved"
-            )
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-            await dispatcher.cancel_all()
     state = quota_endpoint.state()
     assert state["errors"].get("ThrottlingException", 0) > 0, "the quota was overshot"
     assert {task["status"] for task in state["tasks"].values()} == {"STOPPED"}
@@ -142,48 +110,26 @@ async def test_one_route_out_of_quota_does_not_hold_back_another(pressure: str) 
     server = LocalEcsEndpoint(seed=6, faults=quota)
     await server.start()
     settings = Settings(ecs_endpoint_url=server.url, rate_limit_per_s=rate, rate_limit_burst=2, linger_ms=0)
-    session = get_session()
-    session.set_credentials("test", "test")
     coalescer = Coalescer(linger_ns=0, max_active_tasks=1_000, retired_cap=1_000, describe=False)
     book = OffsetBook()
     book.assign([(TOPIC, 0)])
-    metrics = Metrics()
     budgets = RateBudgets(rate_cap=rate, burst_cap=2, quota_per_s=None, quota_burst=1)
-    routes = Routes(region="us-east-1", home_account=None, account_roles={})
     crowded, other = "000000000000/us-east-1", "000000000000/eu-west-1"
     try:
-        async with EcsClients(settings, routes, session=session) as clients:
-            dispatcher = Dispatcher(
-                coalescer=coalescer,
-                book=book,
-                submitter=Submitter(clients, settings, metrics=metrics, budgets=budgets),
-                publisher=Publisher(
-                    Outcomes(), outcome_topic="o", dlq_topic="d", worker="t", metrics=metrics
-                ),
-                metrics=metrics,
-                linger_ms=0,
-                drain_timeout_ms=settings.drain_timeout_ms,
-                on_progress=lambda: None,
-            )
-            running = asyncio.create_task(dispatcher.run())
-            try:
-                events = [region_event("us-east-1", n) for n in range(40)]
-                events += [region_event("eu-west-1", n) for n in range(3)]
-                for offset, change in enumerate(events):
-                    source = book.track(TOPIC, 0, offset, 1)
-                    assert source is not None
-                    coalescer.apply(change, source, time.monotonic_ns())
-                dispatcher.wake()
+        async with dispatching(settings, coalescer, book, budgets) as dispatcher:
+            events = [region_event("us-east-1", n) for n in range(40)]
+            events += [region_event("eu-west-1", n) for n in range(3)]
+            for offset, change in enumerate(events):
+                source = book.track(TOPIC, 0, offset, 1)
+                assert source is not None
+                coalescer.apply(change, source, time.monotonic_ns())
+            dispatcher.wake()
 
-                def tasks(scope: str) -> dict[str, str]:
-                    return dict(server.state()["scopes"].get(scope, {}).get("tasks", {}))
+            def tasks(scope: str) -> dict[str, str]:
+                return dict(server.state()["scopes"].get(scope, {}).get("tasks", {}))
 
-                await wait_for(lambda: len(tasks(other)) == 3, 10, "the other Region's three tasks")
-                assert set(tasks(other).values()) == {"RUNNING"}
-                assert len(tasks(crowded)) < 20, "the crowded Region's backlog was still waiting"
-            finally:
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-                await dispatcher.cancel_all()
+            await wait_for(lambda: len(tasks(other)) == 3, 10, "the other Region's three tasks")
+            assert set(tasks(other).values()) == {"RUNNING"}
+            assert len(tasks(crowded)) < 20, "the crowded Region's backlog was still waiting"
     finally:
         await server.stop()

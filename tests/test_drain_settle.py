@@ -10,22 +10,16 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from aiobotocore.session import get_session
 
 from devkit.ecs_endpoint import Faults, LocalEcsEndpoint
 from schemas.events import ContainerChange, TaskEvent
+from tests.dispatch_rig import dispatching
 from tests.knowledge_rig import definition
 from tests.support import wait_for
 from worker.coalesce import Coalescer
 from worker.config import Settings
-from worker.dispatch import Dispatcher
-from worker.ecs_clients import EcsClients
-from worker.metrics import Metrics
 from worker.offsets import OffsetBook
-from worker.publish import Publisher
 from worker.ratelimit import RateBudgets
-from worker.routing import Routes
-from worker.submit import Submitter
 
 TOPIC = "container-events"
 ARN = "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1"
@@ -33,11 +27,6 @@ TASK = "arn:aws:ecs:us-east-1:000000000000:task/prod/0123456789abcdef0123456789a
 OTHER = "arn:aws:ecs:us-east-1:000000000000:task/prod/fedcba9876543210fedcba9876543210"
 SETTLE_S = 0.3
 LATENCY_MS = 1_000
-
-
-class Outcomes:
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, headers: object) -> None:
-        return None
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -64,8 +53,6 @@ def event(
 
 async def test_a_settle_check_held_back_by_a_drain_runs_when_it_ends(endpoint: LocalEcsEndpoint) -> None:
     settings = Settings(ecs_endpoint_url=endpoint.url, linger_ms=0, drain_timeout_ms=2_000)
-    session = get_session()
-    session.set_credentials("test", "test")
     coalescer = Coalescer(
         linger_ns=0, max_active_tasks=10, retired_cap=10, describe=False, settle_ns=int(SETTLE_S * 1e9)
     )
@@ -75,48 +62,30 @@ async def test_a_settle_check_held_back_by_a_drain_runs_when_it_ends(endpoint: L
     )
     book = OffsetBook()
     book.assign([(TOPIC, 0)])
-    metrics = Metrics()
     budgets = RateBudgets(rate_cap=100.0, burst_cap=100, quota_per_s=None, quota_burst=1)
-    routes = Routes(region="us-east-1", home_account=None, account_roles={})
-    async with EcsClients(settings, routes, session=session) as clients:
-        dispatcher = Dispatcher(
-            coalescer=coalescer,
-            book=book,
-            submitter=Submitter(clients, settings, metrics=metrics, budgets=budgets),
-            publisher=Publisher(Outcomes(), outcome_topic="o", dlq_topic="d", worker="test", metrics=metrics),
-            metrics=metrics,
-            linger_ms=0,
-            drain_timeout_ms=settings.drain_timeout_ms,
-            on_progress=lambda: None,
-        )
-        running = asyncio.create_task(dispatcher.run())
-        try:
+    async with dispatching(settings, coalescer, book, budgets) as dispatcher:
 
-            def read(offset: int, change: TaskEvent) -> None:
-                source = book.track(TOPIC, 0, offset, 1)
-                assert source is not None
-                _, resolved = coalescer.apply(change, source, time.monotonic_ns())
-                for done in resolved:
-                    book.release(done)
-                dispatcher.wake()
+        def read(offset: int, change: TaskEvent) -> None:
+            source = book.track(TOPIC, 0, offset, 1)
+            assert source is not None
+            _, resolved = coalescer.apply(change, source, time.monotonic_ns())
+            for done in resolved:
+                book.release(done)
+            dispatcher.wake()
 
-            read(0, event("app", "PENDING", ago_s=100))
-            read(1, event("app", "RUNNING", ago_s=100))
-            await wait_for(lambda: book.to_commit().get((TOPIC, 0)) == 2, 5, "RUNNING reported")
-            read(2, event("app", "STOPPED", 1))  # ran 100 s: a restart is expected, held
-            read(3, event("app", "RUNNING", task=OTHER))  # its call keeps the drain going ~1 s
-            await wait_for(lambda: bool(coalescer.in_flight()), 5, "the other task's call under way")
-            draining = asyncio.create_task(dispatcher.drain({(TOPIC, 0)}))
-            await asyncio.sleep(2 * SETTLE_S)  # past the settle time, the drain still on
-            assert not draining.done()
-            assert book.to_commit().get((TOPIC, 0)) == 2  # the held exit is not final: unread
-            await draining
-            # No restart came: the exit is final once the task is quiet past the drain, and the
-            # drain's end hands the settle check back to the schedule loop (no record needed).
-            await wait_for(lambda: book.to_commit().get((TOPIC, 0)) == 4, 5, "STOPPED reported")
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-            await dispatcher.cancel_all()
+        read(0, event("app", "PENDING", ago_s=100))
+        read(1, event("app", "RUNNING", ago_s=100))
+        await wait_for(lambda: book.to_commit().get((TOPIC, 0)) == 2, 5, "RUNNING reported")
+        read(2, event("app", "STOPPED", 1))  # ran 100 s: a restart is expected, held
+        read(3, event("app", "RUNNING", task=OTHER))  # its call keeps the drain going ~1 s
+        await wait_for(lambda: bool(coalescer.in_flight()), 5, "the other task's call under way")
+        draining = asyncio.create_task(dispatcher.drain({(TOPIC, 0)}))
+        await asyncio.sleep(2 * SETTLE_S)  # past the settle time, the drain still on
+        assert not draining.done()
+        assert book.to_commit().get((TOPIC, 0)) == 2  # the held exit is not final: unread
+        await draining
+        # No restart came: the exit is final once the task is quiet past the drain, and the
+        # drain's end hands the settle check back to the schedule loop (no record needed).
+        await wait_for(lambda: book.to_commit().get((TOPIC, 0)) == 4, 5, "STOPPED reported")
     task = endpoint.state()["tasks"][TASK]
     assert (task["status"], task["containers"], task["calls"]) == ("STOPPED", {"app": "STOPPED"}, 2)
