@@ -94,3 +94,20 @@ def test_an_exit_held_from_before_the_stop_ecs_shows_stays_held() -> None:
     rig.tick(100.5)
     assert rig.statuses() == ["STOPPED app=STOPPED(0),metrics=STOPPED(0)"]
     assert rig.committable() == rig.offset
+
+
+def test_an_exit_held_when_ecs_was_never_told_the_stop_time_waits_for_the_records() -> None:
+    """ECS shows the app STOPPED but was never told when: whether ``metrics``' exit at 40 s
+    came before the stop cannot be judged from the view, so the view does not make it final;
+    the next record, its restart's start, shows it was a restart."""
+    rig = Rig(settle_ns=45 * S)
+    rig.co.definitions.put(ARN, definition(APP_METRICS))
+    rig.book.note_replay_end("t", 0, 10)
+    rig.feed(ev("metrics", "STOPPED", at=40, exit_code=1), at=100)
+    rig.answer_views(view("RUNNING", {"app": ("STOPPED", 0), "metrics": ("RUNNING", None)}), at=100.1)
+    assert rig.tick(100.2) == []
+    rig.feed(ev("metrics", "RUNNING", at=41), at=100.3)
+    rig.feed(ev("metrics", "STOPPED", at=70, exit_code=0), at=100.4)
+    rig.tick(100.5)
+    assert rig.statuses() == ["STOPPED app=STOPPED(0),metrics=STOPPED(0)"]
+    assert rig.committable() == rig.offset
