@@ -261,9 +261,13 @@ class KnowledgeMixin:
     def _stopping_shown(entry: TaskEntry) -> bool:
         """ECS's view shows the task stopping: an exit held from since its stop is final, as when
         a record shows the stop (``TaskState.merge``; agent: ``RestartTracker.ShouldRestart``
-        restarts nothing of a stopping task). Returns whether anything reportable changed."""
+        restarts nothing of a stopping task). Not when ECS was never told when the task stopped:
+        the records read next (a restart's start) tell. Returns whether anything reportable
+        changed."""
         state = entry.state
-        if not (state.maybe_holding and state.stopping() and state.holding()):
+        if state.execution_stopped_at is None or not state.maybe_holding:
+            return False
+        if not (state.stopping() and state.holding()):
             return False
         return state.finalize_held(stopping=True)
 
