@@ -245,13 +245,17 @@ class Coalescer(KnowledgeMixin):
             state.end_seen = False
             if entry.end_since is None:
                 entry.end_since = now
-        if state.missed and not missed:
+        missed_now = state.missed and not missed
+        if missed_now:
             if self._describe:
                 self._want_view(key, entry)
             else:
-                changed |= self._fall_back(key, entry)
-        elif (entry.fallback and not state.settled) or (state.maybe_holding and state.holding()):
-            self._push_settle(key, entry)  # the quiet time starts again
+                changed |= self._fall_back(key, entry)  # (its quiet time starts)
+        holding = state.maybe_holding and state.holding()
+        if holding or (entry.fallback and not state.settled and not missed_now):
+            # The quiet time starts again; for an exit held on the record that showed the history
+            # missed too (the task's first, often), else nothing would ever make it final.
+            self._push_settle(key, entry)
         if changed:
             if not entry.dirty:
                 entry.dirty = True

@@ -242,6 +242,10 @@ class KnowledgeMixin:
             entry.reported |= reported.rank > PENDING
             entry.state.floor = max(entry.state.floor, reported.rank)
             entry.state.merge_view(view)
+            if self._stopping_shown(entry) and not entry.dirty:
+                entry.dirty = True
+                entry.changed_at = now
+                entry.first_event_at = entry.first_event_at or entry.last_observed_at
             if reported.rank == STOPPED and entry.in_flight is None:
                 resolved = entry.sources
                 self._retire(key)
@@ -252,6 +256,20 @@ class KnowledgeMixin:
             self._schedule(key, entry, now)
             return []
         return self._settled_sources(entry)
+
+    @staticmethod
+    def _stopping_shown(entry: TaskEntry) -> bool:
+        """ECS's view shows the task stopping: an exit held from since its stop is final, as when
+        a record shows the stop (``TaskState.merge``; agent: ``RestartTracker.ShouldRestart``
+        restarts nothing of a stopping task). Not when ECS was never told when the task stopped:
+        the records read next (a restart's start) tell. Returns whether anything reportable
+        changed."""
+        state = entry.state
+        if state.execution_stopped_at is None or not state.maybe_holding:
+            return False
+        if not (state.stopping() and state.holding()):
+            return False
+        return state.finalize_held(stopping=True)
 
     def learn_unroutable(self, key: TaskKey, now: int) -> list[SourceRef]:
         """No credentials may call the task's account (``worker.routing.NoRoute``): ECS can be

@@ -77,6 +77,11 @@ EXECUTION_STOP_TOLD = -1
 """``TaskState.execution_stopped_ns`` once ECS's view showed the task's execution stopped."""
 
 
+def _ns(moment: datetime) -> int:
+    """``moment`` in integer nanoseconds since the epoch, exactly (a datetime holds microseconds)."""
+    return int(moment.replace(microsecond=0).timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
 @dataclass(slots=True)
 class ContainerState:
     rank: int = -1
@@ -381,10 +386,15 @@ class TaskState:
         return True
 
     def _stopping_before(self, at: int) -> bool:
-        """The task's stop (its first essential container's exit) was observed before ``at`` (ns),
-        or its time is unknown."""
+        """The task's stop (its first essential container's exit) was observed before ``at`` (ns)
+        or at that instant, or its time is unknown. Compared in integer nanoseconds: the
+        observation itself when this process dated the stop, else the time given (to the
+        microsecond); a float of seconds is 256 ns apart at today's epoch."""
+        observed = self.execution_stopped_ns
+        if observed > 0:
+            return observed <= at
         stopped = self.execution_stopped_at
-        return stopped is None or stopped.timestamp() * 1e9 <= at
+        return stopped is None or _ns(stopped) <= at
 
     def _essential(self, change: ContainerChange) -> bool:
         return self.definition is not None and self.definition.essential(change.containerName)
