@@ -55,6 +55,7 @@ def test_an_arn_that_cannot_be_read_is_no_route_to_the_home_account() -> None:
         ("arn:aws:ecs::333344445555:cluster/prod", "0f2c"),
         ("arn:aws:ecs:eu-west-1::cluster/prod", "0f2c"),
         ("prod", "arn:not-an-arn"),
+        ("prod", f"arn::ecs:eu-west-1:{HOME}:task/prod/0f2c"),  # no partition: not aws's by default
     ]:
         with pytest.raises(NoRoute, match="cannot be read"):
             r.role_for(r.route_of(cluster, task))

@@ -16,7 +16,7 @@ Which credentials may call an account:
   call is ever made with another account's credentials.
 
 Nor has a task whose ARNs do not name one account and Region plainly, since any guess could be
-another account: a task or cluster ARN that cannot be read (no Region or no account), a task ARN
+another account: a task or cluster ARN that cannot be read (no partition, Region or account), a task ARN
 and a cluster ARN that disagree (the agent's task and cluster are always in one account and
 Region), or an ARN of another partition than the home Region's (``aws-cn``, ``aws-us-gov``: the
 credentials and roles of one partition cannot call another, and a role cannot be assumed across
@@ -166,16 +166,18 @@ class Routes:
 
 def _read(value: str) -> Route | None:
     """The route an ARN names; None for a name or an id (no ARN); a route with a ``problem`` for
-    an ARN that names no Region or no account."""
+    an ARN that names no partition, no Region or no account."""
     if not value.startswith("arn:"):
         return None
     try:
         arn = _PARSER.parse_arn(value)
     except InvalidArnException:
         return _unroutable(Route("", ""), f"the ARN {value} cannot be read")
-    route = Route(arn["account"], arn["region"], arn["partition"] or "aws")
-    if not (arn["region"] and arn["account"]):
-        return _unroutable(route, f"the ARN {value} cannot be read: it names no Region or no account")
+    route = Route(arn["account"], arn["region"], arn["partition"])
+    if not (arn["partition"] and arn["region"] and arn["account"]):
+        return _unroutable(
+            route, f"the ARN {value} cannot be read: it names no partition, no Region or no account"
+        )
     return route
 
 
