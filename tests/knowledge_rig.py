@@ -9,7 +9,7 @@ take: everything below it has been reported (or needs no report).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.events import ContainerChange, ContainerStatus, TaskEvent
@@ -19,6 +19,7 @@ from worker.task_definition import EcsContainerView, EcsTaskView, TaskDefinition
 from worker.work import SourceRef, Submission, TaskKey
 
 __all__ = [
+    "APP_METRICS",
     "ARN",
     "CLUSTER",
     "KEY",
@@ -26,9 +27,11 @@ __all__ = [
     "TASK",
     "Rig",
     "S",
+    "at",
     "coalescer",
     "definition",
     "ev",
+    "replaying_rig",
     "shown",
     "view",
 ]
@@ -40,6 +43,20 @@ TASK = "arn:aws:ecs:us-east-1:111122223333:task/prod/0123456789abcdef"
 KEY: TaskKey = (CLUSTER, TASK)
 T0 = 1_764_598_465_000_000_000
 """Observation time (wall-clock ns) of an event at 0 s; the rig's monotonic clock starts there too."""
+APP_METRICS: list[dict[str, Any]] = [
+    {"name": "app"},
+    {
+        "name": "metrics",
+        "essential": False,
+        "restartPolicy": {"enabled": True, "ignoredExitCodes": [0], "restartAttemptPeriod": 60},
+    },
+]
+"""An essential app and a sidecar the agent restarts (exit codes but 0, after 60 s up)."""
+
+
+def at(seconds: float) -> datetime:
+    """The wall-clock time of the rig's ``seconds`` (as ECS's view and requests carry it)."""
+    return datetime.fromtimestamp((T0 + int(seconds * S)) / 1e9, tz=UTC)
 
 
 def definition(containers: Sequence[dict[str, Any]], arn: str = ARN) -> TaskDefinition:
@@ -199,3 +216,13 @@ class Rig:
     def committable(self) -> int | None:
         """The offset a commit of partition ``("t", 0)`` would take now."""
         return self.book.to_commit().get(("t", 0))
+
+
+def replaying_rig(containers: list[dict[str, Any]], replay_end: int | None, **options: Any) -> Rig:
+    """The definition of ``containers`` known; with ``replay_end``, a new owner: partition
+    ``("t", 0)`` read again below it. ``options`` go to the coalescer (``settle_ns``...)."""
+    rig = Rig(**options)
+    rig.co.definitions.put(ARN, definition(containers))
+    if replay_end is not None:
+        rig.book.note_replay_end("t", 0, replay_end)
+    return rig

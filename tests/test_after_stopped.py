@@ -18,34 +18,12 @@ Pure: a real ``Coalescer`` and ``OffsetBook`` (``tests.knowledge_rig``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from tests.knowledge_rig import ARN, KEY, T0, Rig, S, definition, ev, shown, view
+from tests.knowledge_rig import APP_METRICS, ARN, KEY, Rig, S, at, definition, ev, replaying_rig, shown, view
 from worker.coalesce import Applied
 
 APP_SIDECAR: list[dict[str, Any]] = [{"name": "app"}, {"name": "sidecar", "essential": False}]
-APP_METRICS: list[dict[str, Any]] = [
-    {"name": "app"},
-    {
-        "name": "metrics",
-        "essential": False,
-        "restartPolicy": {"enabled": True, "ignoredExitCodes": [0], "restartAttemptPeriod": 60},
-    },
-]
-
-
-def at(seconds: float) -> datetime:
-    """The wall-clock time of the rig's ``seconds`` (as ECS's view and requests carry it)."""
-    return datetime.fromtimestamp((T0 + int(seconds * S)) / 1e9, tz=UTC)
-
-
-def replaying_rig(containers: list[dict[str, Any]], replay_end: int) -> Rig:
-    """A new owner: the definition known, partition ``("t", 0)`` read again below ``replay_end``."""
-    rig = Rig()
-    rig.co.definitions.put(ARN, definition(containers))
-    rig.book.note_replay_end("t", 0, replay_end)
-    return rig
 
 
 def test_a_fact_merged_while_stopped_is_in_flight_causes_no_second_call() -> None:

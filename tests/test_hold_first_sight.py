@@ -16,30 +16,9 @@ Pure: a real ``Coalescer`` and ``OffsetBook`` (``tests.knowledge_rig``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.knowledge_rig import ARN, KEY, Rig, S, definition, ev, view
-from tests.test_after_stopped import at
-
-APP_METRICS: list[dict[str, Any]] = [
-    {"name": "app"},
-    {
-        "name": "metrics",
-        "essential": False,
-        "restartPolicy": {"enabled": True, "ignoredExitCodes": [0], "restartAttemptPeriod": 60},
-    },
-]
-
-
-def first_sight_rig(replayed: bool) -> Rig:
-    """A 3 s settle time; ``replayed``: a new owner, the partition read again below offset 10."""
-    rig = Rig(settle_ns=3 * S)
-    rig.co.definitions.put(ARN, definition(APP_METRICS))
-    if replayed:
-        rig.book.note_replay_end("t", 0, 10)
-    return rig
+from tests.knowledge_rig import APP_METRICS, KEY, S, at, ev, replaying_rig, view
 
 
 @pytest.mark.parametrize("replayed", [False, True], ids=["new", "replayed"])
@@ -47,7 +26,7 @@ def test_an_exit_held_on_the_first_record_is_final_after_the_settle_time(replaye
     """The task's only record: ``metrics`` exits (code 1, a restart for its policy); ECS shows
     the task RUNNING. No restart follows: once quiet for the settle time (3 s), the exit is final
     and reported, and the record is resolved."""
-    rig = first_sight_rig(replayed)
+    rig = replaying_rig(APP_METRICS, 10 if replayed else None, settle_ns=3 * S)
     rig.feed(ev("metrics", "STOPPED", at=100, exit_code=1))
     assert rig.wanted()[1] == [KEY]
     running = view("RUNNING", {"app": ("RUNNING", None), "metrics": ("RUNNING", None)})
@@ -66,9 +45,7 @@ def test_an_exit_held_before_ecs_view_showed_the_task_stopping_is_final_with_it(
     restart). ECS's view then shows the task stopping since 50 s: the agent restarts nothing of
     a stopping task, so the exit is final at once, and the task's STOPPED goes without waiting
     for the settle time (45 s) or for a later record (the containers' ``destroy``, hours on)."""
-    rig = Rig(settle_ns=45 * S)
-    rig.co.definitions.put(ARN, definition(APP_METRICS))
-    rig.book.note_replay_end("t", 0, 10)
+    rig = replaying_rig(APP_METRICS, replay_end=10, settle_ns=45 * S)
     rig.feed(ev("metrics", "STOPPED", at=60, exit_code=1), at=100)
     shows = view("RUNNING", {"app": ("STOPPED", 0), "metrics": ("RUNNING", None)}, stopped_at=at(50))
     rig.answer_views(shows, at=100.1)
@@ -82,9 +59,7 @@ def test_an_exit_held_before_ecs_view_showed_the_task_stopping_is_final_with_it(
 def test_an_exit_held_from_before_the_stop_ecs_shows_stays_held() -> None:
     """The same, but ``metrics``' exit came before the task's stop (40 s < 50 s): the agent
     restarted it then (its start follows), so the view does not make it final."""
-    rig = Rig(settle_ns=45 * S)
-    rig.co.definitions.put(ARN, definition(APP_METRICS))
-    rig.book.note_replay_end("t", 0, 10)
+    rig = replaying_rig(APP_METRICS, replay_end=10, settle_ns=45 * S)
     rig.feed(ev("metrics", "STOPPED", at=40, exit_code=1), at=100)
     shows = view("RUNNING", {"app": ("STOPPED", 0), "metrics": ("RUNNING", None)}, stopped_at=at(50))
     rig.answer_views(shows, at=100.1)
@@ -100,9 +75,7 @@ def test_an_exit_held_when_ecs_was_never_told_the_stop_time_waits_for_the_record
     """ECS shows the app STOPPED but was never told when: whether ``metrics``' exit at 40 s
     came before the stop cannot be judged from the view, so the view does not make it final;
     the next record, its restart's start, shows it was a restart."""
-    rig = Rig(settle_ns=45 * S)
-    rig.co.definitions.put(ARN, definition(APP_METRICS))
-    rig.book.note_replay_end("t", 0, 10)
+    rig = replaying_rig(APP_METRICS, replay_end=10, settle_ns=45 * S)
     rig.feed(ev("metrics", "STOPPED", at=40, exit_code=1), at=100)
     rig.answer_views(view("RUNNING", {"app": ("STOPPED", 0), "metrics": ("RUNNING", None)}), at=100.1)
     assert rig.tick(100.2) == []

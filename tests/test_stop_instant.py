@@ -13,21 +13,9 @@ Pure: a real ``Coalescer`` and ``OffsetBook`` (``tests.knowledge_rig``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.knowledge_rig import ARN, KEY, Rig, S, definition, ev, view
-from tests.test_after_stopped import at, replaying_rig
-
-APP_METRICS: list[dict[str, Any]] = [
-    {"name": "app"},
-    {
-        "name": "metrics",
-        "essential": False,
-        "restartPolicy": {"enabled": True, "ignoredExitCodes": [0], "restartAttemptPeriod": 60},
-    },
-]
+from tests.knowledge_rig import APP_METRICS, ARN, KEY, Rig, S, at, definition, ev, replaying_rig, view
 
 
 @pytest.mark.parametrize("stop_at", [70.123456789, 70.000000001, 70.5])
