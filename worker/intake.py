@@ -47,7 +47,7 @@ __all__ = ["Intake", "RecordBatch", "build_coalescer", "rekeyed_exit_wait_ms"]
 _repartitioned = msgspec.json.Decoder(TaskEvent)
 _progress = msgspec.json.Decoder(ProgressMarker)
 _RETIRED = Applied.RETIRED
-"""Read once: an Enum member's lookup runs Python code (``admit`` checks it per event)."""
+"""Read once: an Enum member's lookup runs Python code (``_apply`` checks it per event)."""
 
 
 def rekeyed_exit_wait_ms(settings: Settings) -> int:
@@ -160,12 +160,8 @@ class Intake:
             self.ignored.update(decoded.ignored)
         if events:
             self.decoded[decoded.format] += len(events)
-        end = offsets.replay_end
         return RecordBatch(
-            offsets.track(offset, len(events) + (1 if bad else 0)),
-            events,
-            bad,
-            end is not None and offset < end,
+            offsets.track(offset, len(events) + (1 if bad else 0)), events, bad, offsets.replayed(offset)
         )
 
     def read_repartitioned(
@@ -189,8 +185,7 @@ class Intake:
                 events.append(event)
             else:
                 bad.append(("validate", BadItem(broken, "EcsRuleViolation", 0)))
-        end = offsets.replay_end
-        return RecordBatch(offsets.track(offset, 1), events, bad, end is not None and offset < end)
+        return RecordBatch(offsets.track(offset, 1), events, bad, offsets.replayed(offset))
 
     def read_progress(
         self, topic: str, partition: int, offset: int, value: bytes | None, now: int, wall: int
@@ -221,19 +216,9 @@ class Intake:
         """Apply every event of ``batch`` (as ``read`` gave it) at one instant."""
         if not batch.events:
             return
-        source, replayed = batch.source, batch.replayed
-        apply, linger = self.coalescer.apply, self.linger_ns
+        source, replayed, apply = batch.source, batch.replayed, self._apply
         for event in batch.events:
-            # ``_apply`` spelled out (it runs per event): the linger counted from the observation.
-            age = wall - event.observedAt
-            at = now - age if 0 < age < linger else now
-            applied, resolved = apply(event, source, at, replayed=replayed)
-            if applied is _RETIRED:
-                self.ignored[LATE_EVENT] += 1
-            if resolved:
-                release = self.book.release
-                for done in resolved:
-                    release(done)
+            apply(event, source, now, wall, replayed)
 
     def _apply(self, event: TaskEvent, source: SourceRef, now: int, wall: int, replayed: bool) -> Applied:
         # A fresh change's linger counts from its observation, not from its arrival here: time in
@@ -243,7 +228,7 @@ class Intake:
         applied, resolved = self.coalescer.apply(
             event, source, now - age if 0 < age < self.linger_ns else now, replayed=replayed
         )
-        if applied is Applied.RETIRED:
+        if applied is _RETIRED:
             self.ignored[LATE_EVENT] += 1
         if resolved:
             release = self.book.release

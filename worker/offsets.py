@@ -69,6 +69,11 @@ class PartitionOffsets:
                 self._order.append(offset)
         return _new_source(SourceRef, (self.topic, self.partition, offset, self.epoch))
 
+    def replayed(self, offset: int) -> bool:
+        """Whether ``offset`` lies below the replay end noted at assignment (False when none was)."""
+        end = self.replay_end
+        return end is not None and offset < end
+
     def release(self, offset: int, count: int = 1) -> None:
         left = self._claims.get(offset)
         if left is None:
@@ -147,9 +152,7 @@ class OffsetBook:
         worker replay`` notes none: offline, it cannot ask ECS anyway)."""
         topic, partition, offset, epoch = source
         book = self._partitions.get((topic, partition))
-        if book is None or book.epoch != epoch or book.replay_end is None:
-            return False
-        return offset < book.replay_end
+        return book is not None and book.epoch == epoch and book.replayed(offset)
 
     def committable(self, topic: str, partition: int) -> int | None:
         """An owned partition's committable offset now (every record below it resolved); None when
@@ -170,13 +173,7 @@ class OffsetBook:
         book = self._partitions.get((topic, partition))
         if book is None or book.epoch != epoch:
             return False
-        claims = book._claims  # (``PartitionOffsets.release`` spelled out: this runs per record)
-        left = claims.get(offset)
-        if left is not None:
-            if left <= count:
-                del claims[offset]
-            else:
-                claims[offset] = left - count
+        book.release(offset, count)
         return True
 
     def to_commit(self) -> dict[TopicPartitionKey, int]:
